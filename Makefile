@@ -1,0 +1,29 @@
+# The README's two commands:  `make`  (set up from nothing + main job)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The real datasets sit beside the checkout in development and CI; the main job also works without them.
+SBTS_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
+export SBTS_DATA_DIR
+RUN_DIR ?= runs/japanesevowels-sbt-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: all setup demo test
+all: demo
+
+setup: $(VENV)/.installed
+
+# CPU torch 2.13.0 first (a local wheel); an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Main job: train, evaluate a sparse binary Transformer (density 0.5) on JapaneseVowels.
+demo: setup
+	$(BIN)/sbts train classification --data UEA/JapaneseVowels --model sbt --density 0.5 --seed 0 --epochs 100 --out $(RUN_DIR)
+	$(BIN)/sbts evaluate $(RUN_DIR)
+
+test: setup
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,5 @@
+import sys
+
+from sbts.cli.main import main
+
+sys.exit(main())

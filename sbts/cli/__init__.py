@@ -1,0 +1,3 @@
+from sbts.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,129 @@
+"""The ``sbts`` command: a thin layer over the Python API.
+
+Every user-fixable problem ends with one line ``sbts: error: ...`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from sbts.errors import SBTSError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_train_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train a model and write a run directory")
+    train.add_argument("task", choices=["classification"], help="what to train")
+    train.add_argument("--data", help="dataset name (e.g. UEA/JapaneseVowels) or path to a .ts pair")
+    train.add_argument("--model", choices=None, help="registered model: sbt (sparse binary) or dense")
+    train.add_argument("--out", required=True, help="run directory to create (or resume)")
+    train.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    density = train.add_mutually_exclusive_group()
+    density.add_argument("--density", type=float, help="fraction of weights kept, in (0, 1]")
+    density.add_argument("--sparsity", type=float, help="fraction of weights pruned (= 1 - density)")
+    train.add_argument("--seed", type=int, help="seed of the random weights, split and shuffling")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
+    train.add_argument("--val-fraction", type=float, help="fraction of training cases held out for validation")
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--d-model", type=int)
+    train.add_argument("--n-heads", type=int)
+    train.add_argument("--n-layers", type=int)
+    train.add_argument("--attention", choices=["full", "step_t", "qkv_mask"])
+    train.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+
+
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    model = {key: value for key, value in {
+        "density": args.density, "d_model": args.d_model, "n_heads": args.n_heads, "n_layers": args.n_layers,
+        "attention": args.attention, "seed": args.seed}.items() if value is not None}
+    if args.sparsity is not None:
+        model["sparsity"] = args.sparsity
+    train = {key: value for key, value in {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
+        "val_fraction": args.val_fraction, "device": args.device, "seed": args.seed}.items() if value is not None}
+    return model, train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sbts.config import resolve_density
+    from sbts.tasks import get_task
+    from sbts.tasks.runs import build_run_spec
+
+    task = get_task(args.task)
+    model_overrides, train_overrides = _overrides(args)
+    if "sparsity" in model_overrides:
+        model_overrides["density"] = resolve_density(None, model_overrides.pop("sparsity"))
+    elif "density" in model_overrides:
+        model_overrides["density"] = resolve_density(model_overrides["density"])
+    if args.resume:
+        metrics = task.train_run({}, args.out, resume=True, verbose=not args.quiet, train_overrides=train_overrides)
+    else:
+        spec = build_run_spec(args.task, data=args.data, model_name=args.model, config_file=args.config,
+                              model_overrides=model_overrides, train_overrides=train_overrides)
+        metrics = task.train_run(spec, args.out, verbose=not args.quiet)
+    if metrics.get("interrupted"):
+        print(f"sbts: interrupted after epoch {metrics['epochs']}; continue with: sbts train {args.task} "
+              f"--out {args.out} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(json.dumps({k: metrics[k] for k in ("task", "model", "dataset", "density", "seed", "epochs", "best_epoch",
+                                              "train_seconds", "val", "test")}, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from sbts.tasks import get_task
+    from sbts.training.checkpoint import read_json
+
+    config = read_json(f"{args.run_dir}/config.json", "run config")
+    task = get_task(str(config.get("task")) if isinstance(config, dict) else "")
+    metrics = task.evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    print(json.dumps({k: metrics[k] for k in ("task", "model", "dataset", "density", "checkpoint", "epoch", "val",
+                                              "test")}, indent=2))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from sbts.models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sbts", description="Sparse Binary Transformers for multivariate time series")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(subparsers)
+    evaluate = subparsers.add_parser("evaluate", help="re-evaluate a saved run on its validation and test data")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    evaluate.add_argument("--device", default="auto")
+    subparsers.add_parser("models", help="list the registered models")
+    return parser
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SBTSError as exc:
+        print(f"sbts: error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sbts: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Dataclass configurations: a model, its training, and a whole run.
+
+A ``ModelConfig`` describes a network completely (``create_model(config)`` rebuilds it bit for bit,
+including the frozen random weights), and is saved in every checkpoint and run directory.
+``density`` is the fraction of weights *kept*; ``sparsity = 1 - density`` is accepted as the other
+name wherever a config is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sbts.errors import ConfigError
+
+LINEAR_KINDS = ("sparse_binary", "dense")
+ATTENTION_MODES = ("full", "step_t", "qkv_mask")
+NORMS = ("batch", "layer_time", "none")
+POS_ENCODINGS = ("sinusoidal", "learnable", "none")
+
+
+def check_density(value: Any, name: str = "density") -> float:
+    """Validate a kept fraction: a finite number in (0, 1]."""
+    try:
+        density = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    if not (math.isfinite(density) and 0.0 < density <= 1.0):
+        raise ConfigError(f"{name} must be in (0, 1] (the fraction of weights kept), got {value!r}")
+    return density
+
+
+def resolve_density(density: Any = None, sparsity: Any = None, default: float = 0.5) -> float:
+    """Accept either name; both given must agree (sparsity = 1 - density)."""
+    if sparsity is not None:
+        try:
+            sparsity_value = float(sparsity)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+        if not (math.isfinite(sparsity_value) and 0.0 <= sparsity_value < 1.0):
+            raise ConfigError(f"sparsity must be in [0, 1) (the fraction of weights pruned), got {sparsity!r}")
+        from_sparsity = 1.0 - sparsity_value
+        if density is not None and abs(check_density(density) - from_sparsity) > 1e-12:
+            raise ConfigError(f"density={density!r} and sparsity={sparsity!r} disagree (sparsity = 1 - density)")
+        return check_density(from_sparsity)
+    return check_density(default if density is None else density)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _from_dict(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    try:
+        return cls(**data)
+    except TypeError as exc:  # a missing required field
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build one encoder-only Transformer, dense or sparse-binary."""
+
+    in_channels: int
+    out_dim: int
+    max_len: int
+    d_model: int = 64
+    n_heads: int = 2
+    n_layers: int = 2
+    d_ff: int = 256
+    linear: str = "sparse_binary"
+    density: float = 0.5
+    attention: str = "full"
+    step_t_self: bool = False
+    qkv_density: float = 0.5
+    norm: str = "batch"
+    pos_encoding: str = "sinusoidal"
+    attention_bias: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "out_dim", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
+            _check_positive_int(getattr(self, name), name)
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        _check_choice(self.linear, LINEAR_KINDS, "linear")
+        _check_choice(self.attention, ATTENTION_MODES, "attention")
+        _check_choice(self.norm, NORMS, "norm")
+        _check_choice(self.pos_encoding, POS_ENCODINGS, "pos_encoding")
+        self.density = check_density(self.density)
+        self.qkv_density = check_density(self.qkv_density, "qkv_density")
+        _check_positive_int(self.seed, "seed", minimum=0)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.density
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model config") -> "ModelConfig":
+        data = dict(data)
+        if "sparsity" in data:
+            data["density"] = resolve_density(data.get("density"), data.pop("sparsity"))
+        return _from_dict(cls, data, where)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and selection settings (paper-spec §1.2 defaults for classification)."""
+
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 4.0
+    patience: int = 0  # epochs without validation improvement before stopping; 0 = never stop early
+    lr_decay_on_plateau: bool = False  # x0.75 per epoch after > 2 epochs without improvement (paper AD/forecasting)
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_positive_int(self.epochs, "epochs")
+        _check_positive_int(self.batch_size, "batch_size")
+        _check_positive_int(self.patience, "patience", minimum=0)
+        _check_positive_int(self.seed, "seed", minimum=0)
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ConfigError("lr must be > 0")
+        if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "train config") -> "TrainConfig":
+        return _from_dict(cls, data, where)
+
+
+@dataclass
+class RunConfig:
+    """One training run: task, data, model and training settings. Saved as ``RUN_DIR/config.json``."""
+
+    task: str
+    data: str
+    model: ModelConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model_name: str = "sbt"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "data": self.data,
+            "model_name": self.model_name,
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "run config") -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        known = {"task", "data", "model_name", "model", "train"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+        for key in ("task", "data", "model"):
+            if key not in data:
+                raise ConfigError(f"{where}: missing key {key!r}")
+        return cls(
+            task=str(data["task"]),
+            data=str(data["data"]),
+            model_name=str(data.get("model_name", "sbt")),
+            model=ModelConfig.from_dict(data["model"], f"{where}: model"),
+            train=TrainConfig.from_dict(data.get("train", {}), f"{where}: train"),
+        )
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping; errors name the file (and line, for YAML syntax errors)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: line {exc.lineno} invalid JSON ({exc.msg})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data

@@ -1,0 +1,1 @@
+"""Shipped run configurations (YAML); see paper/ for the paper's settings."""

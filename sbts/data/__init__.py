@@ -1,0 +1,17 @@
+"""Dataset reading, resolution and preprocessing."""
+
+from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
+from sbts.data.ts_format import TSData, read_ts
+from sbts.data.uea import KNOWN_SHA256, available_uea_datasets, load_classification, resolve_classification
+
+__all__ = [
+    "KNOWN_SHA256",
+    "ChannelScaler",
+    "TSData",
+    "available_uea_datasets",
+    "fill_missing",
+    "load_classification",
+    "pad_to_length",
+    "read_ts",
+    "resolve_classification",
+]

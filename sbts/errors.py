@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad file, a bad value, an unknown name) raises ``SBTSError`` with a
+one-line message naming the file, line or value. The CLI turns it into that line on stderr and
+exit code 2; library callers can catch it (it is also a ``ValueError``).
+"""
+
+
+class SBTSError(ValueError):
+    """An input problem the user can fix; the message is one line and names the culprit."""
+
+
+class DataError(SBTSError):
+    """A dataset file is missing, unreadable or malformed."""
+
+
+class ConfigError(SBTSError):
+    """A configuration value is out of range or unknown."""
+
+
+class CheckpointError(SBTSError):
+    """A checkpoint or run directory is corrupted, foreign or incompatible."""

@@ -1,0 +1,81 @@
+"""Multi-head self-attention with the paper's three modes.
+
+- ``full``: every step attends to every (non-padded) step.
+- ``step_t``: each past step attends only to itself; the last step attends to all past steps
+  (and to itself only if ``step_t_self``; the official code excludes it). Computed exactly without
+  a w x w matrix: past rows are their own value vectors, the last row is one softmax row.
+- ``qkv_mask``: fixed random 0/1 masks on the Q, K and V activations (one w x d mask each, the same
+  for every sample), keeping a fraction ``qkv_density``; regenerated from the layer seed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sbts.layers.linear import kept_count
+from sbts.layers.seeded_random import derive_seed, uniform01
+
+
+def fixed_activation_mask(seed: int, length: int, width: int, density: float) -> torch.Tensor:
+    """A length x width 0/1 mask keeping exactly ceil(density * length * width) entries."""
+    n = length * width
+    keep = kept_count(density, n)
+    order = np.argsort(uniform01(seed, 0, n), kind="stable")
+    mask = np.zeros(n, dtype=np.float32)
+    mask[order[:keep]] = 1.0
+    return torch.from_numpy(mask.reshape(length, width))
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, make_linear: Callable[[str, int, int, bool], nn.Module], *,
+                 mode: str = "full", step_t_self: bool = False, qkv_density: float = 0.5,
+                 max_len: int = 0, seed: int = 0):
+        super().__init__()
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.mode, self.step_t_self = mode, step_t_self
+        self.q_proj = make_linear("q_proj", d_model, d_model, True)
+        self.k_proj = make_linear("k_proj", d_model, d_model, True)
+        self.v_proj = make_linear("v_proj", d_model, d_model, True)
+        self.out_proj = make_linear("out_proj", d_model, d_model, True)
+        if mode == "qkv_mask":
+            for name in ("q", "k", "v"):
+                mask = fixed_activation_mask(derive_seed(seed, f"{name}_mask"), max_len, d_model, qkv_density)
+                self.register_buffer(f"{name}_mask", mask)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, h, T, dh)
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d); padding_mask: (B, T) bool, True where a step is padding (never attended to)."""
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.mode == "step_t":
+            if padding_mask is not None:
+                raise ValueError("step_t attention takes fixed-length windows, not a padding mask")
+            return self.out_proj(self._step_t(q, k, v))
+        if self.mode == "qkv_mask":
+            t = x.shape[1]
+            if t > self.q_mask.shape[0]:
+                raise ValueError(f"sequence length {t} exceeds the model's max_len {self.q_mask.shape[0]}")
+            q, k, v = q * self.q_mask[:t], k * self.k_mask[:t], v * self.v_mask[:t]
+        attn_mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), attn_mask=attn_mask)
+        return self.out_proj(out.transpose(1, 2).reshape(x.shape))
+
+    def _step_t(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        t = q.shape[1]
+        if t < 2 and not self.step_t_self:
+            raise ValueError("step_t attention needs at least 2 steps (the last step attends to the past ones)")
+        context = t if self.step_t_self else t - 1
+        q_last = self._split(q[:, -1:])  # (B, h, 1, dh)
+        k_ctx, v_ctx = self._split(k[:, :context]), self._split(v[:, :context])
+        weights = torch.softmax(q_last @ k_ctx.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+        last = (weights @ v_ctx).transpose(1, 2).reshape(q.shape[0], 1, self.d_model)
+        # A softmax over the single allowed key is 1, so every past row's output is its own value.
+        return torch.cat([v[:, :-1], last], dim=1)

@@ -1,0 +1,169 @@
+"""The two linear layers every Transformer linear is built from, and the factory that picks one.
+
+``SparseBinaryLinear`` (Biprop): frozen random weights W regenerated from a 64-bit seed, a trainable
+score per weight, and a forward weight ``alpha * sign(W) * M`` where M keeps the top
+``ceil(density * n)`` entries of |scores| and ``alpha = ||M * W||_1 / ||M||_1``. The values are
+ternary {-alpha, 0, +alpha}. ``DenseLinear`` is an ordinary float layer with the same seeded
+initialisation, so dense and sparse-binary models share one structure.
+
+Each layer declares its own storage (``storage()``) so that summaries read it instead of
+switching on layer types.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sbts.config import check_density
+from sbts.layers.seeded_random import derive_seed, uniform_weights
+
+
+def kept_count(density: float, n: int) -> int:
+    """ceil(density * n), robust to float error (0.07 * 100 is 7.000000000000001), at least 1."""
+    return max(1, math.ceil(density * n - 1e-9))
+
+
+def seeded_weight_and_bias(seed: int, out_features: int, in_features: int, bias: bool):
+    """W uniform in +-1/sqrt(fan_in) (PyTorch's nn.Linear range), then the bias from the same stream."""
+    bound = 1.0 / math.sqrt(in_features)
+    n = out_features * in_features
+    weight = uniform_weights(seed, (out_features, in_features), bound)
+    bias_values = uniform_weights(seed, (out_features,), bound, start=n) if bias else None
+    return weight, bias_values
+
+
+@dataclass(frozen=True)
+class LinearStorage:
+    """What a linear layer stores, as declared by the layer itself."""
+
+    kind: str
+    in_features: int
+    out_features: int
+    positions: int  # weight positions (out * in)
+    kept: int  # non-zero weights
+    weight_bits: int  # bits per weight position in the paper's accounting
+    bias: int  # number of bias values (stored as float32)
+    trainable_bias: bool
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.positions
+
+
+class _TopKMask(torch.autograd.Function):
+    """alpha * M from |scores| with the edge-popup straight-through gradient.
+
+    Backward returns ``grad * |W|`` for |scores|; combined with ``W_eff = sign(W) * (alpha * M)``
+    this gives dL/d|S| = dL/dW_eff * W. alpha is treated as a constant.
+    """
+
+    @staticmethod
+    def forward(ctx, abs_scores: torch.Tensor, weight: torch.Tensor, kept: int) -> torch.Tensor:
+        flat = abs_scores.reshape(-1)
+        top = torch.topk(flat, kept, sorted=False).indices
+        mask = torch.zeros_like(flat).index_fill_(0, top, 1.0).view_as(abs_scores)
+        alpha = (weight.abs() * mask).sum() / kept
+        ctx.save_for_backward(weight)
+        return alpha * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weight,) = ctx.saved_tensors
+        return grad * weight.abs(), None, None
+
+
+class SparseBinaryLinear(nn.Module):
+    """Biprop linear layer: frozen seeded W, trainable scores, ternary forward weight."""
+
+    weight_bits = 1
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, *, density: float = 0.5, seed: int = 0):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.density = check_density(density)
+        self.seed = int(seed)
+        self.kept = kept_count(self.density, in_features * out_features)
+        weight, bias_values = seeded_weight_and_bias(self.seed, out_features, in_features, bias)
+        # Buffers, not parameters: the optimiser never sees W or the bias, so they cannot change.
+        self.register_buffer("weight", torch.from_numpy(weight))
+        self.register_buffer("bias", torch.from_numpy(bias_values) if bias else None)
+        score_bound = 1.0 / math.sqrt(in_features)  # kaiming_uniform(a=sqrt(5)) range
+        scores = uniform_weights(derive_seed(self.seed, "scores"), (out_features, in_features), score_bound)
+        self.scores = nn.Parameter(torch.from_numpy(scores))
+        self._cache: tuple | None = None
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.density
+
+    def mask(self) -> torch.Tensor:
+        """The current 0/1 mask (top ``kept`` of |scores|)."""
+        flat = self.scores.detach().abs().reshape(-1)
+        top = torch.topk(flat, self.kept, sorted=False).indices
+        return torch.zeros_like(flat).index_fill_(0, top, 1.0).view_as(self.scores)
+
+    def alpha(self) -> torch.Tensor:
+        return (self.weight.abs() * self.mask()).sum() / self.kept
+
+    def effective_weight(self) -> torch.Tensor:
+        """alpha * sign(W) * M; sign(0) counts as +1 so every kept weight is exactly +-alpha."""
+        key = (self.scores._version, self.scores.data_ptr(), self.scores.device,
+               self.weight._version, self.weight.data_ptr())
+        # Version counters miss writes through ``.data`` and fused optimiser steps, so the cache
+        # also keeps a copy of the scores it was built from and compares contents (cheap next to top-k).
+        if (not torch.is_grad_enabled() and self._cache is not None and self._cache[0] == key
+                and torch.equal(self._cache[2], self.scores)):
+            return self._cache[1]  # inference reuses the ternary weight until the scores change
+        sign = torch.where(self.weight >= 0, 1.0, -1.0).to(self.weight.dtype)
+        weight = sign * _TopKMask.apply(self.scores.abs(), self.weight, self.kept)
+        self._cache = (key, weight.detach(), self.scores.detach().clone()) if not torch.is_grad_enabled() else None
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    def storage(self) -> LinearStorage:
+        return LinearStorage("sparse_binary", self.in_features, self.out_features,
+                             self.in_features * self.out_features, self.kept, self.weight_bits,
+                             0 if self.bias is None else self.out_features, trainable_bias=False)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"density={self.density:g}, kept={self.kept}, seed={self.seed}")
+
+
+class DenseLinear(nn.Linear):
+    """Float32 linear layer initialised from the same seeded stream as ``SparseBinaryLinear``."""
+
+    weight_bits = 32
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, *, seed: int = 0):
+        super().__init__(in_features, out_features, bias=bias)
+        self.seed = int(seed)
+        weight, bias_values = seeded_weight_and_bias(self.seed, out_features, in_features, bias)
+        with torch.no_grad():
+            self.weight.copy_(torch.from_numpy(weight))
+            if bias:
+                self.bias.copy_(torch.from_numpy(bias_values))
+
+    def storage(self) -> LinearStorage:
+        n = self.in_features * self.out_features
+        kept = int(np.count_nonzero(self.weight.detach().cpu().numpy()))
+        return LinearStorage("dense", self.in_features, self.out_features, n, kept, self.weight_bits,
+                             0 if self.bias is None else self.out_features, trainable_bias=True)
+
+
+def make_linear(kind: str, in_features: int, out_features: int, *, bias: bool, density: float, seed: int) -> nn.Module:
+    """The layer factory: every linear of the Transformer goes through here."""
+    if kind == "sparse_binary":
+        return SparseBinaryLinear(in_features, out_features, bias, density=density, seed=seed)
+    if kind == "dense":
+        return DenseLinear(in_features, out_features, bias, seed=seed)
+    raise ValueError(f"unknown linear kind {kind!r}")

@@ -1,0 +1,41 @@
+"""Positional encodings added after the input embedding."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sbts.layers.seeded_random import uniform_weights
+
+
+def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
+    position = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: d_model // 2])
+    return table.float()
+
+
+class PositionalEncoding(nn.Module):
+    """``sinusoidal`` (fixed, no parameters), ``learnable`` (U(+-0.02) init) or ``none``."""
+
+    def __init__(self, kind: str, max_len: int, d_model: int, seed: int = 0):
+        super().__init__()
+        self.kind = kind
+        if kind == "sinusoidal":
+            self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        elif kind == "learnable":
+            self.table = nn.Parameter(torch.from_numpy(uniform_weights(seed, (max_len, d_model), 0.02)))
+        else:
+            self.table = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.table is None:
+            return x
+        t = x.shape[1]
+        if t > self.table.shape[0]:
+            raise ValueError(f"sequence length {t} exceeds the model's max_len {self.table.shape[0]}")
+        return x + self.table[:t]

@@ -1,0 +1,70 @@
+"""The one Transformer definition (paper-spec §1.1), dense or sparse-binary by configuration.
+
+x (B, T, D) -> embedding Linear(D->d) * sqrt(d) -> + positional encoding -> N post-norm encoder
+layers [x + MHA(x) -> norm -> x + W2 relu(W1 x) -> norm] -> ReLU -> head Linear(d->out) at every step.
+Every linear goes through ``make_linear`` so the dense baseline and the SBT differ only in
+``config.linear``. Tasks decide what to do with the per-step outputs (pool, take the last step).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from torch import nn
+
+from sbts.config import ModelConfig
+from sbts.layers import MultiHeadAttention, PositionalEncoding, derive_seed, make_linear, make_norm
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, linear, name: str):
+        super().__init__()
+        d = config.d_model
+        self.attention = MultiHeadAttention(
+            d, config.n_heads,
+            lambda sub, i, o, bias: linear(f"{name}.attention.{sub}", i, o, bias and config.attention_bias),
+            mode=config.attention, step_t_self=config.step_t_self, qkv_density=config.qkv_density,
+            max_len=config.max_len, seed=derive_seed(config.seed, f"{name}.attention"))
+        self.norm1 = make_norm(config.norm, d, config.max_len)
+        self.ff1 = linear(f"{name}.ff1", d, config.d_ff, False)
+        self.ff2 = linear(f"{name}.ff2", config.d_ff, d, False)
+        self.norm2 = make_norm(config.norm, d, config.max_len)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm1(x + self.attention(x, padding_mask), padding_mask)
+        return self.norm2(x + self.ff2(torch.relu(self.ff1(x))), padding_mask)
+
+
+class TimeSeriesTransformer(nn.Module):
+    """Encoder-only Transformer for multivariate series; outputs ``out_dim`` values per step."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        linear = partial(self._linear, config)
+        self.embedding = linear("embedding", config.in_channels, config.d_model, False)
+        self.positional = PositionalEncoding(config.pos_encoding, config.max_len, config.d_model,
+                                             seed=derive_seed(config.seed, "positional"))
+        self.layers = nn.ModuleList(EncoderLayer(config, linear, f"layers.{i}") for i in range(config.n_layers))
+        self.head = linear("head", config.d_model, config.out_dim, False)
+
+    @staticmethod
+    def _linear(config: ModelConfig, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
+        # Each linear gets its own seed from the model seed and its name, so W is regenerable per layer.
+        return make_linear(config.linear, in_features, out_features, bias=bias, density=config.density,
+                           seed=derive_seed(config.seed, name))
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, in_channels); padding_mask: (B, T) bool, True = padded step. Returns (B, T, out_dim)."""
+        if x.dim() != 3 or x.shape[-1] != self.config.in_channels:
+            raise ValueError(f"expected input of shape (batch, time, {self.config.in_channels}), got {tuple(x.shape)}")
+        h = self.positional(self.embedding(x) * math.sqrt(self.config.d_model))
+        for layer in self.layers:
+            h = layer(h, padding_mask)
+        return self.head(torch.relu(h))
+
+    def linear_layers(self) -> dict[str, nn.Module]:
+        """Every linear layer by name (the ones the layer factory made)."""
+        return {name: m for name, m in self.named_modules() if hasattr(m, "storage")}

@@ -1,0 +1,375 @@
+"""Multivariate time series classification (paper-spec §1.2, §5.1).
+
+Data flow: .ts files -> fill missing values -> z-score per channel with statistics of the training
+part only -> pad to a common length with a key-padding mask -> model -> per-step logits averaged
+over the valid (non-padded) steps -> cross-entropy / accuracy.
+
+Validation is a stratified split held out of the training set and disjoint from it (the official
+code's validation overlaps training). Both the CLI (``train_run``) and the scikit-learn style
+``SBTClassifier`` go through ``prepare_classification`` and the shared ``Trainer``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from sbts.config import ModelConfig, RunConfig, TrainConfig
+from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
+from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
+from sbts.models import create_model, model_config
+from sbts.tasks.runs import environment_info, prepare_run_dir
+from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
+from sbts.training.checkpoint import read_json
+
+TASK = "classification"
+
+# Paper-spec §1.2: the SBT uses the fixed random Q/K/V activation mask (a = 0.5); the dense model full attention.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sbt": {"attention": "qkv_mask", "qkv_density": 0.5, "norm": "batch"},
+    "dense": {"attention": "full", "norm": "batch"},
+}
+
+
+@dataclass
+class ClassificationData:
+    classes: list[str]
+    scaler: ChannelScaler
+    max_len: int
+    n_channels: int
+    train: TensorDataset
+    val: TensorDataset | None
+    test: TensorDataset | None
+    val_indices: list[int]
+
+
+def as_series_list(X: Any, where: str = "X") -> list[np.ndarray]:
+    """Accept (n_cases, n_channels, n_timepoints) arrays or a list of (n_channels, length_i) arrays."""
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        if X.ndim != 3:
+            raise SBTSError(f"{where}: expected shape (n_cases, n_channels, n_timepoints), got {X.shape}")
+        return [np.asarray(case, dtype=np.float64) for case in X]
+    series = [np.asarray(case, dtype=np.float64) for case in X]
+    for i, case in enumerate(series):
+        if case.ndim != 2:
+            raise SBTSError(f"{where}[{i}]: expected a (n_channels, length) array, got shape {case.shape}")
+    if not series:
+        raise SBTSError(f"{where}: no cases")
+    channels = {case.shape[0] for case in series}
+    if len(channels) != 1:
+        raise SBTSError(f"{where}: cases have different numbers of channels {sorted(channels)}")
+    return series
+
+
+def encode_labels(labels: Sequence[Any], classes: list[str], where: str) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(label) for label in labels} - set(index))
+    if unknown:
+        raise DataError(f"{where}: class label {unknown[0]!r} does not occur in the training classes {classes}")
+    return np.array([index[str(label)] for label in labels], dtype=np.int64)
+
+
+def _tensors(series: list[np.ndarray], scaler: ChannelScaler, max_len: int, y: np.ndarray) -> TensorDataset:
+    X, padding = pad_to_length(scaler.transform(series), max_len)
+    return TensorDataset(torch.from_numpy(X), torch.from_numpy(padding), torch.from_numpy(y))
+
+
+def split_validation(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified hold-out of ``val_fraction`` of the training cases (disjoint from training)."""
+    indices = np.arange(len(y))
+    if val_fraction <= 0:
+        return indices, indices[:0]
+    try:
+        train_idx, val_idx = train_test_split(indices, test_size=val_fraction, stratify=y, random_state=seed)
+    except ValueError:  # a class too small to stratify: fall back to a plain random hold-out
+        warnings.warn("validation split could not be stratified (a class has too few cases); using a random split")
+        train_idx, val_idx = train_test_split(indices, test_size=val_fraction, random_state=seed)
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def prepare_classification(train_series: list[np.ndarray], train_labels: Sequence[Any], *,
+                           test_series: list[np.ndarray] | None = None, test_labels: Sequence[Any] | None = None,
+                           classes: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
+                           max_len: int | None = None, where_train: str = "train", where_test: str = "test",
+                           val_indices: Sequence[int] | None = None,
+                           scaler: ChannelScaler | None = None) -> ClassificationData:
+    train_series = fill_missing(train_series, where_train)
+    if classes is None:
+        classes = sorted({str(label) for label in train_labels})
+    y = encode_labels(train_labels, classes, where_train)
+    if val_indices is None:
+        fit_idx, val_idx = split_validation(y, val_fraction, seed)
+    else:
+        val_idx = np.asarray(sorted(val_indices), dtype=np.int64)
+        fit_idx = np.setdiff1d(np.arange(len(y)), val_idx)
+    fit_series = [train_series[i] for i in fit_idx]
+    if scaler is None:
+        scaler = ChannelScaler().fit(fit_series)  # statistics of the training part only
+    lengths = [s.shape[1] for s in train_series]
+    if test_series is not None:
+        test_series = fill_missing(test_series, where_test)
+        if test_series[0].shape[0] != train_series[0].shape[0]:
+            raise DataError(f"{where_test}: {test_series[0].shape[0]} channels, but {where_train} has "
+                            f"{train_series[0].shape[0]}")
+        lengths += [s.shape[1] for s in test_series]
+    if max_len is None:
+        max_len = max(lengths)
+    test = None
+    if test_series is not None:
+        test = _tensors(test_series, scaler, max_len, encode_labels(test_labels, classes, where_test))
+    val = _tensors([train_series[i] for i in val_idx], scaler, max_len, y[val_idx]) if len(val_idx) else None
+    return ClassificationData(classes, scaler, max_len, train_series[0].shape[0],
+                              _tensors(fit_series, scaler, max_len, y[fit_idx]), val, test, val_idx.tolist())
+
+
+class ClassificationTask:
+    """Per-step logits averaged over valid steps; cross-entropy; selection on (accuracy, -loss)."""
+
+    @staticmethod
+    def logits(model: torch.nn.Module, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        padding_mask = padding if padding.any() else None  # unpadded batches take the plain path
+        per_step = model(x, padding_mask)
+        valid = (~padding).unsqueeze(-1).to(per_step.dtype)
+        return (per_step * valid).sum(1) / valid.sum(1)
+
+    def training_loss(self, model, batch):
+        x, padding, y = batch
+        return F.cross_entropy(self.logits(model, x, padding), y)
+
+    @torch.no_grad()
+    def predict_logits(self, model, dataset: TensorDataset, batch_size: int, device: torch.device) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        out = [self.logits(model, x.to(device), padding.to(device)).cpu()
+               for x, padding, *_ in DataLoader(dataset, batch_size=batch_size)]
+        model.train(was_training)
+        return torch.cat(out)
+
+    def evaluate(self, model, dataset, batch_size, device) -> dict[str, float]:
+        logits = self.predict_logits(model, dataset, batch_size, device)
+        y = dataset.tensors[2]
+        return {"accuracy": float((logits.argmax(1) == y).float().mean()),
+                "loss": float(F.cross_entropy(logits, y)), "n": int(len(y))}
+
+    @staticmethod
+    def selection_key(metrics: dict[str, float]) -> tuple[float, ...]:
+        return (metrics["accuracy"], -metrics["loss"])
+
+
+def build_model_config(model_name: str, overrides: dict[str, Any], *, n_channels: int, n_classes: int,
+                       max_len: int) -> ModelConfig:
+    fields = {**MODEL_DEFAULTS.get(model_name, {}), **overrides,
+              "in_channels": n_channels, "out_dim": n_classes, "max_len": max_len}
+    return model_config(model_name, **fields)
+
+
+class SBTClassifier(ClassifierMixin, BaseEstimator):
+    """scikit-learn style classifier: ``fit(X, y)``, ``predict``, ``predict_proba``, ``score``.
+
+    ``X`` is (n_cases, n_channels, n_timepoints) like aeon, or a list of (n_channels, length_i)
+    arrays for unequal lengths. ``model`` is a registered name (``"sbt"`` or ``"dense"``).
+    """
+
+    def __init__(self, model: str = "sbt", density: float = 0.5, d_model: int = 64, n_heads: int = 2,
+                 n_layers: int = 2, d_ff: int = 256, attention: str | None = None, qkv_density: float = 0.5,
+                 norm: str = "batch", epochs: int = 100, batch_size: int = 8, lr: float = 1e-3, patience: int = 0,
+                 val_fraction: float = 0.1, max_len: int | None = None, seed: int = 0, device: str = "auto",
+                 verbose: bool = False):
+        self.model = model
+        self.density = density
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_layers = n_layers
+        self.d_ff = d_ff
+        self.attention = attention
+        self.qkv_density = qkv_density
+        self.norm = norm
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.max_len = max_len
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    def _model_overrides(self) -> dict[str, Any]:
+        overrides = {"d_model": self.d_model, "n_heads": self.n_heads, "n_layers": self.n_layers, "d_ff": self.d_ff,
+                     "qkv_density": self.qkv_density, "norm": self.norm, "seed": self.seed}
+        if self.model != "dense":
+            overrides["density"] = self.density
+        if self.attention is not None:
+            overrides["attention"] = self.attention
+        return overrides
+
+    def fit(self, X, y):
+        series = as_series_list(X)
+        if len(y) != len(series):
+            raise SBTSError(f"X has {len(series)} cases but y has {len(y)} labels")
+        train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
+                                   val_fraction=self.val_fraction, seed=self.seed, device=self.device)
+        self.classes_ = np.array(sorted({str(label) for label in y}))
+        self._label_values = {str(label): label for label in y}
+        data = prepare_classification(series, [str(label) for label in y], classes=list(self.classes_),
+                                      val_fraction=self.val_fraction, seed=self.seed, max_len=self.max_len)
+        self.config_ = build_model_config(self.model, self._model_overrides(), n_channels=data.n_channels,
+                                          n_classes=len(data.classes), max_len=data.max_len)
+        seed_everything(self.seed)
+        model = create_model(self.config_)
+        trainer = Trainer(model, ClassificationTask(), train_config, verbose=self.verbose)
+        result = trainer.fit(data.train, data.val)
+        self.model_, self.scaler_, self.max_len_ = trainer.model.eval(), data.scaler, data.max_len
+        self.n_features_in_ = data.n_channels
+        self.history_, self.best_epoch_ = result.history, result.best_epoch
+        return self
+
+    def _dataset(self, X) -> TensorDataset:
+        if not hasattr(self, "model_"):
+            raise SBTSError("this SBTClassifier is not fitted yet; call fit(X, y) first")
+        series = fill_missing(as_series_list(X), "X")
+        if series[0].shape[0] != self.n_features_in_:
+            raise SBTSError(f"X has {series[0].shape[0]} channels; the model was fitted on {self.n_features_in_}")
+        longest = max(s.shape[1] for s in series)
+        if longest > self.max_len_:
+            raise SBTSError(f"X has series of length {longest}, longer than the fitted max_len {self.max_len_}; "
+                            "refit with max_len set")
+        return _tensors(series, self.scaler_, self.max_len_, np.zeros(len(series), dtype=np.int64))
+
+    def predict_proba(self, X) -> np.ndarray:
+        dataset = self._dataset(X)
+        device = next(self.model_.parameters()).device
+        logits = ClassificationTask().predict_logits(self.model_, dataset, 256, device)
+        return torch.softmax(logits, 1).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        best = self.predict_proba(X).argmax(1)
+        labels = self.classes_[best]
+        return np.array([self._label_values[label] for label in labels])
+
+
+# --- runs: the CLI's ``sbts train classification`` and ``sbts evaluate`` -------------------------
+
+def _load_data(data_spec: str, train: TrainConfig, *, classes: list[str] | None = None,
+               val_indices: Sequence[int] | None = None, max_len: int | None = None,
+               scaler: ChannelScaler | None = None) -> ClassificationData:
+    from sbts.data import load_classification
+
+    train_file, test_file = load_classification(data_spec)
+    return prepare_classification(
+        train_file.series, list(train_file.labels), test_series=test_file.series, test_labels=list(test_file.labels),
+        classes=classes or train_file.class_labels, val_fraction=train.val_fraction, seed=train.seed,
+        max_len=max_len, where_train=str(train_file.path), where_test=str(test_file.path),
+        val_indices=val_indices, scaler=scaler)
+
+
+def _resolve_run_config(spec: dict[str, Any]) -> tuple[RunConfig, ClassificationData]:
+    train = TrainConfig.from_dict(spec.get("train", {}), "train config")
+    data = _load_data(spec["data"], train)
+    model = build_model_config(spec["model_name"], spec.get("model", {}), n_channels=data.n_channels,
+                               n_classes=len(data.classes), max_len=data.max_len)
+    return RunConfig(task=TASK, data=spec["data"], model=model, train=train, model_name=spec["model_name"]), data
+
+
+def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> ClassificationData:
+    """The run's data exactly as it was split and scaled when the run started."""
+    return _load_data(run.data, run.train, classes=task_state["classes"], val_indices=task_state["val_indices"],
+                      max_len=run.model.max_len, scaler=ChannelScaler.from_dict(task_state["scaler"]))
+
+
+def _summary(run: RunConfig, val: dict[str, float], test: dict[str, float], result: FitResult | None,
+             data: ClassificationData, device: torch.device) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "task": TASK, "model": run.model_name, "dataset": run.data,
+        "density": run.model.density, "sparsity": run.model.sparsity, "seed": run.train.seed,
+        "val": val, "test": test, "classes": data.classes,
+        "n_train": len(data.train), "n_val": 0 if data.val is None else len(data.val),
+        "n_test": 0 if data.test is None else len(data.test),
+        "selection": "best validation accuracy (ties: lower validation loss); validation held out of training",
+    }
+    if result is not None:
+        metrics.update({"epochs": result.epochs_run, "epochs_planned": run.train.epochs,
+                        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+                        "train_seconds": round(result.train_seconds, 3),
+                        "seconds_per_epoch": round(result.train_seconds / max(result.epochs_run, 1), 4)})
+    metrics["environment"] = environment_info(device)
+    metrics["config"] = run.to_dict()
+    return metrics
+
+
+def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
+              train_overrides: dict[str, Any] | None = None,
+              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) a run in ``run_dir``; returns the metrics written to ``metrics.json``.
+
+    On resume the saved ``config.json`` is authoritative; ``train_overrides`` may change only
+    ``epochs``, ``patience`` and ``device``. If interrupted, returns ``{"interrupted": True, ...}``
+    and the last checkpoint holds the finished epochs.
+    """
+    run_dir = prepare_run_dir(run_dir, resume)
+    if resume:
+        run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
+        allowed = {"epochs", "patience", "device"}
+        changes = {k: v for k, v in (train_overrides or {}).items() if k in allowed}
+        if set(train_overrides or {}) - allowed:
+            raise ConfigError(f"on resume only {', '.join(sorted(allowed))} may change; got "
+                              f"{', '.join(sorted(set(train_overrides) - allowed))}")
+        run.train = TrainConfig.from_dict({**run.train.to_dict(), **changes})
+        data = _reload_data(run, _task_state(load_checkpoint(run_dir / "checkpoints" / "last.pt"), run_dir))
+    else:
+        run, data = _resolve_run_config(spec)
+        atomic_write_json(run_dir / "config.json", run.to_dict())
+    seed_everything(run.train.seed)
+    model = create_model(run.model)
+    task_state = {"classes": data.classes, "scaler": data.scaler.to_dict(), "val_indices": data.val_indices}
+    trainer = Trainer(model, ClassificationTask(), run.train, run_dir=run_dir, verbose=verbose,
+                      checkpoint_extra={"run_config": run.to_dict(), "task_state": task_state},
+                      on_epoch_end=on_epoch_end)
+    if resume:
+        trainer.resume()
+    result = trainer.fit(data.train, data.val)
+    if result.interrupted:
+        return {"interrupted": True, "epochs": result.epochs_run, "run_dir": str(run_dir)}
+    task = ClassificationTask()
+    batch = run.train.batch_size * 8
+    val = task.evaluate(trainer.model, data.val, batch, trainer.device) if data.val is not None else {}
+    test = task.evaluate(trainer.model, data.test, batch, trainer.device)
+    metrics = _summary(run, val, test, result, data, trainer.device)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _task_state(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    task_state = state.get("task_state")
+    if not isinstance(task_state, dict) or not {"classes", "scaler", "val_indices"} <= set(task_state):
+        raise CheckpointError(f"{run_dir}: checkpoint has no classification state (not a classification run?)")
+    return task_state
+
+
+def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a saved run's checkpoint on its validation and test data (nothing is written)."""
+    run_dir = Path(run_dir)
+    run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
+    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    task_state = _task_state(state, run_dir)
+    model = create_model(run.model)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({str(exc).splitlines()[0][:120]})") from None
+    data = _reload_data(run, task_state)
+    torch_device = resolve_device(device)
+    model.to(torch_device).eval()
+    task = ClassificationTask()
+    val = task.evaluate(model, data.val, 256, torch_device) if data.val is not None else {}
+    test = task.evaluate(model, data.test, 256, torch_device)
+    return _summary(run, val, test, None, data, torch_device) | {"checkpoint": checkpoint, "epoch": state.get("epoch")}

@@ -1,0 +1,5 @@
+from sbts.training.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from sbts.training.engine import FitResult, Trainer, resolve_device, seed_everything
+
+__all__ = ["FitResult", "Trainer", "atomic_write_json", "load_checkpoint", "resolve_device", "save_checkpoint",
+           "seed_everything"]

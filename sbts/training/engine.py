@@ -1,0 +1,232 @@
+"""The training loop shared by every task.
+
+A task supplies three things (``TaskProtocol``): the training loss of a batch, an evaluation of a
+dataset returning a metrics dict, and the key used to choose the best epoch on validation. The
+engine owns the rest: batching with a seeded shuffle, Adam, gradient clipping, optional plateau LR
+decay, early stopping, best/last checkpoints written atomically, exact resume (model, scores,
+optimiser, scheduler, RNG states, epoch, early-stopping state, history), progress, and a JSON-lines
+log of per-epoch metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from sbts.config import TrainConfig
+from sbts.errors import CheckpointError, ConfigError
+from sbts.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # tqdm is a dependency, but the loop must not die for a progress bar
+    tqdm = None
+
+
+class TaskProtocol(Protocol):
+    def training_loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor: ...
+
+    def evaluate(self, model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device) -> dict[str, float]: ...
+
+    def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class FitResult:
+    epochs_run: int
+    best_epoch: int
+    best_val: dict[str, float]
+    history: list[dict[str, Any]]
+    train_seconds: float
+    stopped_early: bool
+    interrupted: bool = False
+    best_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+
+class Trainer:
+    """Fits ``model`` for ``task``; with ``run_dir`` it checkpoints to ``run_dir/checkpoints``."""
+
+    def __init__(self, model: nn.Module, task: TaskProtocol, config: TrainConfig, *, run_dir: str | Path | None = None,
+                 checkpoint_extra: dict[str, Any] | None = None, verbose: bool = True,
+                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None):
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.task = task
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_extra = checkpoint_extra or {}
+        self.verbose = verbose
+        self.on_epoch_end = on_epoch_end
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        # Paper-spec §1.3: decay the LR by 0.75 only when validation has not improved for > 2 epochs.
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=0.75) if config.lr_decay_on_plateau else None
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0
+        self.best_key: tuple[float, ...] | None = None
+        self.best_epoch = 0
+        self.best_val: dict[str, float] = {}
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+
+    # --- checkpoints -------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.pt"
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state(),
+                    "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "selection": {"best_key": list(self.best_key) if self.best_key else None, "best_epoch": self.best_epoch,
+                          "best_val": self.best_val, "bad_epochs": self.bad_epochs},
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            **self.checkpoint_extra,
+        }
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Restore everything from the last checkpoint so training continues as if never stopped."""
+        path = Path(path) if path is not None else self.last_path
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            rng = state["rng"]
+            torch.set_rng_state(rng["torch"])
+            self.shuffle_generator.set_state(rng["shuffle"])
+            random.setstate((rng["python_version"], tuple(rng["python"]), None))
+            if rng.get("cuda") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            selection = state["selection"]
+            self.epoch = int(state["epoch"])
+            self.best_key = tuple(selection["best_key"]) if selection["best_key"] else None
+            self.best_epoch, self.best_val = int(selection["best_epoch"]), dict(selection["best_val"])
+            self.bad_epochs = int(selection["bad_epochs"])
+            self.history = list(state["history"])
+            self.train_seconds = float(state["train_seconds"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: checkpoint does not match this model or run "
+                                  f"({str(exc).strip().splitlines()[0][:120]})") from None
+        if self.run_dir is not None and self.best_path.is_file():
+            self.best_state = load_checkpoint(self.best_path)["model"]
+        else:
+            self.best_state = copy.deepcopy(self.model.state_dict())
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _log(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    def _train_epoch(self, loader: DataLoader) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        show_bar = self.verbose and tqdm is not None and sys.stderr.isatty()
+        batches = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False) if show_bar else loader
+        for batch in batches:
+            batch = tuple(t.to(self.device) for t in batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.task.training_loss(self.model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {self.epoch + 1}; lower the lr")
+            loss.backward()
+            if self.config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            total += loss.item() * len(batch[0])
+            count += len(batch[0])
+        return total / max(count, 1)
+
+    def fit(self, train_set: Dataset, val_set: Dataset | None) -> FitResult:
+        """Train until ``config.epochs`` or early stopping; select the best epoch on ``val_set``.
+
+        Without a validation set the best epoch is chosen on the training set (and says so).
+        """
+        loader = DataLoader(train_set, batch_size=self.config.batch_size, shuffle=True,
+                            generator=self.shuffle_generator)
+        selection_set, selection_name = (val_set, "val") if val_set is not None else (train_set, "train")
+        stopped_early = interrupted = False
+        if not self.best_state:
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        try:
+            while self.epoch < self.config.epochs:
+                if self.config.patience and self.bad_epochs >= self.config.patience:
+                    stopped_early = True
+                    break
+                start = time.perf_counter()
+                train_loss = self._train_epoch(loader)
+                metrics = self.task.evaluate(self.model, selection_set, self.config.batch_size * 8, self.device)
+                self.train_seconds += time.perf_counter() - start
+                self.epoch += 1
+                key = self.task.selection_key(metrics)
+                improved = self.best_key is None or key > self.best_key
+                if improved:
+                    self.best_key, self.best_epoch, self.best_val, self.bad_epochs = key, self.epoch, metrics, 0
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    self.bad_epochs += 1
+                    if self.scheduler is not None and self.bad_epochs > 2:
+                        self.scheduler.step()
+                record = {"epoch": self.epoch, "train_loss": train_loss,
+                          **{f"{selection_name}_{k}": v for k, v in metrics.items()},
+                          "lr": self.optimizer.param_groups[0]["lr"], "best_epoch": self.best_epoch,
+                          "seconds": round(self.train_seconds, 3)}
+                self.history.append(record)
+                self._persist(improved)
+                self._log("epoch {epoch}/{total} train_loss {train_loss:.4f} {sel} best_epoch {best}".format(
+                    epoch=self.epoch, total=self.config.epochs, train_loss=train_loss, best=self.best_epoch,
+                    sel=" ".join(f"{selection_name}_{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))))
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(self.epoch, record)
+        except KeyboardInterrupt:
+            interrupted = True
+            self._log(f"interrupted after epoch {self.epoch}; the last checkpoint holds it (resume to continue)")
+        self.model.load_state_dict(self.best_state)
+        return FitResult(self.epoch, self.best_epoch, self.best_val, self.history, self.train_seconds,
+                         stopped_early, interrupted, self.best_state)
+
+    def _persist(self, improved: bool) -> None:
+        if self.run_dir is None:
+            return
+        state = self._state()
+        if improved:
+            save_checkpoint(self.best_path, state)
+        save_checkpoint(self.last_path, state)
+        # Rewritten whole from the history so the log always matches the last checkpoint.
+        atomic_write_bytes(self.run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history).encode())

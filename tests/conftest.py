@@ -1,0 +1,56 @@
+"""Shared fixtures: small synthetic .ts datasets the tests write themselves, and the real data dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA_DIR = os.environ.get("SBTS_DATA_DIR")
+
+
+def real_data_dir() -> Path:
+    if not DATA_DIR or not Path(DATA_DIR).is_dir():
+        pytest.skip("SBTS_DATA_DIR is not set to the real datasets")
+    return Path(DATA_DIR)
+
+
+def synthetic_cases(n: int, n_channels: int = 3, n_classes: int = 3, min_len: int = 12, max_len: int = 20,
+                    seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Separable classes: the class sets the frequency of a sine in every channel; lengths vary."""
+    rng = np.random.default_rng(seed)
+    series, labels = [], []
+    for i in range(n):
+        label = i % n_classes
+        length = int(rng.integers(min_len, max_len + 1))
+        t = np.arange(length)
+        case = np.stack([np.sin(2 * np.pi * (label + 1) * t / 16 + c) for c in range(n_channels)])
+        series.append(case + 0.1 * rng.standard_normal(case.shape))
+        labels.append(f"c{label}")
+    return series, labels
+
+
+def write_ts(path: Path, series: list[np.ndarray], labels: list[str], classes: list[str], name: str = "Synth") -> Path:
+    equal = len({s.shape[1] for s in series}) == 1
+    lines = [f"@problemName {name}", "@timeStamps false", "@missing false", "@univariate false",
+             f"@dimensions {series[0].shape[0]}", f"@equalLength {str(equal).lower()}",
+             f"@classLabel true {' '.join(classes)}", "@data"]
+    for case, label in zip(series, labels):
+        lines.append(":".join(",".join(f"{v:.6f}" for v in channel) for channel in case) + f":{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def synthetic_ts(tmp_path: Path) -> Path:
+    """A directory holding Synth_TRAIN.ts (60 cases) and Synth_TEST.ts (30 cases), unequal lengths."""
+    folder = tmp_path / "Synth"
+    folder.mkdir()
+    classes = ["c0", "c1", "c2"]
+    train, train_labels = synthetic_cases(60, seed=1)
+    test, test_labels = synthetic_cases(30, seed=2)
+    write_ts(folder / "Synth_TRAIN.ts", train, train_labels, classes)
+    write_ts(folder / "Synth_TEST.ts", test, test_labels, classes)
+    return folder

@@ -1,0 +1,70 @@
+"""The scikit-learn style SBTClassifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from sbts.errors import SBTSError
+from sbts.tasks.classification import SBTClassifier
+
+from conftest import synthetic_cases
+
+FAST = dict(d_model=32, d_ff=32, epochs=20, batch_size=8, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def equal_length():
+    train, train_labels = synthetic_cases(60, min_len=16, max_len=16, seed=1)
+    test, test_labels = synthetic_cases(30, min_len=16, max_len=16, seed=2)
+    to_int = lambda labels: np.array([int(label[1:]) for label in labels])  # noqa: E731
+    return np.stack(train), to_int(train_labels), np.stack(test), to_int(test_labels)
+
+
+@pytest.mark.parametrize("model", ["sbt", "dense"])
+def test_fit_predict_on_separable_data(equal_length, model):
+    X, y, X_test, y_test = equal_length
+    clf = SBTClassifier(model=model, **FAST).fit(X, y)
+    proba = clf.predict_proba(X_test)
+    assert proba.shape == (30, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    predictions = clf.predict(X_test)
+    assert predictions.dtype.kind == "i" and set(predictions) <= {0, 1, 2}  # labels keep their type
+    assert clf.score(X_test, y_test) >= 0.9
+    assert clf.n_features_in_ == 3 and list(clf.classes_) == ["0", "1", "2"]
+
+
+def test_unequal_lengths_as_a_list():
+    train, labels = synthetic_cases(45, seed=3)
+    test, test_labels = synthetic_cases(15, seed=4, max_len=18)
+    clf = SBTClassifier(**FAST).fit(train, labels)
+    assert clf.predict(test).shape == (15,)
+    assert clf.max_len_ == max(s.shape[1] for s in train)
+
+
+def test_params_follow_scikit_learn():
+    clf = SBTClassifier(density=0.25, epochs=3)
+    params = clf.get_params()
+    assert params["density"] == 0.25 and params["epochs"] == 3
+    clf.set_params(density=0.1)
+    assert clf.density == 0.1
+    copy = clone(clf)
+    assert copy.get_params() == clf.get_params() and copy is not clf
+
+
+def test_bad_inputs(equal_length):
+    X, y, X_test, _ = equal_length
+    with pytest.raises(SBTSError, match="not fitted"):
+        SBTClassifier().predict(X_test)
+    with pytest.raises(SBTSError, match="labels"):
+        SBTClassifier(**FAST).fit(X, y[:-1])
+    with pytest.raises(SBTSError, match="shape"):
+        SBTClassifier(**FAST).fit(X[0], y)
+    with pytest.raises(SBTSError, match="density"):
+        SBTClassifier(**{**FAST, "epochs": 1}, density=0.0).fit(X, y)
+    clf = SBTClassifier(**{**FAST, "epochs": 1}).fit(X, y)
+    with pytest.raises(SBTSError, match="channels"):
+        clf.predict(X_test[:, :2])
+    with pytest.raises(SBTSError, match="max_len"):
+        clf.predict(np.concatenate([X_test, X_test], axis=2))

@@ -1,0 +1,182 @@
+"""The command line: the happy path, and every bad input ends with one line and exit code 2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sbts.cli.main import main
+
+from conftest import synthetic_cases, write_ts
+
+SMALL = ["--epochs", "2", "--d-model", "16", "--seed", "0", "--device", "cpu", "--quiet"]
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sbts: error: "), err
+    assert "\n" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_train_then_evaluate(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--model", "sbt", "--density", "0.25",
+                   "--out", out, *SMALL) == 0
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed["test"] == metrics["test"]
+    assert metrics["density"] == 0.25 and metrics["model"] == "sbt" and metrics["epochs"] == 2
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert run_cli("evaluate", out, "--device", "cpu") == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_sparsity_is_the_other_name_for_density(synthetic_ts, tmp_path, capsys):
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--sparsity", "0.75",
+                   "--out", tmp_path / "run", *SMALL) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["density"] == 0.25 and metrics["sparsity"] == 0.75
+
+
+def test_resume_through_cli(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    assert run_cli("train", "classification", "--out", out, "--resume", "--epochs", "3", "--quiet") == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sbts", "train", "classification", "--data",
+                           str(tmp_path / "missing"), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("sbts: error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag,value", [("--density", "0"), ("--density", "1.5"), ("--density", "-0.1"),
+                                        ("--density", "nan"), ("--sparsity", "1"), ("--sparsity", "-0.5")])
+def test_density_out_of_range(synthetic_ts, tmp_path, capsys, flag, value):
+    assert run_cli("train", "classification", "--data", synthetic_ts, flag, value, "--out", tmp_path / "run",
+                   *SMALL) == 2
+    assert_one_line_error(capsys, value if value != "nan" else "nan")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.pt"))
+
+
+def test_missing_file(tmp_path, capsys):
+    missing = tmp_path / "Nope_TRAIN.ts"
+    assert run_cli("train", "classification", "--data", missing, "--out", tmp_path / "run", *SMALL) == 2
+    assert_one_line_error(capsys, "Nope_TRAIN.ts")
+
+
+def test_malformed_line_reports_line_number(synthetic_ts, tmp_path, capsys):
+    train = synthetic_ts / "Synth_TRAIN.ts"
+    lines = train.read_text().splitlines()
+    lines[10] = lines[10].replace(",", ",abc,", 1)  # line 11 of the file
+    train.write_text("\n".join(lines) + "\n")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", tmp_path / "run", *SMALL) == 2
+    assert_one_line_error(capsys, "Synth_TRAIN.ts", "11", "abc")
+
+
+def test_train_and_test_with_different_dimensions(tmp_path, capsys):
+    folder = tmp_path / "Mixed"
+    folder.mkdir()
+    train, labels = synthetic_cases(12, n_channels=3)
+    test, test_labels = synthetic_cases(6, n_channels=2)
+    write_ts(folder / "Mixed_TRAIN.ts", train, labels, ["c0", "c1", "c2"])
+    write_ts(folder / "Mixed_TEST.ts", test, test_labels, ["c0", "c1", "c2"])
+    assert run_cli("train", "classification", "--data", folder, "--out", tmp_path / "run", *SMALL) == 2
+    assert_one_line_error(capsys, "Mixed_TEST.ts", "Mixed_TRAIN.ts")
+
+
+def test_unknown_dataset_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SBTS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SBTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SBTS_UEA_BASE_URL", (tmp_path / "no-server").as_uri())  # never the network in tests
+    assert run_cli("train", "classification", "--data", "UEA/NoSuchDataset", "--out", tmp_path / "run", *SMALL) == 2
+    assert_one_line_error(capsys, "NoSuchDataset")
+
+
+def test_nan_values_that_cannot_be_filled(tmp_path, capsys):
+    folder = tmp_path / "Holes"
+    folder.mkdir()
+    train, labels = synthetic_cases(12)
+    train[4][1, :] = float("nan")  # a whole channel missing: nothing to interpolate from
+    test, test_labels = synthetic_cases(6)
+    write_ts(folder / "Holes_TRAIN.ts", train, labels, ["c0", "c1", "c2"])
+    write_ts(folder / "Holes_TEST.ts", test, test_labels, ["c0", "c1", "c2"])
+    text = (folder / "Holes_TRAIN.ts").read_text().replace("nan", "?")
+    (folder / "Holes_TRAIN.ts").write_text(text)
+    assert run_cli("train", "classification", "--data", folder, "--out", tmp_path / "run", *SMALL) == 2
+    assert_one_line_error(capsys, "Holes_TRAIN.ts")
+
+
+def test_existing_run_is_never_overwritten(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    before = tree_digest(out)
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 2
+    assert_one_line_error(capsys, str(out))
+    assert tree_digest(out) == before
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "foreign", "missing"])
+def test_evaluate_bad_checkpoint(synthetic_ts, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    capsys.readouterr()
+    best = out / "checkpoints" / "best.pt"
+    if damage == "corrupt":
+        best.write_bytes(best.read_bytes()[:100])
+    elif damage == "foreign":
+        import torch
+        torch.save({"weights": torch.ones(3)}, best)
+    else:
+        best.unlink()
+    assert run_cli("evaluate", out) == 2
+    assert_one_line_error(capsys, "best.pt")
+
+
+def test_resume_without_a_run(tmp_path, capsys):
+    assert run_cli("train", "classification", "--out", tmp_path / "empty", "--resume") == 2
+    assert_one_line_error(capsys, "nothing to resume")
+
+
+def test_bad_config_file(synthetic_ts, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  d_model: 16\n  warp_drive: true\n")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
+                   *SMALL) == 2
+    assert_one_line_error(capsys, "warp_drive")
+    config.write_text("model: [unclosed\n")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r2",
+                   *SMALL) == 2
+    assert_one_line_error(capsys, "bad.yaml")
+
+
+def test_paper_preset_is_applied_by_dataset_name():
+    from sbts.tasks.runs import build_run_spec
+
+    spec = build_run_spec("classification", data="UEA/JapaneseVowels", model_name="sbt", config_file=None,
+                          model_overrides={}, train_overrides={})
+    assert spec["model"]["d_model"] == 32 and spec["model"]["attention"] == "qkv_mask"
+    assert spec["train"]["epochs"] == 250 and spec["train"]["batch_size"] == 8
+    dense = build_run_spec("classification", data="UEA/JapaneseVowels", model_name="dense", config_file=None,
+                           model_overrides={}, train_overrides={"epochs": 7})
+    assert dense["model"]["pos_encoding"] == "learnable" and dense["train"]["epochs"] == 7
