@@ -44,12 +44,14 @@ def one_run(job: dict) -> dict:
     if job["density"] is not None:
         model_overrides["density"] = job["density"]
     model_overrides["seed"] = job["seed"]
+    train_overrides = {"seed": job["seed"], "device": "cpu"}
+    if job["epochs"] is not None:  # None: the paper preset's epoch count
+        train_overrides["epochs"] = job["epochs"]
     spec = build_run_spec("classification", data=f"UEA/{job['dataset']}", model_name=job["model"], config_file=None,
-                          model_overrides=model_overrides,
-                          train_overrides={"epochs": job["epochs"], "seed": job["seed"], "device": "cpu"})
+                          model_overrides=model_overrides, train_overrides=train_overrides)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = classification.train_run(spec, Path(tmp) / "run", verbose=False)
-    return {**job, "test_accuracy": metrics["test"]["accuracy"], "val_accuracy": metrics["val"].get("accuracy"),
+    return {**job, "epochs": metrics["epochs"], "test_accuracy": metrics["test"]["accuracy"], "val_accuracy": metrics["val"].get("accuracy"),
             "best_epoch": metrics["best_epoch"], "seconds_per_epoch": metrics["seconds_per_epoch"],
             "d_model": metrics["config"]["model"]["d_model"], "attention": metrics["config"]["model"]["attention"]}
 
@@ -64,15 +66,23 @@ def mean_std(values: list[float]) -> str:
 def report(results: list[dict], args: argparse.Namespace, skipped: list[str], wall: float, info: dict) -> str:
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in results)]
     header = ["dataset"] + [("dense" if m == "dense" else f"SBT d={d}") for m, d in VARIANTS]
+    epochs = {(r["model"], r["density"]): r["epochs"] for r in results}
+    budget = (f"{args.epochs} epochs for every model" if args.epochs is not None else
+              "the paper's epochs per model (" + ", ".join(
+                  f"{'dense' if m == 'dense' else f'SBT d={d}'}: {epochs[(m, d)]}" for m, d in VARIANTS
+                  if (m, d) in epochs) + ")")
+    command = (f"SBTS_DATA_DIR=../shared/data python benchmarks/classification.py --seeds {args.seeds} "
+               + (f"--epochs {args.epochs}" if args.epochs is not None else "--paper-epochs")
+               + f" --jobs {args.jobs}" + ("" if args.datasets == DATASETS else f" --datasets {' '.join(args.datasets)}")
+               + ("" if args.section == "classification" else f" --section {args.section}"))
     lines = [
-        "## Classification: dense vs SBT (test accuracy, mean ± std over seeds)",
+        f"## {args.title}",
         "",
-        f"Command: `SBTS_DATA_DIR=../shared/data python benchmarks/classification.py --seeds {args.seeds} "
-        f"--epochs {args.epochs} --jobs {args.jobs}`",
+        f"Command: `{command}`",
         f"Machine: {machine_line(info)}; {args.jobs} runs in parallel, {args.threads} torch thread(s) each; "
         f"wall time {wall / 60:.1f} min.",
         f"Protocol: seeds {', '.join(map(str, range(args.seeds)))} (model weights, split and shuffling); "
-        f"{args.epochs} epochs for every model; the epoch with the best accuracy on a stratified 10 % validation split "
+        f"{budget}; the epoch with the best accuracy on a stratified 10 % validation split "
         "held out of the training set is tested once on the official test split. SBT = sparse binary linears "
         "(density d = fraction of weights kept) with the fixed Q/K/V activation mask (a = 0.5); dense = float32 "
         "linears, full attention, learnable positions. JapaneseVowels uses its paper configuration (d_model 32); "
@@ -106,11 +116,16 @@ def report(results: list[dict], args: argparse.Namespace, skipped: list[str], wa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=100)
+    epochs = parser.add_mutually_exclusive_group()
+    epochs.add_argument("--epochs", type=int, default=100, help="the same epoch budget for every model")
+    epochs.add_argument("--paper-epochs", dest="epochs", action="store_const", const=None,
+                        help="each model's epochs from its paper preset (datasets with one)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--datasets", nargs="*", default=DATASETS)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--section", default="classification", help="section of the output file to replace")
+    parser.add_argument("--title", default="Classification: dense vs SBT (test accuracy, mean ± std over seeds)")
     args = parser.parse_args()
 
     from sbts.data import available_uea_datasets
@@ -134,7 +149,7 @@ def main() -> None:
     text = report(results, args, skipped, wall, info)
     print(text)
     replace_section(args.output, "classification", text)
-    (args.output.parent / "benchmarks-classification.json").write_text(
+    (args.output.parent / f"benchmarks-{args.section}.json").write_text(
         json.dumps({"machine": info, "args": vars(args) | {"output": str(args.output)}, "results": results}, indent=1))
 
 

@@ -1,9 +1,28 @@
-"""sbts: Sparse Binary Transformers for multivariate time series."""
+"""sbts: Sparse Binary Transformers for multivariate time series.
 
-from sbts.config import ModelConfig, RunConfig, TrainConfig
-from sbts.errors import SBTSError
-from sbts.models import create_model, list_models
+The top-level names are imported lazily, so that ``import sbts.<light module>`` (e.g. a numpy-only
+inference path) does not pull in torch or the training stack.
+"""
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelConfig", "RunConfig", "SBTSError", "TrainConfig", "__version__", "create_model", "list_models"]
+_LAZY = {
+    "ModelConfig": "sbts.config",
+    "RunConfig": "sbts.config",
+    "TrainConfig": "sbts.config",
+    "SBTSError": "sbts.errors",
+    "create_model": "sbts.models",
+    "list_models": "sbts.models",
+    "SBTClassifier": "sbts.tasks.classification",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sbts' has no attribute {name!r}")

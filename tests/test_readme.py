@@ -1,0 +1,44 @@
+"""The README's examples must stay true: its Python API block runs, its commands exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from sbts.cli.main import build_parser
+
+from conftest import synthetic_cases
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_python_api_block_runs():
+    block = next(b for b in code_blocks("python") if "SBTClassifier" in b)
+    train, train_labels = synthetic_cases(30, min_len=16, max_len=16, seed=5)
+    test, test_labels = synthetic_cases(12, min_len=16, max_len=16, seed=6)
+    namespace = {"X_train": np.stack(train), "y_train": np.array(train_labels),
+                 "X_test": np.stack(test), "y_test": np.array(test_labels)}
+    exec(compile(block.replace("epochs=100", "epochs=2"), "README.md", "exec"), namespace)
+    assert namespace["clf"].density == 0.25  # the block ends by set_params(density=0.25)
+    assert namespace["config"].d_model == 32 and namespace["config"].attention == "qkv_mask"
+
+
+def test_readme_commands_parse():
+    parser = build_parser()
+    commands = [line.split("#")[0].split() for block in code_blocks("bash") for line in block.splitlines()
+                if line.startswith("sbts ")]
+    assert len(commands) >= 4
+    for argv in commands:
+        parser.parse_args(argv[1:])  # argparse exits (SystemExit) on an unknown flag
+
+
+def test_readme_starts_with_the_two_commands():
+    first_block = code_blocks("bash")[0].splitlines()
+    assert first_block[0].startswith("make ") or first_block[0].strip().startswith("make")
+    assert first_block[1].startswith("make test")
