@@ -148,7 +148,7 @@ def main() -> None:
     wall = time.perf_counter() - start
     text = report(results, args, skipped, wall, info)
     print(text)
-    replace_section(args.output, "classification", text)
+    replace_section(args.output, args.section, text)
     (args.output.parent / f"benchmarks-{args.section}.json").write_text(
         json.dumps({"machine": info, "args": vars(args) | {"output": str(args.output)}, "results": results}, indent=1))
 
