@@ -87,7 +87,7 @@ class ModelConfig:
     n_layers: int = 2
     d_ff: int = 256
     linear: str = "sparse_binary"
-    density: float = 0.5
+    density: float | None = None  # None: 0.5 for sparse_binary linears, 1 (every weight) for dense
     attention: str = "full"
     step_t_self: bool = False
     qkv_density: float = 0.5
@@ -105,7 +105,12 @@ class ModelConfig:
         _check_choice(self.attention, ATTENTION_MODES, "attention")
         _check_choice(self.norm, NORMS, "norm")
         _check_choice(self.pos_encoding, POS_ENCODINGS, "pos_encoding")
+        if self.density is None:
+            self.density = 1.0 if self.linear == "dense" else 0.5
         self.density = check_density(self.density)
+        if self.linear == "dense" and self.density != 1.0:
+            raise ConfigError(f"density={self.density:g} needs sparse_binary linears; a dense model keeps every "
+                              "weight (density 1)")
         self.qkv_density = check_density(self.qkv_density, "qkv_density")
         _check_positive_int(self.seed, "seed", minimum=0)
 

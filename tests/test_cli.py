@@ -76,13 +76,20 @@ def test_density_out_of_range(synthetic_ts, tmp_path, capsys, flag, value):
     assert run_cli("train", "classification", "--data", synthetic_ts, flag, value, "--out", tmp_path / "run",
                    *SMALL) == 2
     assert_one_line_error(capsys, value if value != "nan" else "nan")
-    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.pt"))
+    assert not (tmp_path / "run").exists()  # a run that fails on its inputs leaves nothing behind
 
 
 def test_missing_file(tmp_path, capsys):
     missing = tmp_path / "Nope_TRAIN.ts"
     assert run_cli("train", "classification", "--data", missing, "--out", tmp_path / "run", *SMALL) == 2
     assert_one_line_error(capsys, "Nope_TRAIN.ts")
+    assert not (tmp_path / "run").exists()
+
+
+def test_dense_model_with_a_density(synthetic_ts, tmp_path, capsys):
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--model", "dense", "--density", "0.5",
+                   "--out", tmp_path / "run", *SMALL) == 2
+    assert_one_line_error(capsys, "density=0.5", "dense")
 
 
 def test_malformed_line_reports_line_number(synthetic_ts, tmp_path, capsys):

@@ -23,3 +23,13 @@ def test_lazy_top_level_names():
 def test_models_command_lists_registry(capsys):
     assert main(["models"]) == 0
     assert capsys.readouterr().out.split() == sbts.list_models()
+
+
+def test_dense_model_cannot_claim_a_density():
+    import pytest
+
+    from sbts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dense model keeps every weight"):
+        sbts.create_model("dense", in_channels=2, out_dim=2, max_len=8, density=0.5)
+    assert sbts.create_model("dense", in_channels=2, out_dim=2, max_len=8).config.density == 1.0

@@ -350,12 +350,14 @@ BAD_DENSITIES = [0, 0.0, -0.1, -1, 1.0000001, 2, float("nan"), float("inf"), flo
 
 @pytest.mark.parametrize("bad", BAD_DENSITIES, ids=repr)
 def test_bad_density_raises_config_error_with_one_line_message(bad):
-    for build in (lambda: SparseBinaryLinear(4, 4, density=bad),
-                  lambda: check_density(bad),
-                  lambda: ModelConfig(in_channels=2, out_dim=2, max_len=4, d_model=8, n_heads=2, density=bad),
-                  lambda: sbts.create_model("sbt", in_channels=2, out_dim=2, max_len=4, d_model=8, n_heads=2,
-                                            density=bad),
-                  lambda: make_linear("sparse_binary", 4, 4, bias=False, density=bad, seed=0)):
+    builds = [lambda: SparseBinaryLinear(4, 4, density=bad),
+              lambda: check_density(bad),
+              lambda: make_linear("sparse_binary", 4, 4, bias=False, density=bad, seed=0)]
+    if bad is not None:  # in a ModelConfig, density=None means "the default for the linear kind"
+        builds += [lambda: ModelConfig(in_channels=2, out_dim=2, max_len=4, d_model=8, n_heads=2, density=bad),
+                   lambda: sbts.create_model("sbt", in_channels=2, out_dim=2, max_len=4, d_model=8, n_heads=2,
+                                             density=bad)]
+    for build in builds:
         with pytest.raises(ConfigError) as info:
             build()
         message = str(info.value)
@@ -382,8 +384,11 @@ def test_sparsity_alias():
     assert ModelConfig.from_dict({**base, "sparsity": 0.75, "density": 0.25}).density == pytest.approx(0.25)
     assert resolve_density(None, 0.9) == pytest.approx(0.1)
     assert resolve_density(None, 0) == 1.0
-    # an explicit sparsity overrides a registry default density (the dense baseline defaults to 1.0)
-    assert sbts.create_model("dense", **base, sparsity=0.75).config.density == pytest.approx(0.25)
+    # a dense model keeps every weight: asking it for a sparsity is an error, not a silent no-op
+    with pytest.raises(ConfigError, match="dense model keeps every weight"):
+        sbts.create_model("dense", **base, sparsity=0.75)
+    assert sbts.create_model("dense", **base).config.density == 1.0
+    assert ModelConfig(**base).density == 0.5 and ModelConfig(**base, linear="dense").density == 1.0
 
 
 @pytest.mark.parametrize("build", [

@@ -60,4 +60,4 @@ def sbt(**kwargs: Any) -> ModelConfig:
 @register_model("dense")
 def dense(**kwargs: Any) -> ModelConfig:
     """Dense float32 Transformer of the same structure, learnable positions (paper's baseline)."""
-    return _with({"linear": "dense", "pos_encoding": "learnable", "density": 1.0}, kwargs)
+    return _with({"linear": "dense", "pos_encoding": "learnable"}, kwargs)

@@ -63,12 +63,12 @@ def build_run_spec(task: str, *, data: str | None, model_name: str | None, confi
         if preset is not None:
             spec = _merge(read_config_file(preset), spec)
     spec = _merge(spec, {"model": model_overrides, "train": train_overrides})
-    if spec["model_name"] == "dense" and "density" in model_overrides and float(model_overrides["density"]) != 1.0:
-        raise ConfigError("--density applies to the sbt model; the dense model keeps every weight")
     return spec
 
 
 def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
+    """Check that ``run_dir`` can be resumed, or is new or empty; nothing is created here, so a run
+    that fails on its inputs leaves no directory behind."""
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
@@ -76,7 +76,6 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
         return run_dir
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise SBTSError(f"{run_dir}: run directory exists and is not empty; choose a new --out or pass --resume")
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
