@@ -5,18 +5,21 @@ BIN := $(VENV)/bin
 # The real datasets sit beside the checkout in development and CI; the main job also works without them.
 SBTS_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
 export SBTS_DATA_DIR
-RUN_DIR ?= runs/japanesevowels-sbt-$(shell date +%Y%m%d-%H%M%S)
+RUN_DIR := runs/japanesevowels-sbt-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: all setup demo test
 all: demo
 
 setup: $(VENV)/.installed
 
-# CPU torch 2.13.0 first (a local wheel); an unpinned torch would pull a multi-GB CUDA build.
+# CPU torch 2.13.0 first; an unpinned torch would pull a multi-GB CUDA build. Where no local CPU wheel
+# is configured for pip, point TORCH_INDEX at a CPU wheel index, e.g.
+#   make TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -4,8 +4,9 @@
 
 Every run goes through the same path as ``sbts train classification``: a stratified validation split
 held out of the training set selects the epoch; test accuracy is that epoch's. Both models get the
-same epoch budget (the paper gives the SBT 2-5x more: SBT needs more epochs, so a shared budget is a
-handicap for it, stated in the report). Datasets absent from SBTS_DATA_DIR are skipped and listed.
+same epoch budget (the paper's configs give the SBT up to 5x more, e.g. JapaneseVowels 250 vs 50:
+SBT needs more epochs, so a shared budget is a handicap for it; ``--paper-epochs`` uses each preset's
+own count instead). Datasets absent from SBTS_DATA_DIR are skipped and listed.
 Results go to docs/benchmarks.md (section ``classification``) and to a JSON file beside it.
 """
 

@@ -151,10 +151,10 @@ class TrainConfig:
         _check_positive_int(self.seed, "seed", minimum=0)
         for name in ("lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr == 0:
-            raise ConfigError("lr must be > 0")
+            bound = "> 0" if name == "lr" else ">= 0"
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+                    or (name == "lr" and value == 0)):
+                raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

@@ -6,6 +6,11 @@ exit code 2; library callers can catch it (it is also a ``ValueError``).
 """
 
 
+def one_line(text: object) -> str:
+    """Collapse whitespace so that a message always stays on one line."""
+    return " ".join(str(text).split())
+
+
 class SBTSError(ValueError):
     """An input problem the user can fix; the message is one line and names the culprit."""
 
@@ -20,3 +25,7 @@ class ConfigError(SBTSError):
 
 class CheckpointError(SBTSError):
     """A checkpoint or run directory is corrupted, foreign or incompatible."""
+
+
+class TrainingDivergedError(SBTSError):
+    """The training loss became NaN or infinite (usually: the learning rate is too high)."""

@@ -251,15 +251,19 @@ def test_step_t_rejects_padding_and_short_input():
 @pytest.mark.parametrize("max_len,d_model", [(6, 8), (7, 6), (10, 4)])
 def test_qkv_masks_keep_exact_count(density, max_len, d_model):
     mha = make_mha("qkv_mask", qkv_density=density, max_len=max_len, d_model=d_model)
-    n = max_len * d_model
-    expected = math.ceil(density * n - 1e-9)
-    assert expected == kept_count(density, n)
+    per_step = math.ceil(density * d_model - 1e-9)  # every step keeps the same number of activations
+    assert per_step == kept_count(density, d_model)
     for name in ("q_mask", "k_mask", "v_mask"):
         mask = getattr(mha, name)
         assert mask.shape == (max_len, d_model)  # no batch dimension: one mask for every sample
         assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
-        assert int(mask.sum()) == expected
-    assert int(fixed_activation_mask(123, max_len, d_model, density).sum()) == expected
+        assert mask.sum(1).tolist() == [per_step] * max_len
+    assert fixed_activation_mask(123, max_len, d_model, density).sum(1).tolist() == [per_step] * max_len
+
+
+def test_qkv_mask_rows_do_not_depend_on_max_len():
+    short, long = fixed_activation_mask(9, 5, 8, 0.5), fixed_activation_mask(9, 40, 8, 0.5)
+    assert torch.equal(short, long[:5])
 
 
 def test_qkv_masks_distinct_deterministic_and_seeded():
@@ -273,7 +277,7 @@ def test_qkv_masks_distinct_deterministic_and_seeded():
         assert torch.equal(getattr(a, name), getattr(b, name))
         assert not torch.equal(getattr(a, name), getattr(c, name))
         assert name in dict(a.named_buffers())
-        assert name in a.state_dict()
+        assert name not in a.state_dict()  # regenerated from the seed, never stored
     assert not any("mask" in name for name, _ in a.named_parameters())
     # regenerated from the seed alone
     assert torch.equal(a.q_mask.float(), fixed_activation_mask(derive_seed(11, "q_mask"), 10, D_MODEL, 0.5))

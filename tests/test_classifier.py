@@ -32,7 +32,7 @@ def test_fit_predict_on_separable_data(equal_length, model):
     predictions = clf.predict(X_test)
     assert predictions.dtype.kind == "i" and set(predictions) <= {0, 1, 2}  # labels keep their type
     assert clf.score(X_test, y_test) >= 0.9
-    assert clf.n_features_in_ == 3 and list(clf.classes_) == ["0", "1", "2"]
+    assert clf.n_features_in_ == 3 and list(clf.classes_) == [0, 1, 2]  # np.unique(y): type and order kept
 
 
 def test_unequal_lengths_as_a_list():
@@ -68,3 +68,11 @@ def test_bad_inputs(equal_length):
         clf.predict(X_test[:, :2])
     with pytest.raises(SBTSError, match="max_len"):
         clf.predict(np.concatenate([X_test, X_test], axis=2))
+
+
+def test_classes_follow_numpy_unique_order():
+    train, _ = synthetic_cases(44, min_len=16, max_len=16, seed=7)
+    y = np.arange(44) % 11  # labels 0..10: string sorting would put 10 before 2
+    clf = SBTClassifier(**{**FAST, "epochs": 1}, val_fraction=0.0).fit(np.stack(train), y)
+    assert list(clf.classes_) == list(range(11))
+    assert clf.predict_proba(np.stack(train[:3])).shape == (3, 11)

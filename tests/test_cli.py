@@ -27,9 +27,12 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 def assert_one_line_error(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("sbts: error: "), err
-    assert "\n" not in err, err
+    """Exactly one error line (one-line warnings may come before it)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("sbts: error: ")]
+    assert len(errors) == 1, lines
+    assert all(line.startswith("sbts: warning: ") for line in lines if line not in errors), lines
+    err = errors[0]
     for fragment in fragments:
         assert fragment in err, err
     return err
@@ -187,3 +190,164 @@ def test_paper_preset_is_applied_by_dataset_name():
     dense = build_run_spec("classification", data="UEA/JapaneseVowels", model_name="dense", config_file=None,
                            model_overrides={}, train_overrides={"epochs": 7})
     assert dense["model"]["pos_encoding"] == "learnable" and dense["train"]["epochs"] == 7
+
+
+def folder_with(tmp_path: Path, name: str, train, labels, test=None, test_labels=None, classes=None) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    classes = classes or sorted(set(labels))
+    write_ts(folder / f"{name}_TRAIN.ts", train, labels, classes)
+    if test is None:
+        test, test_labels = synthetic_cases(6, n_channels=train[0].shape[0])
+    write_ts(folder / f"{name}_TEST.ts", test, test_labels, classes)
+    return folder
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--attention", "step_t"], "unequal lengths"),
+    (["--val-fraction", "0.999"], "val_fraction"),
+    (["--val-fraction", "0.005"], "no validation case"),
+    (["--lr", "1e30"], "lower the lr"),
+    (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--device", "cuda:99"], "cuda"),
+    (["--device", "tpu"], "device"),
+    (["--epochs", "0"], "epochs"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--lr", "-1"], "lr"),
+])
+def test_bad_training_settings(synthetic_ts, tmp_path, capsys, args, fragment):
+    out = tmp_path / "run"
+    argv = ["train", "classification", "--data", synthetic_ts, "--out", out, *SMALL, *args]
+    if "--device" in args:
+        argv.remove("--device"), argv.remove("cpu")
+    assert run_cli(*argv) == 2
+    assert_one_line_error(capsys, fragment)
+    if fragment != "lower the lr":  # divergence happens after epoch 0 was checkpointed
+        assert not out.exists(), "a run that cannot start must leave nothing behind"
+
+
+def test_layer_time_norm_with_unequal_lengths(synthetic_ts, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  norm: layer_time\n")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
+                   *SMALL) == 2
+    assert_one_line_error(capsys, "layer_time")
+
+
+def test_config_with_wrong_types(synthetic_ts, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model_name: [1]\n")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
+                   *SMALL) == 2
+    assert_one_line_error(capsys, "model_name")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", tmp_path, "--out", tmp_path / "r",
+                   *SMALL) == 2  # a directory given as the config file
+    assert_one_line_error(capsys, str(tmp_path))
+
+
+def test_unlabelled_and_single_class_files(tmp_path, capsys):
+    series, _ = synthetic_cases(12)
+    folder = folder_with(tmp_path, "Single", series, ["a"] * 12, *synthetic_cases(4), classes=["a", "c0", "c1", "c2"])
+    assert run_cli("train", "classification", "--data", folder, "--out", tmp_path / "r1", *SMALL) == 2
+    assert_one_line_error(capsys, "only one class")
+    unlabelled = tmp_path / "Plain"
+    unlabelled.mkdir()
+    for split in ("TRAIN", "TEST"):
+        lines = ["@problemName Plain", "@dimensions 1", "@classLabel false", "@data"]
+        lines += [",".join(str(v) for v in range(5 + i)) for i in range(6)]
+        (unlabelled / f"Plain_{split}.ts").write_text("\n".join(lines) + "\n")
+    assert run_cli("train", "classification", "--data", unlabelled, "--out", tmp_path / "r2", *SMALL) == 2
+    assert_one_line_error(capsys, "without a class label")
+
+
+def test_test_label_unknown_to_training(tmp_path, capsys):
+    train, labels = synthetic_cases(12, n_classes=2)
+    test, test_labels = synthetic_cases(6, n_classes=3)
+    folder = folder_with(tmp_path, "Extra", train, labels, test, test_labels, classes=["c0", "c1", "c2"])
+    (folder / "Extra_TRAIN.ts").write_text((folder / "Extra_TRAIN.ts").read_text().replace(" c0 c1 c2", " c0 c1"))
+    assert run_cli("train", "classification", "--data", folder, "--out", tmp_path / "r", *SMALL) == 2
+    assert_one_line_error(capsys, "Extra_TEST.ts", "c2")
+
+
+def test_infinite_value(tmp_path, capsys):
+    train, labels = synthetic_cases(12)
+    train[3][0, 5] = float("inf")
+    folder = folder_with(tmp_path, "Inf", train, labels)
+    assert run_cli("train", "classification", "--data", folder, "--out", tmp_path / "r", *SMALL) == 2
+    assert_one_line_error(capsys, "Inf_TRAIN.ts", "infinite")
+
+
+def test_one_case_of_a_class_stays_in_training(tmp_path, capsys):
+    train, labels = synthetic_cases(20, n_classes=2)
+    train.append(train[0] * 2)
+    labels.append("rare")
+    folder = folder_with(tmp_path, "Rare", train, labels, *synthetic_cases(6, n_classes=2))
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", folder, "--out", out, "--val-fraction", "0.2", *SMALL) == 0
+    import torch
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["task_state"]
+    assert labels.index("rare") not in state["val_indices"]
+    assert len(state["val_indices"]) == 4
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "classification", "--density", "abc", "--out", "x"])
+    assert info.value.code == 2
+    assert_one_line_error(capsys, "--density", "abc")
+
+
+def test_resume_rejects_changes_that_would_not_apply(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    capsys.readouterr()
+    before = tree_digest(out)
+    assert run_cli("train", "classification", "--out", out, "--resume", "--density", "0.1") == 2
+    assert_one_line_error(capsys, "--density", "cannot change on --resume")
+    assert tree_digest(out) == before
+
+
+def test_resume_records_new_epochs_in_config(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    assert run_cli("train", "classification", "--out", out, "--resume", "--epochs", "3", "--quiet") == 0
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 3
+
+
+def test_evaluate_bad_device(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    capsys.readouterr()
+    assert run_cli("evaluate", out, "--device", "bogus") == 2
+    assert_one_line_error(capsys, "bogus")
+    assert run_cli("evaluate", tmp_path / "nowhere") == 2
+    assert_one_line_error(capsys, "config.json")
+
+
+def test_relative_data_path_is_stored_absolute(synthetic_ts, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(synthetic_ts.parent)
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts.name, "--out", out, *SMALL) == 0
+    stored = json.loads((out / "config.json").read_text())["data"]
+    assert stored == f"{synthetic_ts / 'Synth_TRAIN.ts'},{synthetic_ts / 'Synth_TEST.ts'}"
+    monkeypatch.chdir(tmp_path / "run")
+    assert run_cli("evaluate", out, "--device", "cpu") == 0
+
+
+def test_changed_data_is_detected(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    capsys.readouterr()
+    test_file = synthetic_ts / "Synth_TEST.ts"
+    test_file.write_text(test_file.read_text().replace("0.1", "0.2", 1))
+    assert run_cli("evaluate", out) == 2
+    assert_one_line_error(capsys, "Synth_TEST.ts", "differs")
+
+
+def test_warnings_are_one_line(tmp_path, capsys):
+    # Four classes of two cases with 2 validation cases cannot be stratified: a warning, on one line.
+    train, labels = synthetic_cases(8, n_classes=4)
+    folder = folder_with(tmp_path, "Tiny", train, labels)
+    assert run_cli("train", "classification", "--data", folder, "--out", tmp_path / "r", "--val-fraction", "0.25",
+                   *SMALL) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(line.startswith("sbts: warning: validation split could not be stratified") for line in err), err

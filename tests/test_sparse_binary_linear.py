@@ -155,7 +155,7 @@ def test_weight_and_bias_are_buffers_and_scores_is_the_only_parameter():
     assert set(buffers) == {"weight", "bias"}
     assert not layer.weight.requires_grad and not layer.bias.requires_grad
     assert layer.scores.requires_grad
-    assert set(layer.state_dict()) == {"weight", "bias", "scores"}
+    assert set(layer.state_dict()) == {"scores"}  # W and bias are regenerated from the seed, never stored
     no_bias = SparseBinaryLinear(8, 6, bias=False)
     assert no_bias.bias is None and [n for n, _ in no_bias.named_parameters()] == ["scores"]
 

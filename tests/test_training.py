@@ -16,9 +16,10 @@ from sbts.tasks.runs import build_run_spec
 from sbts.training import checkpoint as ckpt
 
 
-def spec_for(data_dir, epochs=4, **model):
-    return build_run_spec("classification", data=str(data_dir), model_name="sbt", config_file=None,
-                          model_overrides={"d_model": 16, "n_heads": 2, "d_ff": 32, "density": 0.5, **model},
+def spec_for(data_dir, epochs=4, model_name="sbt", **model):
+    model = {"d_model": 16, "n_heads": 2, "d_ff": 32, **({"density": 0.5} if model_name == "sbt" else {}), **model}
+    return build_run_spec("classification", data=str(data_dir), model_name=model_name, config_file=None,
+                          model_overrides=model,
                           train_overrides={"epochs": epochs, "batch_size": 8, "seed": 3, "device": "cpu"})
 
 
@@ -35,11 +36,13 @@ def strip_times(history):
     return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(synthetic_ts, tmp_path):
-    straight = classification.train_run(spec_for(synthetic_ts), tmp_path / "straight", verbose=False)
+@pytest.mark.parametrize("model_name", ["sbt", "dense"])
+def test_resume_after_interruption_equals_uninterrupted_run(synthetic_ts, tmp_path, model_name):
+    straight = classification.train_run(spec_for(synthetic_ts, model_name=model_name), tmp_path / "straight",
+                                        verbose=False)
 
-    first = classification.train_run(spec_for(synthetic_ts), tmp_path / "resumed", verbose=False,
-                                     on_epoch_end=Interrupt(after=2))
+    first = classification.train_run(spec_for(synthetic_ts, model_name=model_name), tmp_path / "resumed",
+                                     verbose=False, on_epoch_end=Interrupt(after=2))
     assert first["interrupted"] and first["epochs"] == 2
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     resumed = classification.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
@@ -143,3 +146,31 @@ def test_resume_rejects_checkpoint_of_another_model(synthetic_ts, tmp_path):
     (tmp_path / "a" / "checkpoints" / "last.pt").write_bytes(other)
     with pytest.raises(CheckpointError):
         classification.train_run({}, tmp_path / "a", resume=True, verbose=False)
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic.atomic_write_json(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_interruption_inside_the_first_epoch_can_resume(synthetic_ts, tmp_path, monkeypatch):
+    straight = classification.train_run(spec_for(synthetic_ts, epochs=2), tmp_path / "straight", verbose=False)
+    real_loss = classification.ClassificationTask.training_loss
+    calls = {"n": 0}
+
+    def interrupted_loss(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:  # Ctrl-C in the middle of epoch 1
+            raise KeyboardInterrupt
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(classification.ClassificationTask, "training_loss", interrupted_loss)
+    first = classification.train_run(spec_for(synthetic_ts, epochs=2), tmp_path / "resumed", verbose=False)
+    assert first["interrupted"] and first["epochs"] == 0
+    monkeypatch.setattr(classification.ClassificationTask, "training_loss", real_loss)
+    resumed = classification.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
+    assert resumed["test"] == straight["test"] and resumed["epochs"] == 2

@@ -143,14 +143,24 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
     assert_data_error(tmp_path, None, "directory")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # chmod 0 does not stop root (CI may run as root), so the permission error is injected.
     path = write(tmp_path, HEADER + "1:2:a\n")
-    path.chmod(0)
-    try:
-        assert_data_error(path, None, "cannot read")
-    finally:
-        path.chmod(0o644)
+    real_open = Path.open
+
+    def denied(self: Path, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert_data_error(path, None, "cannot read", "Permission denied")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "Empty_TRAIN.ts"
+    path.write_bytes(b"")
+    assert_data_error(path, None, "empty file")
 
 
 def test_not_utf8(tmp_path: Path) -> None:

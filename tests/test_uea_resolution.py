@@ -317,3 +317,24 @@ def test_real_data_dir_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(train.path).startswith(str(Path(env)))
     assert (len(train.series), len(test.series), train.n_channels) == (270, 370, 12)
 
+
+
+def test_known_split_file_digest_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_aeon(monkeypatch)
+    base_url, _ = make_zip(tmp_path / "server", "Toy")
+    monkeypatch.setitem(uea.KNOWN_TS_SHA256, "Toy_TRAIN.ts", "f" * 64)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="Toy_TRAIN.ts has sha256"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resolve_classification("Toy", cache_dir=cache, base_url=base_url)
+    assert cache_files(cache) == []
+
+
+def test_pinned_digests_match_the_real_files() -> None:
+    data_dir = _ORIGINAL_DATA_DIR
+    if not data_dir:
+        pytest.skip("SBTS_DATA_DIR is not set")
+    for base, digest in uea.KNOWN_TS_SHA256.items():
+        name = base.rsplit("_", 1)[0]
+        path = Path(data_dir) / "classification" / "UEA" / name / base
+        assert uea.sha256_file(path) == digest, base

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any, Sequence
 
-from sbts.errors import SBTSError
+from sbts.errors import ConfigError, SBTSError, one_line
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -20,7 +21,7 @@ def _add_train_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a model and write a run directory")
     train.add_argument("task", choices=["classification"], help="what to train")
     train.add_argument("--data", help="dataset name (e.g. UEA/JapaneseVowels) or path to a .ts pair")
-    train.add_argument("--model", choices=None, help="registered model: sbt (sparse binary) or dense")
+    train.add_argument("--model", help="registered model: sbt (sparse binary) or dense")
     train.add_argument("--out", required=True, help="run directory to create (or resume)")
     train.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -65,13 +66,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif "density" in model_overrides:
         model_overrides["density"] = resolve_density(model_overrides["density"])
     if args.resume:
+        fixed = [flag for flag, value in (("--data", args.data), ("--model", args.model), ("--config", args.config))
+                 if value is not None] + [f"--{key.replace('_', '-')}" for key in model_overrides]
+        fixed += [f"--{key.replace('_', '-')}" for key in train_overrides if key not in ("epochs", "patience", "device")]
+        if fixed:
+            raise ConfigError(f"{', '.join(sorted(set(fixed)))} cannot change on --resume (the run keeps its "
+                              "config.json); only --epochs, --patience and --device can")
         metrics = task.train_run({}, args.out, resume=True, verbose=not args.quiet, train_overrides=train_overrides)
     else:
         spec = build_run_spec(args.task, data=args.data, model_name=args.model, config_file=args.config,
                               model_overrides=model_overrides, train_overrides=train_overrides)
         metrics = task.train_run(spec, args.out, verbose=not args.quiet)
     if metrics.get("interrupted"):
-        print(f"sbts: interrupted after epoch {metrics['epochs']}; continue with: sbts train {args.task} "
+        print(f"sbts: interrupted after {metrics['epochs']} finished epoch(s); continue with: sbts train {args.task} "
               f"--out {args.out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(json.dumps({k: metrics[k] for k in ("task", "model", "dataset", "density", "seed", "epochs", "best_epoch",
@@ -98,9 +105,20 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage is behind --help)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"sbts: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"sbts: warning: {one_line(message)}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sbts", description="Sparse Binary Transformers for multivariate time series")
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="sbts", description="Sparse Binary Transformers for multivariate time series")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train_parser(subparsers)
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a saved run on its validation and test data")
     evaluate.add_argument("run_dir")
@@ -116,9 +134,11 @@ COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_model
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():  # restores the process's warning display afterwards
+            warnings.showwarning = _one_line_warning
+            return COMMANDS[args.command](args)
     except SBTSError as exc:
-        print(f"sbts: error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
+        print(f"sbts: error: {one_line(exc) or exc.__class__.__name__}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("sbts: interrupted", file=sys.stderr)

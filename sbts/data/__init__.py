@@ -2,16 +2,19 @@
 
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.ts_format import TSData, read_ts
-from sbts.data.uea import KNOWN_SHA256, available_uea_datasets, load_classification, resolve_classification
+from sbts.data.uea import (KNOWN_SHA256, available_uea_datasets, canonical_spec, load_classification,
+                           resolve_classification, sha256_file)
 
 __all__ = [
     "KNOWN_SHA256",
     "ChannelScaler",
     "TSData",
     "available_uea_datasets",
+    "canonical_spec",
     "fill_missing",
     "load_classification",
     "pad_to_length",
     "read_ts",
     "resolve_classification",
+    "sha256_file",
 ]

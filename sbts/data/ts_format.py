@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from sbts.errors import DataError
+from sbts.errors import DataError, one_line
 
 __all__ = ["TSData", "read_ts"]
 
@@ -67,11 +67,6 @@ class _Header:
     target_label: bool = False
 
 
-def _one_line(text: str) -> str:
-    """Collapse whitespace so that an error message always stays on one line."""
-    return " ".join(str(text).split())
-
-
 def _looks_gzip(path: Path, head: bytes) -> bool:
     return path.suffix.lower() == ".gz" or head.startswith(_GZIP_MAGIC)
 
@@ -89,7 +84,7 @@ def _open_binary(path: Path) -> BinaryIO:
             return gzip.open(path, "rb")  # type: ignore[return-value]
         return path.open("rb")
     except OSError as exc:
-        raise DataError(f"{path}: cannot read file: {_one_line(exc.strerror or exc)}") from exc
+        raise DataError(f"{path}: cannot read file: {one_line(exc.strerror or exc)}") from exc
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -117,7 +112,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield lineno, text.rstrip("\r\n")
     except (OSError, EOFError, zlib.error) as exc:
         # Corrupt or truncated gzip stream, or an I/O error part-way through.
-        raise DataError(f"{path}:{lineno + 1}: cannot read file: {_one_line(exc)}") from exc
+        raise DataError(f"{path}:{lineno + 1}: cannot read file: {one_line(exc)}") from exc
 
 
 def _parse_bool(path: Path, lineno: int, tag: str, value: str) -> bool:
@@ -184,7 +179,7 @@ def _parse_values(path: Path, lineno: int, dim: int, text: str) -> list[float]:
                 raise ValueError(t)
             values.append(float(t))
         except ValueError:
-            raise DataError(f"{path}:{lineno}: dimension {dim}, value {pos}: not a number: {_one_line(tok)!r}") from None
+            raise DataError(f"{path}:{lineno}: dimension {dim}, value {pos}: not a number: {one_line(tok)!r}") from None
     return values
 
 
@@ -241,7 +236,7 @@ def read_ts(path: str | Path) -> TSData:
             continue
 
         if stripped.startswith("@"):
-            raise DataError(f"{path}:{lineno}: header line after @data: {_one_line(stripped)[:40]!r}")
+            raise DataError(f"{path}:{lineno}: header line after @data: {one_line(stripped)[:40]!r}")
         fields = stripped.split(":")
 
         if has_label is None:
@@ -281,6 +276,8 @@ def read_ts(path: str | Path) -> TSData:
         series.append(_case_array(rows))
         labels.append(label_text)
 
+    if last_lineno == 0:
+        raise DataError(f"{path}: empty file")
     if not in_data:
         raise DataError(f"{path}:{last_lineno}: no @data section found")
     if not series:

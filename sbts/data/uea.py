@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from sbts.atomic import atomic_write_bytes
 from sbts.data.ts_format import TSData, read_ts
-from sbts.errors import DataError
+from sbts.errors import DataError, one_line
 
 __all__ = [
     "DEFAULT_UEA_BASE_URL",
@@ -41,13 +41,18 @@ DEFAULT_UEA_BASE_URL = "https://timeseriesclassification.com/aeon-toolkit"
 # the first download (``<cache>/UEA/<Name>/<Name>.zip.sha256``), and a warning says so.
 KNOWN_SHA256: dict[str, str] = {}
 
+# sha256 of the extracted split files where two independent copies agree (aeon's bundled files and
+# the archive copies sbts is developed on). A downloaded archive whose file differs is rejected.
+KNOWN_TS_SHA256: dict[str, str] = {
+    "JapaneseVowels_TRAIN.ts": "68a430eabd919cc77f40b1f5f3bc0dcafacc1486bca9260785aeb7d262cc78cd",
+    "JapaneseVowels_TEST.ts": "b3d41d6a0ca3bcad3afb9ca7d4365382aa51341e2e58bae2a574babdda5b9462",
+    "BasicMotions_TRAIN.ts": "8dc43cc6306cb679c888c01e26f91772ac4441a916da43bac8b79734a538b9d6",
+    "BasicMotions_TEST.ts": "79213102bc6fca1a398ad98ce1185dff0208fa3d1465e687f48288946b0ff8dc",
+}
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,7 +177,7 @@ def _cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sbts"
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -186,11 +191,11 @@ def _fetch(url: str, dest: Path) -> None:
         with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp, dest.open("wb") as out:
             shutil.copyfileobj(resp, out, _CHUNK)
     except urllib.error.HTTPError as exc:
-        raise DataError(f"download of {url} failed: HTTP {exc.code} {_one_line(exc.reason)}") from exc
+        raise DataError(f"download of {url} failed: HTTP {exc.code} {one_line(exc.reason)}") from exc
     except urllib.error.URLError as exc:
-        raise DataError(f"download of {url} failed: {_one_line(exc.reason)}") from exc
+        raise DataError(f"download of {url} failed: {one_line(exc.reason)}") from exc
     except (OSError, ValueError) as exc:  # timeouts, resets, bad URL schemes
-        raise DataError(f"download of {url} failed: {_one_line(exc)}") from exc
+        raise DataError(f"download of {url} failed: {one_line(exc)}") from exc
 
 
 def _verify_digest(name: str, url: str, digest: str, record: Path) -> bool:
@@ -245,11 +250,15 @@ def _extract_splits(archive: Path, name: str, url: str, target: Path) -> None:
         if missing:
             raise DataError(f"archive {url} does not contain {', '.join(missing)}")
         for base, tmp in staged.items():
+            known = KNOWN_TS_SHA256.get(base)
+            if known is not None and sha256_file(tmp) != known:
+                raise DataError(f"archive {url}: {base} has sha256 {sha256_file(tmp)}, not the known {known}; discarded")
+        for base, tmp in staged.items():
             os.replace(tmp, target / base)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise DataError(f"archive {url} is not a valid zip file: {_one_line(exc)}") from exc
+        raise DataError(f"archive {url} is not a valid zip file: {one_line(exc)}") from exc
     except OSError as exc:
-        raise DataError(f"cannot extract {url} into {target}: {_one_line(exc)}") from exc
+        raise DataError(f"cannot extract {url} into {target}: {one_line(exc)}") from exc
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -261,13 +270,13 @@ def _download(name: str, cache_root: Path, base_url: str) -> tuple[Path, Path]:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create cache dir {target}: {_one_line(exc)}") from exc
+        raise DataError(f"cannot create cache dir {target}: {one_line(exc)}") from exc
     fd, tmp_name = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".zip.part")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         _fetch(url, tmp)
-        digest = _sha256_file(tmp)
+        digest = sha256_file(tmp)
         record = target / f"{name}.zip.sha256"
         needs_record = _verify_digest(name, url, digest, record)
         _extract_splits(tmp, name, url, target)
@@ -333,6 +342,15 @@ def resolve_classification(
         return _download(name, cache_root, url_base)
     except DataError as exc:
         raise DataError(f"UEA dataset {name!r} not found locally (looked in: {where}); {exc}") from exc
+
+
+def canonical_spec(spec: str) -> str:
+    """A spec that means the same files from any working directory: a path form becomes the two
+    absolute file paths ``TRAIN,TEST``; a dataset name is kept (it is resolved again where used)."""
+    if not _looks_like_path(spec):
+        return spec
+    train, test = _resolve_path_spec(spec)
+    return f"{train.resolve()},{test.resolve()}"
 
 
 def load_classification(spec: str, **kwargs: object) -> tuple[TSData, TSData]:

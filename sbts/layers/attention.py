@@ -5,7 +5,9 @@
   (and to itself only if ``step_t_self``; the official code excludes it). Computed exactly without
   a w x w matrix: past rows are their own value vectors, the last row is one softmax row.
 - ``qkv_mask``: fixed random 0/1 masks on the Q, K and V activations (one w x d mask each, the same
-  for every sample), keeping a fraction ``qkv_density``; regenerated from the layer seed.
+  for every sample), keeping a fraction ``qkv_density`` of every step's d activations; regenerated
+  from the layer seed (not stored). Row t depends only on the seed and t, so the mask of a step does
+  not depend on the longest series the model was built for.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from sbts.layers.seeded_random import derive_seed, uniform01
 
 
 def fixed_activation_mask(seed: int, length: int, width: int, density: float) -> torch.Tensor:
-    """A length x width 0/1 mask keeping exactly ceil(density * length * width) entries."""
-    n = length * width
-    keep = kept_count(density, n)
-    order = np.argsort(uniform01(seed, 0, n), kind="stable")
-    mask = np.zeros(n, dtype=np.float32)
-    mask[order[:keep]] = 1.0
-    return torch.from_numpy(mask.reshape(length, width))
+    """A length x width 0/1 mask keeping exactly ceil(density * width) entries in every row.
+
+    Row t keeps the entries with the smallest values among stream elements t*width .. (t+1)*width-1.
+    """
+    keep = kept_count(density, width)
+    order = np.argsort(uniform01(seed, 0, length * width).reshape(length, width), axis=1, kind="stable")
+    mask = np.zeros((length, width), dtype=np.float32)
+    np.put_along_axis(mask, order[:, :keep], 1.0, axis=1)
+    return torch.from_numpy(mask)
 
 
 class MultiHeadAttention(nn.Module):
@@ -46,7 +50,7 @@ class MultiHeadAttention(nn.Module):
         if mode == "qkv_mask":
             for name in ("q", "k", "v"):
                 mask = fixed_activation_mask(derive_seed(seed, f"{name}_mask"), max_len, d_model, qkv_density)
-                self.register_buffer(f"{name}_mask", mask)
+                self.register_buffer(f"{name}_mask", mask, persistent=False)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, h, T, dh)
         b, t, _ = x.shape

@@ -56,6 +56,13 @@ class LinearStorage:
         return self.kept / self.positions
 
 
+def top_k_mask(abs_scores: torch.Tensor, kept: int) -> torch.Tensor:
+    """0/1 mask of the ``kept`` largest entries (ties broken by torch.topk, so exactly ``kept``)."""
+    flat = abs_scores.reshape(-1)
+    top = torch.topk(flat, kept, sorted=False).indices
+    return torch.zeros_like(flat).index_fill_(0, top, 1.0).view_as(abs_scores)
+
+
 class _TopKMask(torch.autograd.Function):
     """alpha * M from |scores| with the edge-popup straight-through gradient.
 
@@ -65,9 +72,7 @@ class _TopKMask(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, abs_scores: torch.Tensor, weight: torch.Tensor, kept: int) -> torch.Tensor:
-        flat = abs_scores.reshape(-1)
-        top = torch.topk(flat, kept, sorted=False).indices
-        mask = torch.zeros_like(flat).index_fill_(0, top, 1.0).view_as(abs_scores)
+        mask = top_k_mask(abs_scores, kept)
         alpha = (weight.abs() * mask).sum() / kept
         ctx.save_for_backward(weight)
         return alpha * mask
@@ -92,8 +97,9 @@ class SparseBinaryLinear(nn.Module):
         self.kept = kept_count(self.density, in_features * out_features)
         weight, bias_values = seeded_weight_and_bias(self.seed, out_features, in_features, bias)
         # Buffers, not parameters: the optimiser never sees W or the bias, so they cannot change.
-        self.register_buffer("weight", torch.from_numpy(weight))
-        self.register_buffer("bias", torch.from_numpy(bias_values) if bias else None)
+        # Not persistent: checkpoints hold the seed (in the model config), never W itself.
+        self.register_buffer("weight", torch.from_numpy(weight), persistent=False)
+        self.register_buffer("bias", torch.from_numpy(bias_values) if bias else None, persistent=False)
         score_bound = 1.0 / math.sqrt(in_features)  # kaiming_uniform(a=sqrt(5)) range
         scores = uniform_weights(derive_seed(self.seed, "scores"), (out_features, in_features), score_bound)
         self.scores = nn.Parameter(torch.from_numpy(scores))
@@ -105,9 +111,7 @@ class SparseBinaryLinear(nn.Module):
 
     def mask(self) -> torch.Tensor:
         """The current 0/1 mask (top ``kept`` of |scores|)."""
-        flat = self.scores.detach().abs().reshape(-1)
-        top = torch.topk(flat, self.kept, sorted=False).indices
-        return torch.zeros_like(flat).index_fill_(0, top, 1.0).view_as(self.scores)
+        return top_k_mask(self.scores.detach().abs(), self.kept)
 
     def alpha(self) -> torch.Tensor:
         return (self.weight.abs() * self.mask()).sum() / self.kept

@@ -12,5 +12,3 @@ def get_task(name: str) -> ModuleType:
         return classification
     raise ConfigError(f"unknown task {name!r}; available: classification")
 
-
-TASK_NAMES = ("classification",)

@@ -29,6 +29,7 @@ from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
 from sbts.models import create_model, model_config
 from sbts.tasks.runs import environment_info, prepare_run_dir
 from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
+from sbts.training.engine import mismatch_reason
 from sbts.training.checkpoint import read_json
 
 TASK = "classification"
@@ -50,6 +51,10 @@ class ClassificationData:
     val: TensorDataset | None
     test: TensorDataset | None
     val_indices: list[int]
+
+    @property
+    def padded(self) -> bool:
+        return any(bool(part.tensors[1].any()) for part in (self.train, self.val, self.test) if part is not None)
 
 
 def as_series_list(X: Any, where: str = "X") -> list[np.ndarray]:
@@ -84,16 +89,42 @@ def _tensors(series: list[np.ndarray], scaler: ChannelScaler, max_len: int, y: n
 
 
 def split_validation(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified hold-out of ``val_fraction`` of the training cases (disjoint from training)."""
+    """Stratified hold-out of ``val_fraction`` of the training cases (disjoint from training).
+
+    Every class keeps at least one training case: classes with a single case stay in training, and
+    when the remaining classes are too small to stratify the split is random among them.
+    """
     indices = np.arange(len(y))
     if val_fraction <= 0:
         return indices, indices[:0]
+    n_val = int(round(val_fraction * len(y)))
+    if n_val < 1 or len(y) - n_val < len(np.unique(y)):
+        raise ConfigError(f"val_fraction={val_fraction:g} of {len(y)} training cases leaves "
+                          f"{'no validation case' if n_val < 1 else 'too few training cases for every class'}; "
+                          "choose another val_fraction (0 disables validation)")
+    counts = np.bincount(y)
+    eligible = indices[counts[y] >= 2]
     try:
-        train_idx, val_idx = train_test_split(indices, test_size=val_fraction, stratify=y, random_state=seed)
-    except ValueError:  # a class too small to stratify: fall back to a plain random hold-out
-        warnings.warn("validation split could not be stratified (a class has too few cases); using a random split")
-        train_idx, val_idx = train_test_split(indices, test_size=val_fraction, random_state=seed)
-    return np.sort(train_idx), np.sort(val_idx)
+        _, val_idx = train_test_split(eligible, test_size=n_val, stratify=y[eligible], random_state=seed)
+    except ValueError:  # classes too small to stratify this many validation cases
+        warnings.warn("validation split could not be stratified (classes too small); using a random split")
+        _, val_idx = train_test_split(eligible, test_size=n_val, random_state=seed)
+        for label in np.unique(y[val_idx]):  # give back one case of any class left without training data
+            members = val_idx[y[val_idx] == label]
+            if len(members) == counts[label]:
+                val_idx = val_idx[val_idx != members[0]]
+    val_idx = np.sort(val_idx)
+    return np.setdiff1d(indices, val_idx), val_idx
+
+
+def check_labels(labels: Sequence[Any], where: str) -> None:
+    """Classification needs a label on every case and at least two classes."""
+    distinct = {str(label) for label in labels}
+    if "" in distinct:
+        raise DataError(f"{where}: cases without a class label (classification needs @classLabel true and a label "
+                        "on every case)")
+    if len(distinct) < 2:
+        raise DataError(f"{where}: only one class ({next(iter(distinct))!r}); classification needs at least two")
 
 
 def prepare_classification(train_series: list[np.ndarray], train_labels: Sequence[Any], *,
@@ -102,6 +133,7 @@ def prepare_classification(train_series: list[np.ndarray], train_labels: Sequenc
                            max_len: int | None = None, where_train: str = "train", where_test: str = "test",
                            val_indices: Sequence[int] | None = None,
                            scaler: ChannelScaler | None = None) -> ClassificationData:
+    check_labels(train_labels, where_train)
     train_series = fill_missing(train_series, where_train)
     if classes is None:
         classes = sorted({str(label) for label in train_labels})
@@ -166,10 +198,18 @@ class ClassificationTask:
 
 
 def build_model_config(model_name: str, overrides: dict[str, Any], *, n_channels: int, n_classes: int,
-                       max_len: int) -> ModelConfig:
+                       max_len: int, padded: bool = False) -> ModelConfig:
+    """The model for a dataset; ``padded`` says that some series are shorter than ``max_len``."""
+    if not isinstance(model_name, str):
+        raise ConfigError(f"model name must be a string, got {model_name!r}")
     fields = {**MODEL_DEFAULTS.get(model_name, {}), **overrides,
               "in_channels": n_channels, "out_dim": n_classes, "max_len": max_len}
-    return model_config(model_name, **fields)
+    config = model_config(model_name, **fields)
+    if padded and (config.attention == "step_t" or config.norm == "layer_time"):
+        what = "attention step_t" if config.attention == "step_t" else "norm layer_time"
+        raise ConfigError(f"{what} needs series of one length, but these have unequal lengths (up to {max_len}); "
+                          "use attention full or qkv_mask and norm batch or none")
+    return config
 
 
 class SBTClassifier(ClassifierMixin, BaseEstimator):
@@ -218,12 +258,11 @@ class SBTClassifier(ClassifierMixin, BaseEstimator):
             raise SBTSError(f"X has {len(series)} cases but y has {len(y)} labels")
         train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
                                    val_fraction=self.val_fraction, seed=self.seed, device=self.device)
-        self.classes_ = np.array(sorted({str(label) for label in y}))
-        self._label_values = {str(label): label for label in y}
-        data = prepare_classification(series, [str(label) for label in y], classes=list(self.classes_),
+        self.classes_ = np.unique(np.asarray(y))  # scikit-learn's order; labels keep their type
+        data = prepare_classification(series, [str(label) for label in y], classes=[str(c) for c in self.classes_],
                                       val_fraction=self.val_fraction, seed=self.seed, max_len=self.max_len)
         self.config_ = build_model_config(self.model, self._model_overrides(), n_channels=data.n_channels,
-                                          n_classes=len(data.classes), max_len=data.max_len)
+                                          n_classes=len(data.classes), max_len=data.max_len, padded=data.padded)
         seed_everything(self.seed)
         model = create_model(self.config_)
         trainer = Trainer(model, ClassificationTask(), train_config, verbose=self.verbose)
@@ -239,10 +278,14 @@ class SBTClassifier(ClassifierMixin, BaseEstimator):
         series = fill_missing(as_series_list(X), "X")
         if series[0].shape[0] != self.n_features_in_:
             raise SBTSError(f"X has {series[0].shape[0]} channels; the model was fitted on {self.n_features_in_}")
-        longest = max(s.shape[1] for s in series)
-        if longest > self.max_len_:
-            raise SBTSError(f"X has series of length {longest}, longer than the fitted max_len {self.max_len_}; "
+        lengths = {s.shape[1] for s in series}
+        if max(lengths) > self.max_len_:
+            raise SBTSError(f"X has series of length {max(lengths)}, longer than the fitted max_len {self.max_len_}; "
                             "refit with max_len set")
+        fixed_length = self.config_.attention == "step_t" or self.config_.norm == "layer_time"
+        if fixed_length and lengths != {self.max_len_}:
+            raise SBTSError(f"this model ({self.config_.attention} attention, {self.config_.norm} norm) takes series "
+                            f"of exactly {self.max_len_} steps; X has lengths {sorted(lengths)[:5]}")
         return _tensors(series, self.scaler_, self.max_len_, np.zeros(len(series), dtype=np.int64))
 
     def predict_proba(self, X) -> np.ndarray:
@@ -252,38 +295,71 @@ class SBTClassifier(ClassifierMixin, BaseEstimator):
         return torch.softmax(logits, 1).numpy()
 
     def predict(self, X) -> np.ndarray:
-        best = self.predict_proba(X).argmax(1)
-        labels = self.classes_[best]
-        return np.array([self._label_values[label] for label in labels])
+        best = self.predict_proba(X).argmax(1)  # first: raises the "not fitted" error
+        return self.classes_[best]
 
 
 # --- runs: the CLI's ``sbts train classification`` and ``sbts evaluate`` -------------------------
 
 def _load_data(data_spec: str, train: TrainConfig, *, classes: list[str] | None = None,
                val_indices: Sequence[int] | None = None, max_len: int | None = None,
-               scaler: ChannelScaler | None = None) -> ClassificationData:
-    from sbts.data import load_classification
+               scaler: ChannelScaler | None = None) -> tuple[ClassificationData, dict[str, dict[str, str]]]:
+    """Read, split, scale and pad a dataset; also return the files read with their SHA-256."""
+    from sbts.data import load_classification, sha256_file
 
     train_file, test_file = load_classification(data_spec)
-    return prepare_classification(
+    files = {split: {"path": str(ts.path), "sha256": sha256_file(ts.path)}
+             for split, ts in (("train", train_file), ("test", test_file))}
+    data = prepare_classification(
         train_file.series, list(train_file.labels), test_series=test_file.series, test_labels=list(test_file.labels),
         classes=classes or train_file.class_labels, val_fraction=train.val_fraction, seed=train.seed,
         max_len=max_len, where_train=str(train_file.path), where_test=str(test_file.path),
         val_indices=val_indices, scaler=scaler)
+    return data, files
 
 
-def _resolve_run_config(spec: dict[str, Any]) -> tuple[RunConfig, ClassificationData]:
+def _resolve_run_config(spec: dict[str, Any]) -> tuple[RunConfig, ClassificationData, dict[str, Any]]:
+    from sbts.data import canonical_spec
+
     train = TrainConfig.from_dict(spec.get("train", {}), "train config")
-    data = _load_data(spec["data"], train)
+    data_spec = canonical_spec(spec["data"])
+    data, files = _load_data(data_spec, train)
     model = build_model_config(spec["model_name"], spec.get("model", {}), n_channels=data.n_channels,
-                               n_classes=len(data.classes), max_len=data.max_len)
-    return RunConfig(task=TASK, data=spec["data"], model=model, train=train, model_name=spec["model_name"]), data
+                               n_classes=len(data.classes), max_len=data.max_len, padded=data.padded)
+    run = RunConfig(task=TASK, data=data_spec, model=model, train=train, model_name=spec["model_name"])
+    return run, data, {"classes": data.classes, "scaler": data.scaler.to_dict(), "val_indices": data.val_indices,
+                       "files": files}
 
 
 def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> ClassificationData:
-    """The run's data exactly as it was split and scaled when the run started."""
-    return _load_data(run.data, run.train, classes=task_state["classes"], val_indices=task_state["val_indices"],
-                      max_len=run.model.max_len, scaler=ChannelScaler.from_dict(task_state["scaler"]))
+    """The run's data exactly as it was split and scaled when the run started (the files must not change)."""
+    data, files = _load_data(run.data, run.train, classes=task_state["classes"],
+                             val_indices=task_state["val_indices"], max_len=run.model.max_len,
+                             scaler=ChannelScaler.from_dict(task_state["scaler"]))
+    for split, recorded in task_state.get("files", {}).items():
+        if files[split]["sha256"] != recorded["sha256"]:
+            raise DataError(f"{files[split]['path']}: differs from the {split} file this run was trained on "
+                            f"({recorded['path']}, sha256 {recorded['sha256'][:12]}...); its split and scaling no "
+                            "longer apply")
+    return data
+
+
+def _task_state(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    task_state = state.get("task_state")
+    if not isinstance(task_state, dict) or not {"classes", "scaler", "val_indices"} <= set(task_state):
+        raise CheckpointError(f"{run_dir}: checkpoint has no classification state (not a classification run?)")
+    return task_state
+
+
+def _checked_state(run_dir: Path, run: RunConfig, checkpoint: str) -> dict[str, Any]:
+    """Load a checkpoint of this run: its model and data must be the ones in config.json."""
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    state = load_checkpoint(path)
+    saved = state.get("run_config")
+    if not isinstance(saved, dict) or saved.get("model") != run.model.to_dict() or saved.get("data") != run.data:
+        raise CheckpointError(f"{path}: checkpoint belongs to another run (its model or data differ from config.json)")
+    _task_state(state, run_dir)
+    return state
 
 
 def _summary(run: RunConfig, val: dict[str, float], test: dict[str, float], result: FitResult | None,
@@ -319,23 +395,23 @@ def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False
     if resume:
         run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
         allowed = {"epochs", "patience", "device"}
-        changes = {k: v for k, v in (train_overrides or {}).items() if k in allowed}
         if set(train_overrides or {}) - allowed:
             raise ConfigError(f"on resume only {', '.join(sorted(allowed))} may change; got "
                               f"{', '.join(sorted(set(train_overrides) - allowed))}")
-        run.train = TrainConfig.from_dict({**run.train.to_dict(), **changes})
-        data = _reload_data(run, _task_state(load_checkpoint(run_dir / "checkpoints" / "last.pt"), run_dir))
+        run.train = TrainConfig.from_dict({**run.train.to_dict(), **(train_overrides or {})})
+        task_state = _task_state(_checked_state(run_dir, run, "last"), run_dir)
+        data = _reload_data(run, task_state)
     else:
-        run, data = _resolve_run_config(spec)
-        atomic_write_json(run_dir / "config.json", run.to_dict())
+        run, data, task_state = _resolve_run_config(spec)
     seed_everything(run.train.seed)
     model = create_model(run.model)
-    task_state = {"classes": data.classes, "scaler": data.scaler.to_dict(), "val_indices": data.val_indices}
     trainer = Trainer(model, ClassificationTask(), run.train, run_dir=run_dir, verbose=verbose,
                       checkpoint_extra={"run_config": run.to_dict(), "task_state": task_state},
                       on_epoch_end=on_epoch_end)
     if resume:
         trainer.resume()
+    # Written only once the run can start (inputs valid, device available); on resume it records new epochs.
+    atomic_write_json(run_dir / "config.json", run.to_dict())
     result = trainer.fit(data.train, data.val)
     if result.interrupted:
         return {"interrupted": True, "epochs": result.epochs_run, "run_dir": str(run_dir)}
@@ -348,26 +424,18 @@ def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False
     return metrics
 
 
-def _task_state(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    task_state = state.get("task_state")
-    if not isinstance(task_state, dict) or not {"classes", "scaler", "val_indices"} <= set(task_state):
-        raise CheckpointError(f"{run_dir}: checkpoint has no classification state (not a classification run?)")
-    return task_state
-
-
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a saved run's checkpoint on its validation and test data (nothing is written)."""
     run_dir = Path(run_dir)
     run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
-    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
-    task_state = _task_state(state, run_dir)
+    torch_device = resolve_device(device)
+    state = _checked_state(run_dir, run, checkpoint)
     model = create_model(run.model)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({str(exc).splitlines()[0][:120]})") from None
-    data = _reload_data(run, task_state)
-    torch_device = resolve_device(device)
+        raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({mismatch_reason(exc)})") from None
+    data = _reload_data(run, state["task_state"])
     model.to(torch_device).eval()
     task = ClassificationTask()
     val = task.evaluate(model, data.val, 256, torch_device) if data.val is not None else {}

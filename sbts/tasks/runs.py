@@ -58,6 +58,12 @@ def build_run_spec(task: str, *, data: str | None, model_name: str | None, confi
     spec.setdefault("model_name", "sbt")
     if "data" not in spec:
         raise ConfigError("no dataset given: pass --data NAME_OR_PATH or set 'data' in the config file")
+    for key in ("data", "model_name"):
+        if not isinstance(spec[key], str):
+            raise ConfigError(f"{key} must be a string, got {spec[key]!r}")
+    for key in ("model", "train"):
+        if not isinstance(spec.get(key), dict):
+            raise ConfigError(f"{key} must be a mapping of settings, got {spec.get(key)!r}")
     if not config_file:
         preset = preset_path(task, spec["data"], spec["model_name"])
         if preset is not None:
@@ -80,11 +86,16 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
 
 
 def git_commit() -> str | None:
-    """The commit of the sbts source tree, when it is a git checkout (for reproducibility records)."""
+    """The commit of the sbts source tree when it is a git checkout, with "-dirty" if it has
+    uncommitted changes (for reproducibility records)."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 

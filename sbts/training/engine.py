@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sbts.config import TrainConfig
-from sbts.errors import CheckpointError, ConfigError
+from sbts.errors import CheckpointError, ConfigError, TrainingDivergedError
 from sbts.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 
 try:
@@ -44,9 +44,27 @@ class TaskProtocol(Protocol):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def mismatch_reason(exc: Exception) -> str:
+    """The informative line of a load_state_dict error (its first line is only a preamble)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("size mismatch", "Missing key", "Unexpected key")):
+            return line[:160]
+    return lines[-1][:160] if lines else exc.__class__.__name__
 
 
 def seed_everything(seed: int) -> None:
@@ -142,8 +160,7 @@ class Trainer:
             self.history = list(state["history"])
             self.train_seconds = float(state["train_seconds"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: checkpoint does not match this model or run "
-                                  f"({str(exc).strip().splitlines()[0][:120]})") from None
+            raise CheckpointError(f"{path}: checkpoint does not match this model or run ({mismatch_reason(exc)})") from None
         if self.run_dir is not None and self.best_path.is_file():
             self.best_state = load_checkpoint(self.best_path)["model"]
         else:
@@ -164,7 +181,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.task.training_loss(self.model, batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {self.epoch + 1}; lower the lr")
+                raise TrainingDivergedError(
+                    f"training loss became {loss.item()} in epoch {self.epoch + 1} (lr {self.config.lr:g}); lower the lr"
+                    + (f"; the last checkpoint holds epoch {self.epoch}" if self.run_dir is not None else ""))
             loss.backward()
             if self.config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -184,6 +203,8 @@ class Trainer:
         stopped_early = interrupted = False
         if not self.best_state:
             self.best_state = copy.deepcopy(self.model.state_dict())
+        if self.run_dir is not None and self.epoch == 0:
+            self._persist(improved=False)  # epoch 0: an interruption during the first epoch can still resume
         try:
             while self.epoch < self.config.epochs:
                 if self.config.patience and self.bad_epochs >= self.config.patience:
@@ -216,7 +237,8 @@ class Trainer:
                     self.on_epoch_end(self.epoch, record)
         except KeyboardInterrupt:
             interrupted = True
-            self._log(f"interrupted after epoch {self.epoch}; the last checkpoint holds it (resume to continue)")
+            self._log(f"interrupted after {self.epoch} finished epoch(s)"
+                      + ("; the last checkpoint holds them (resume to continue)" if self.run_dir is not None else ""))
         self.model.load_state_dict(self.best_state)
         return FitResult(self.epoch, self.best_epoch, self.best_val, self.history, self.train_seconds,
                          stopped_early, interrupted, self.best_state)
