@@ -168,16 +168,25 @@ def test_resume_without_a_run(tmp_path, capsys):
     assert_one_line_error(capsys, "nothing to resume")
 
 
-def test_bad_config_file(synthetic_ts, tmp_path, capsys):
+@pytest.mark.parametrize("text,fragment", [
+    ("model:\n  d_model: 16\n  warp_drive: true\n", "warp_drive"),  # unknown key
+    ("model: [unclosed\n", "bad.yaml"),  # YAML syntax
+    ("model:\n  norm: layer_time\n", "layer_time"),  # needs equal lengths; these are unequal
+    ("model_name: [1]\n", "model_name"),  # wrong type
+])
+def test_bad_config_file(synthetic_ts, tmp_path, capsys, text, fragment):
     config = tmp_path / "bad.yaml"
-    config.write_text("model:\n  d_model: 16\n  warp_drive: true\n")
+    config.write_text(text)
     assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
                    *SMALL) == 2
-    assert_one_line_error(capsys, "warp_drive")
-    config.write_text("model: [unclosed\n")
-    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r2",
+    assert_one_line_error(capsys, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_directory_given_as_config_file(synthetic_ts, tmp_path, capsys):
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", tmp_path, "--out", tmp_path / "r",
                    *SMALL) == 2
-    assert_one_line_error(capsys, "bad.yaml")
+    assert_one_line_error(capsys, str(tmp_path))
 
 
 def test_paper_preset_is_applied_by_dataset_name():
@@ -223,25 +232,6 @@ def test_bad_training_settings(synthetic_ts, tmp_path, capsys, args, fragment):
     assert_one_line_error(capsys, fragment)
     if fragment != "lower the lr":  # divergence happens after epoch 0 was checkpointed
         assert not out.exists(), "a run that cannot start must leave nothing behind"
-
-
-def test_layer_time_norm_with_unequal_lengths(synthetic_ts, tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text("model:\n  norm: layer_time\n")
-    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
-                   *SMALL) == 2
-    assert_one_line_error(capsys, "layer_time")
-
-
-def test_config_with_wrong_types(synthetic_ts, tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text("model_name: [1]\n")
-    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
-                   *SMALL) == 2
-    assert_one_line_error(capsys, "model_name")
-    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", tmp_path, "--out", tmp_path / "r",
-                   *SMALL) == 2  # a directory given as the config file
-    assert_one_line_error(capsys, str(tmp_path))
 
 
 def test_unlabelled_and_single_class_files(tmp_path, capsys):

@@ -127,14 +127,14 @@ def test_bad_checkpoints_are_rejected(tmp_path, synthetic_ts, payload):
 
 def test_atomic_write_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
     target = tmp_path / "metrics.json"
-    ckpt.atomic_write_json(target, {"a": 1})
+    atomic.atomic_write_json(target, {"a": 1})
 
     def failing_replace(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError):
-        ckpt.atomic_write_json(target, {"a": 2})
+        atomic.atomic_write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
 

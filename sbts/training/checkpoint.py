@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sbts.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
+from sbts.atomic import atomic_write_bytes
 from sbts.errors import CheckpointError
 
 CHECKPOINT_FORMAT = "sbts-checkpoint"

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from sbts.config import TrainConfig
 from sbts.errors import CheckpointError, ConfigError, TrainingDivergedError
-from sbts.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from sbts.atomic import atomic_write_bytes
+from sbts.training.checkpoint import load_checkpoint, save_checkpoint
 
 try:
     from tqdm.auto import tqdm
