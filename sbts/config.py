@@ -118,6 +118,11 @@ class ModelConfig:
     def sparsity(self) -> float:
         return 1.0 - self.density
 
+    @property
+    def needs_fixed_length(self) -> bool:
+        """Step-T attention and LayerNorm over time take windows of exactly ``max_len`` steps (no padding)."""
+        return self.attention == "step_t" or self.norm == "layer_time"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

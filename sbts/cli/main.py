@@ -57,7 +57,7 @@ def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
 def _cmd_train(args: argparse.Namespace) -> int:
     from sbts.config import resolve_density
     from sbts.tasks import get_task
-    from sbts.tasks.runs import build_run_spec
+    from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, build_run_spec
 
     task = get_task(args.task)
     model_overrides, train_overrides = _overrides(args)
@@ -68,10 +68,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         fixed = [flag for flag, value in (("--data", args.data), ("--model", args.model), ("--config", args.config))
                  if value is not None] + [f"--{key.replace('_', '-')}" for key in model_overrides]
-        fixed += [f"--{key.replace('_', '-')}" for key in train_overrides if key not in ("epochs", "patience", "device")]
+        fixed += [f"--{key.replace('_', '-')}" for key in train_overrides if key not in RESUMABLE_TRAIN_FIELDS]
         if fixed:
             raise ConfigError(f"{', '.join(sorted(set(fixed)))} cannot change on --resume (the run keeps its "
-                              "config.json); only --epochs, --patience and --device can")
+                              f"config.json); only {', '.join('--' + f for f in RESUMABLE_TRAIN_FIELDS)} can")
         metrics = task.train_run({}, args.out, resume=True, verbose=not args.quiet, train_overrides=train_overrides)
     else:
         spec = build_run_spec(args.task, data=args.data, model_name=args.model, config_file=args.config,

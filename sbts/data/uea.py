@@ -251,8 +251,9 @@ def _extract_splits(archive: Path, name: str, url: str, target: Path) -> None:
             raise DataError(f"archive {url} does not contain {', '.join(missing)}")
         for base, tmp in staged.items():
             known = KNOWN_TS_SHA256.get(base)
-            if known is not None and sha256_file(tmp) != known:
-                raise DataError(f"archive {url}: {base} has sha256 {sha256_file(tmp)}, not the known {known}; discarded")
+            digest = sha256_file(tmp) if known is not None else None
+            if digest != known:
+                raise DataError(f"archive {url}: {base} has sha256 {digest}, not the known {known}; discarded")
         for base, tmp in staged.items():
             os.replace(tmp, target / base)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:

@@ -27,7 +27,7 @@ from sbts.config import ModelConfig, RunConfig, TrainConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
 from sbts.models import create_model, model_config
-from sbts.tasks.runs import environment_info, prepare_run_dir
+from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, environment_info, prepare_run_dir
 from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
 from sbts.training.engine import mismatch_reason
 from sbts.training.checkpoint import read_json
@@ -205,10 +205,10 @@ def build_model_config(model_name: str, overrides: dict[str, Any], *, n_channels
     fields = {**MODEL_DEFAULTS.get(model_name, {}), **overrides,
               "in_channels": n_channels, "out_dim": n_classes, "max_len": max_len}
     config = model_config(model_name, **fields)
-    if padded and (config.attention == "step_t" or config.norm == "layer_time"):
-        what = "attention step_t" if config.attention == "step_t" else "norm layer_time"
-        raise ConfigError(f"{what} needs series of one length, but these have unequal lengths (up to {max_len}); "
-                          "use attention full or qkv_mask and norm batch or none")
+    if padded and config.needs_fixed_length:
+        raise ConfigError(f"attention {config.attention} with norm {config.norm} needs series of one length (step_t "
+                          f"and layer_time do), but these have unequal lengths (up to {max_len}); use attention full "
+                          "or qkv_mask and norm batch or none")
     return config
 
 
@@ -282,8 +282,7 @@ class SBTClassifier(ClassifierMixin, BaseEstimator):
         if max(lengths) > self.max_len_:
             raise SBTSError(f"X has series of length {max(lengths)}, longer than the fitted max_len {self.max_len_}; "
                             "refit with max_len set")
-        fixed_length = self.config_.attention == "step_t" or self.config_.norm == "layer_time"
-        if fixed_length and lengths != {self.max_len_}:
+        if self.config_.needs_fixed_length and lengths != {self.max_len_}:
             raise SBTSError(f"this model ({self.config_.attention} attention, {self.config_.norm} norm) takes series "
                             f"of exactly {self.max_len_} steps; X has lengths {sorted(lengths)[:5]}")
         return _tensors(series, self.scaler_, self.max_len_, np.zeros(len(series), dtype=np.int64))
@@ -394,10 +393,10 @@ def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False
     run_dir = prepare_run_dir(run_dir, resume)
     if resume:
         run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
-        allowed = {"epochs", "patience", "device"}
-        if set(train_overrides or {}) - allowed:
-            raise ConfigError(f"on resume only {', '.join(sorted(allowed))} may change; got "
-                              f"{', '.join(sorted(set(train_overrides) - allowed))}")
+        changed = set(train_overrides or {}) - set(RESUMABLE_TRAIN_FIELDS)
+        if changed:
+            raise ConfigError(f"on resume only {', '.join(RESUMABLE_TRAIN_FIELDS)} may change; got "
+                              f"{', '.join(sorted(changed))}")
         run.train = TrainConfig.from_dict({**run.train.to_dict(), **(train_overrides or {})})
         task_state = _task_state(_checked_state(run_dir, run, "last"), run_dir)
         data = _reload_data(run, task_state)

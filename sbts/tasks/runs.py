@@ -24,6 +24,8 @@ from sbts.config import read_config_file
 from sbts.errors import CheckpointError, ConfigError, SBTSError
 
 PRESET_PACKAGE = "sbts.configs"
+# The only settings a resumed run may change; everything else stays as in its config.json.
+RESUMABLE_TRAIN_FIELDS = ("epochs", "patience", "device")
 
 
 def preset_path(task: str, dataset: str, model_name: str) -> Path | None:
