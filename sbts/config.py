@@ -94,6 +94,7 @@ class ModelConfig:
     norm: str = "batch"
     pos_encoding: str = "sinusoidal"
     attention_bias: bool = True
+    linear_bias: bool = False  # biases on the embedding, feed-forward and head linears (the paper's dense has them)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -112,6 +113,9 @@ class ModelConfig:
             raise ConfigError(f"density={self.density:g} needs sparse_binary linears; a dense model keeps every "
                               "weight (density 1)")
         self.qkv_density = check_density(self.qkv_density, "qkv_density")
+        for name in ("step_t_self", "attention_bias", "linear_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_positive_int(self.seed, "seed", minimum=0)
 
     @property

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import sbts
-from sbts.layers import DenseLinear, MultiHeadAttention, derive_seed, fixed_activation_mask
-from sbts.layers.linear import kept_count
+from sbts.frozen_tensors import derive_seed, kept_count
+from sbts.layers import DenseLinear, MultiHeadAttention, fixed_activation_mask
 
 D_MODEL, N_HEADS, T = 8, 2, 6
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import synthetic_cases
 from sklearn.base import clone
 
 from sbts.errors import SBTSError
 from sbts.tasks.classification import SBTClassifier
-
-from conftest import synthetic_cases
 
 FAST = dict(d_model=32, d_ff=32, epochs=20, batch_size=8, device="cpu", seed=0)
 

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import synthetic_cases, write_ts
 
 from sbts.cli.main import main
-
-from conftest import synthetic_cases, write_ts
 
 SMALL = ["--epochs", "2", "--d-model", "16", "--seed", "0", "--device", "cpu", "--quiet"]
 

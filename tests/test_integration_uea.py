@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import real_data_dir
 
 from sbts.tasks import classification
 from sbts.tasks.runs import build_run_spec
-
-from conftest import real_data_dir
 
 pytestmark = pytest.mark.data
 

@@ -146,13 +146,18 @@ def test_every_linear_is_of_the_configured_kind(name):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("attention_bias", [True, False])
-def test_attention_bias_option(name, attention_bias):
-    model = build(name, attention_bias=attention_bias)
+@pytest.mark.parametrize("linear_bias", [True, False])
+def test_bias_options(name, attention_bias, linear_bias):
+    model = build(name, attention_bias=attention_bias, linear_bias=linear_bias)
     for key, layer in model.linear_layers().items():
-        if ".attention." in key:
-            assert (layer.bias is not None) == attention_bias, key
-        else:
-            assert layer.bias is None, key  # embedding, feed-forward and head have no bias
+        expected = attention_bias if ".attention." in key else linear_bias  # embedding, feed-forward, head
+        assert (layer.bias is not None) == expected, key
+
+
+@pytest.mark.parametrize("field", ["step_t_self", "attention_bias", "linear_bias"])
+def test_bool_options_reject_non_bools(field):
+    with pytest.raises(ConfigError, match=field):
+        build("sbt", **{field: "yes"})
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from conftest import synthetic_cases
 
 from sbts.cli.main import build_parser
-
-from conftest import synthetic_cases
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

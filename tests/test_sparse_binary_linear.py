@@ -17,9 +17,9 @@ from torch.nn import functional as F
 import sbts
 from sbts.config import ModelConfig, check_density, resolve_density
 from sbts.errors import ConfigError
+from sbts.frozen_tensors import kept_count, seeded_weight_and_bias, splitmix64, uniform01, uniform_weights
 from sbts.layers import linear as linear_module
-from sbts.layers.linear import DenseLinear, SparseBinaryLinear, kept_count, make_linear, seeded_weight_and_bias
-from sbts.layers.seeded_random import splitmix64, uniform01, uniform_weights
+from sbts.layers.linear import DenseLinear, SparseBinaryLinear, make_linear
 
 MASK64 = (1 << 64) - 1
 

@@ -15,25 +15,16 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sbts.layers.linear import kept_count
-from sbts.layers.seeded_random import derive_seed, uniform01
+from sbts.frozen_tensors import activation_mask, derive_seed
 
 
 def fixed_activation_mask(seed: int, length: int, width: int, density: float) -> torch.Tensor:
-    """A length x width 0/1 mask keeping exactly ceil(density * width) entries in every row.
-
-    Row t keeps the entries with the smallest values among stream elements t*width .. (t+1)*width-1.
-    """
-    keep = kept_count(density, width)
-    order = np.argsort(uniform01(seed, 0, length * width).reshape(length, width), axis=1, kind="stable")
-    mask = np.zeros((length, width), dtype=np.float32)
-    np.put_along_axis(mask, order[:, :keep], 1.0, axis=1)
-    return torch.from_numpy(mask)
+    """``activation_mask`` as a tensor: ceil(density * width) kept entries in every row."""
+    return torch.from_numpy(activation_mask(seed, length, width, density))
 
 
 class MultiHeadAttention(nn.Module):

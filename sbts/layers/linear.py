@@ -21,21 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sbts.config import check_density
-from sbts.layers.seeded_random import derive_seed, uniform_weights
-
-
-def kept_count(density: float, n: int) -> int:
-    """ceil(density * n), robust to float error (0.07 * 100 is 7.000000000000001), at least 1."""
-    return max(1, math.ceil(density * n - 1e-9))
-
-
-def seeded_weight_and_bias(seed: int, out_features: int, in_features: int, bias: bool):
-    """W uniform in +-1/sqrt(fan_in) (PyTorch's nn.Linear range), then the bias from the same stream."""
-    bound = 1.0 / math.sqrt(in_features)
-    n = out_features * in_features
-    weight = uniform_weights(seed, (out_features, in_features), bound)
-    bias_values = uniform_weights(seed, (out_features,), bound, start=n) if bias else None
-    return weight, bias_values
+from sbts.frozen_tensors import derive_seed, kept_count, seeded_weight_and_bias, uniform_weights
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from sbts.layers.seeded_random import uniform_weights
-
-
-def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
-    position = torch.arange(length, dtype=torch.float64)[:, None]
-    freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
-    table = torch.zeros(length, d_model, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(position * freq)
-    table[:, 1::2] = torch.cos(position * freq[: d_model // 2])
-    return table.float()
+from sbts.frozen_tensors import sinusoidal_table, uniform_weights
 
 
 class PositionalEncoding(nn.Module):
@@ -26,7 +15,7 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         self.kind = kind
         if kind == "sinusoidal":
-            self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+            self.register_buffer("table", torch.from_numpy(sinusoidal_table(max_len, d_model)), persistent=False)
         elif kind == "learnable":
             self.table = nn.Parameter(torch.from_numpy(uniform_weights(seed, (max_len, d_model), 0.02)))
         else:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from sbts.config import ModelConfig
-from sbts.layers import MultiHeadAttention, PositionalEncoding, derive_seed, make_linear, make_norm
+from sbts.frozen_tensors import derive_seed
+from sbts.layers import MultiHeadAttention, PositionalEncoding, make_linear, make_norm
 
 
 class EncoderLayer(nn.Module):
@@ -28,8 +29,8 @@ class EncoderLayer(nn.Module):
             mode=config.attention, step_t_self=config.step_t_self, qkv_density=config.qkv_density,
             max_len=config.max_len, seed=derive_seed(config.seed, f"{name}.attention"))
         self.norm1 = make_norm(config.norm, d, config.max_len)
-        self.ff1 = linear(f"{name}.ff1", d, config.d_ff, False)
-        self.ff2 = linear(f"{name}.ff2", config.d_ff, d, False)
+        self.ff1 = linear(f"{name}.ff1", d, config.d_ff, config.linear_bias)
+        self.ff2 = linear(f"{name}.ff2", config.d_ff, d, config.linear_bias)
         self.norm2 = make_norm(config.norm, d, config.max_len)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -44,11 +45,11 @@ class TimeSeriesTransformer(nn.Module):
         super().__init__()
         self.config = config
         linear = partial(self._linear, config)
-        self.embedding = linear("embedding", config.in_channels, config.d_model, False)
+        self.embedding = linear("embedding", config.in_channels, config.d_model, config.linear_bias)
         self.positional = PositionalEncoding(config.pos_encoding, config.max_len, config.d_model,
                                              seed=derive_seed(config.seed, "positional"))
         self.layers = nn.ModuleList(EncoderLayer(config, linear, f"layers.{i}") for i in range(config.n_layers))
-        self.head = linear("head", config.d_model, config.out_dim, False)
+        self.head = linear("head", config.d_model, config.out_dim, config.linear_bias)
 
     @staticmethod
     def _linear(config: ModelConfig, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:

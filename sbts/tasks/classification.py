@@ -29,8 +29,8 @@ from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
 from sbts.models import create_model, model_config
 from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, environment_info, prepare_run_dir
 from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
-from sbts.training.engine import mismatch_reason
 from sbts.training.checkpoint import read_json
+from sbts.training.engine import mismatch_reason
 
 TASK = "classification"
 

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from sbts.atomic import atomic_write_bytes
 from sbts.config import TrainConfig
 from sbts.errors import CheckpointError, ConfigError, TrainingDivergedError
-from sbts.atomic import atomic_write_bytes
 from sbts.training.checkpoint import load_checkpoint, save_checkpoint
 
 try:

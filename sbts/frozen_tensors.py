@@ -1,6 +1,10 @@
-"""Counter-based random numbers that numpy, PyTorch and C reproduce bit for bit.
+"""The tensors a model regenerates instead of storing (numpy only, shared with the torch-free runtime).
 
-A frozen weight matrix of a sparse-binary layer is never stored: it is regenerated from one
+Frozen random weights and biases of the linears, the fixed Q/K/V activation masks and the
+sinusoidal positional table are all functions of a seed and a shape, so neither checkpoints nor
+exported artifacts hold them.
+
+Counter-based random numbers that numpy, PyTorch and C reproduce bit for bit: a frozen weight matrix of a sparse-binary layer is never stored: it is regenerated from one
 64-bit integer seed. Element ``i`` (row-major, 0-based) of a layer's stream is
 
     z = seed + (i + 1) * 0x9E3779B97F4A7C15          (mod 2**64)
@@ -17,6 +21,7 @@ correctly rounded IEEE arithmetic, so a C implementation gives the same bits.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -52,3 +57,39 @@ def derive_seed(base_seed: int, name: str) -> int:
     """A layer's 64-bit seed from the model seed and the layer's name (stable across runs)."""
     digest = hashlib.blake2b(f"{int(base_seed)}:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def kept_count(density: float, n: int) -> int:
+    """ceil(density * n), robust to float error (0.07 * 100 is 7.000000000000001), at least 1."""
+    return max(1, math.ceil(density * n - 1e-9))
+
+
+def seeded_weight_and_bias(seed: int, out_features: int, in_features: int, bias: bool):
+    """W uniform in +-1/sqrt(fan_in) (PyTorch's nn.Linear range), then the bias from the same stream."""
+    bound = 1.0 / math.sqrt(in_features)
+    n = out_features * in_features
+    weight = uniform_weights(seed, (out_features, in_features), bound)
+    bias_values = uniform_weights(seed, (out_features,), bound, start=n) if bias else None
+    return weight, bias_values
+
+
+def activation_mask(seed: int, length: int, width: int, density: float) -> np.ndarray:
+    """A length x width float32 0/1 mask keeping exactly ceil(density * width) entries in every row.
+
+    Row t keeps the entries with the smallest values among stream elements t*width .. (t+1)*width-1.
+    """
+    keep = kept_count(density, width)
+    order = np.argsort(uniform01(seed, 0, length * width).reshape(length, width), axis=1, kind="stable")
+    mask = np.zeros((length, width), dtype=np.float32)
+    np.put_along_axis(mask, order[:, :keep], 1.0, axis=1)
+    return mask
+
+
+def sinusoidal_table(length: int, d_model: int) -> np.ndarray:
+    """The fixed (length, d_model) float32 positional table: sin on even, cos on odd channels."""
+    position = np.arange(length, dtype=np.float64)[:, None]
+    freq = np.exp(np.arange(0, d_model, 2, dtype=np.float64) * (-math.log(10000.0) / d_model))
+    table = np.zeros((length, d_model), dtype=np.float64)
+    table[:, 0::2] = np.sin(position * freq)
+    table[:, 1::2] = np.cos(position * freq[: d_model // 2])
+    return table.astype(np.float32)
