@@ -57,7 +57,7 @@ def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
@@ -99,7 +99,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_dim", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
-            _check_positive_int(getattr(self, name), name)
+            check_positive_int(getattr(self, name), name)
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         _check_choice(self.linear, LINEAR_KINDS, "linear")
@@ -116,7 +116,7 @@ class ModelConfig:
         for name in ("step_t_self", "attention_bias", "linear_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        _check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0)
 
     @property
     def sparsity(self) -> float:
@@ -154,10 +154,10 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_positive_int(self.epochs, "epochs")
-        _check_positive_int(self.batch_size, "batch_size")
-        _check_positive_int(self.patience, "patience", minimum=0)
-        _check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.epochs, "epochs")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.patience, "patience", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0)
         for name in ("lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             bound = "> 0" if name == "lr" else ">= 0"

@@ -487,18 +487,21 @@ def test_eval_cache_not_used_when_grad_enabled():
 def test_storage_sparse_binary_and_dense():
     sb = SparseBinaryLinear(10, 6, bias=True, density=0.25, seed=0)
     st = sb.storage()
-    assert (st.kind, st.in_features, st.out_features) == ("sparse_binary", 10, 6)
+    assert (st.kind, st.shape) == ("sparse_binary_linear", (6, 10))
     assert st.weight_bits == 1 and SparseBinaryLinear.weight_bits == 1
     assert st.positions == 60 and st.kept == 15
     assert st.density == pytest.approx(0.25)
-    assert st.bias == 6 and st.trainable_bias is False
-    assert SparseBinaryLinear(10, 6, bias=False).storage().bias == 0
+    # the bias is regenerated from the seed (0 bits), alpha is one float, the seed 64 bits
+    assert st.tensor("bias").count == 6 and st.tensor("bias").bits == 0 and not st.tensor("bias").trainable
+    assert st.bits == 60 * 1 + 32 + 64
+    assert SparseBinaryLinear(10, 6, bias=False).storage().tensor("bias") is None
 
     dense = DenseLinear(10, 6, bias=True, seed=0)
     sd = dense.storage()
-    assert (sd.kind, sd.in_features, sd.out_features) == ("dense", 10, 6)
+    assert (sd.kind, sd.shape) == ("dense_linear", (6, 10))
     assert sd.weight_bits == 32 and sd.positions == 60 and sd.kept == 60
-    assert sd.bias == 6 and sd.trainable_bias is True
+    assert sd.tensor("bias").count == 6 and sd.tensor("bias").trainable
+    assert sd.bits == 32 * 66 and sd.values == 66
     with torch.no_grad():
         dense.weight[0, :4] = 0.0
     assert dense.storage().kept == 56

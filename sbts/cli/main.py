@@ -98,6 +98,56 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from sbts.compression import render_table, summarize_config, summarize_run
+
+    if (args.run_dir is None) == (args.config is None):
+        raise ConfigError("summary needs a run directory or --config FILE (one of them)")
+    if args.run_dir is not None:
+        if args.density is not None:
+            raise ConfigError("--density applies to --config; a run's density is the one it was trained with")
+        report = summarize_run(args.run_dir, accounting=args.accounting, checkpoint=args.checkpoint)
+    else:
+        report = summarize_config(args.config, accounting=args.accounting, density=args.density)
+    print(json.dumps(report, indent=2) if args.json else render_table(report))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        if args.float16:
+            raise ConfigError("--float16 applies to the .sbts format only")
+        from sbts.export.onnx import export_onnx
+        from sbts.tasks import get_task
+        from sbts.training.checkpoint import read_json
+
+        config = read_json(f"{args.run_dir}/config.json", "run config")
+        trained = get_task(str(config.get("task")) if isinstance(config, dict) else "").load_trained(
+            args.run_dir, args.checkpoint)
+        path = export_onnx(trained.model, args.output)
+        print(json.dumps({"path": str(path), "format": "onnx", "size_bytes": path.stat().st_size}, indent=2))
+        return 0
+    from sbts.export.artifact import export_run
+
+    result = export_run(args.run_dir, args.output, checkpoint=args.checkpoint,
+                        float_dtype="float16" if args.float16 else "float32")
+    print(json.dumps({"path": str(result.path), "format": "sbts", "size_bytes": result.size_bytes,
+                      "float_dtype": result.float_dtype,
+                      "probe_max_relative_difference": result.probe_max_relative_difference}, indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    # Only the torch-free runtime and the data readers: predicting must not import torch.
+    from sbts.runtime import load
+    from sbts.runtime.inputs import read_cases, write_predictions
+
+    model = load(args.model)
+    cases, labels = read_cases(args.input, model)
+    write_predictions(model, cases, labels, args.input, args.output, proba=args.proba)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from sbts.models import list_models
 
@@ -125,10 +175,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
     evaluate.add_argument("--device", default="auto")
     subparsers.add_parser("models", help="list the registered models")
+
+    summary = subparsers.add_parser("summary", help="per-layer storage and FLOPs of a dense model and its SBT")
+    summary.add_argument("run_dir", nargs="?", help="a run directory (or use --config)")
+    summary.add_argument("--config", help="a YAML/JSON configuration with in_channels, out_dim and max_len")
+    summary.add_argument("--accounting", choices=["paper", "honest"], default="paper",
+                         help="paper: the official code's counting rules; honest: what an sbts deployment stores "
+                              "and executes")
+    summary.add_argument("--density", type=float, help="the SBT's kept fraction (with --config)")
+    summary.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    summary.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = subparsers.add_parser("export", help="write a trained run as a compact .sbts artifact or ONNX")
+    export.add_argument("run_dir")
+    export.add_argument("-o", "--output", required=True, help="file to write (e.g. model.sbts or model.onnx)")
+    export.add_argument("--format", choices=["sbts", "onnx"], default="sbts")
+    export.add_argument("--float16", action="store_true",
+                        help="store the float tensors (norms, dense weights, tables) as float16")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+    predict = subparsers.add_parser("predict", help="run an exported .sbts model (numpy only, no torch)")
+    predict.add_argument("model", help="the .sbts artifact")
+    predict.add_argument("--input", required=True, help=".ts file or .npy array (cases, channels, length)")
+    predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    predict.add_argument("--proba", action="store_true", help="add one probability column per class")
     return parser
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models}
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models, "summary": _cmd_summary,
+            "export": _cmd_export, "predict": _cmd_predict}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

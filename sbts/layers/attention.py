@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sbts.frozen_tensors import activation_mask, derive_seed
+from sbts.layers.storage import LayerStorage, StoredTensor
 
 
 def fixed_activation_mask(seed: int, length: int, width: int, density: float) -> torch.Tensor:
@@ -33,15 +34,24 @@ class MultiHeadAttention(nn.Module):
                  max_len: int = 0, seed: int = 0):
         super().__init__()
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.mode, self.step_t_self = mode, step_t_self
+        self.mode, self.step_t_self, self.qkv_density, self.max_len = mode, step_t_self, qkv_density, max_len
         self.q_proj = make_linear("q_proj", d_model, d_model, True)
         self.k_proj = make_linear("k_proj", d_model, d_model, True)
         self.v_proj = make_linear("v_proj", d_model, d_model, True)
         self.out_proj = make_linear("out_proj", d_model, d_model, True)
-        if mode == "qkv_mask":
-            for name in ("q", "k", "v"):
-                mask = fixed_activation_mask(derive_seed(seed, f"{name}_mask"), max_len, d_model, qkv_density)
-                self.register_buffer(f"{name}_mask", mask, persistent=False)
+        # The masks' seeds, so that an exported model regenerates the masks instead of storing them.
+        self.mask_seeds = {f"{name}_mask": derive_seed(seed, f"{name}_mask") for name in ("q", "k", "v")
+                           } if mode == "qkv_mask" else {}
+        for key, mask_seed in self.mask_seeds.items():
+            self.register_buffer(key, fixed_activation_mask(mask_seed, max_len, d_model, qkv_density), persistent=False)
+
+    def storage(self) -> LayerStorage:
+        """The attention core (the projections declare themselves); Q/K/V masks are regenerated from the seed."""
+        masks = tuple(StoredTensor(f"{name}_mask", self.max_len * self.d_model, 0, trainable=False)
+                      for name in ("q", "k", "v")) if self.mode == "qkv_mask" else ()
+        return LayerStorage("attention", (self.n_heads, self.head_dim), tensors=masks, details={
+            "mode": self.mode, "n_heads": self.n_heads, "head_dim": self.head_dim, "d_model": self.d_model,
+            "qkv_density": self.qkv_density, "step_t_self": self.step_t_self})
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, h, T, dh)
         b, t, _ = x.shape

@@ -13,7 +13,6 @@ switching on layer types.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,24 +21,7 @@ from torch.nn import functional as F
 
 from sbts.config import check_density
 from sbts.frozen_tensors import derive_seed, kept_count, seeded_weight_and_bias, uniform_weights
-
-
-@dataclass(frozen=True)
-class LinearStorage:
-    """What a linear layer stores, as declared by the layer itself."""
-
-    kind: str
-    in_features: int
-    out_features: int
-    positions: int  # weight positions (out * in)
-    kept: int  # non-zero weights
-    weight_bits: int  # bits per weight position in the paper's accounting
-    bias: int  # number of bias values (stored as float32)
-    trainable_bias: bool
-
-    @property
-    def density(self) -> float:
-        return self.kept / self.positions
+from sbts.layers.storage import FLOAT_BITS, SEED_BITS, LayerStorage, StoredTensor
 
 
 def top_k_mask(abs_scores: torch.Tensor, kept: int) -> torch.Tensor:
@@ -119,10 +101,14 @@ class SparseBinaryLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
 
-    def storage(self) -> LinearStorage:
-        return LinearStorage("sparse_binary", self.in_features, self.out_features,
-                             self.in_features * self.out_features, self.kept, self.weight_bits,
-                             0 if self.bias is None else self.out_features, trainable_bias=False)
+    def storage(self) -> LayerStorage:
+        # The seed regenerates sign(W) and the frozen bias; alpha is one float per layer.
+        tensors = [StoredTensor("alpha", 1, FLOAT_BITS, trainable=False), StoredTensor("seed", 1, SEED_BITS, False)]
+        if self.bias is not None:
+            tensors.append(StoredTensor("bias", self.out_features, 0, trainable=False))
+        return LayerStorage("sparse_binary_linear", (self.out_features, self.in_features),
+                            positions=self.in_features * self.out_features, kept=self.kept,
+                            weight_bits=self.weight_bits, tensors=tuple(tensors))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -143,11 +129,12 @@ class DenseLinear(nn.Linear):
             if bias:
                 self.bias.copy_(torch.from_numpy(bias_values))
 
-    def storage(self) -> LinearStorage:
-        n = self.in_features * self.out_features
+    def storage(self) -> LayerStorage:
         kept = int(np.count_nonzero(self.weight.detach().cpu().numpy()))
-        return LinearStorage("dense", self.in_features, self.out_features, n, kept, self.weight_bits,
-                             0 if self.bias is None else self.out_features, trainable_bias=True)
+        tensors = () if self.bias is None else (StoredTensor("bias", self.out_features, FLOAT_BITS, trainable=True),)
+        return LayerStorage("dense_linear", (self.out_features, self.in_features),
+                            positions=self.in_features * self.out_features, kept=kept,
+                            weight_bits=self.weight_bits, tensors=tensors)
 
 
 def make_linear(kind: str, in_features: int, out_features: int, *, bias: bool, density: float, seed: int) -> nn.Module:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sbts.layers.storage import FLOAT_BITS, LayerStorage, StoredTensor
+
 
 class MaskedBatchNorm(nn.BatchNorm1d):
     """BatchNorm over d_model whose statistics use only the valid (non-padded) steps.
@@ -21,6 +23,13 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         out[valid] = super().forward(x[valid])
         return out
 
+    def storage(self) -> LayerStorage:
+        d = self.num_features
+        return LayerStorage("batch_norm", (d,), tensors=(
+            StoredTensor("weight", d, FLOAT_BITS, trainable=True), StoredTensor("bias", d, FLOAT_BITS, trainable=True),
+            StoredTensor("running_mean", d, FLOAT_BITS, trainable=False),
+            StoredTensor("running_var", d, FLOAT_BITS, trainable=False)))
+
 
 class TimeLayerNorm(nn.LayerNorm):
     """LayerNorm across the time axis of each channel (normalized_shape = window length), as the paper."""
@@ -34,6 +43,11 @@ class TimeLayerNorm(nn.LayerNorm):
         if x.shape[1] != self.normalized_shape[0]:
             raise ValueError(f"layer_time norm needs windows of exactly {self.normalized_shape[0]} steps, got {x.shape[1]}")
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+    def storage(self) -> LayerStorage:
+        w = self.normalized_shape[0]
+        return LayerStorage("layer_time_norm", (w,), tensors=(
+            StoredTensor("weight", w, FLOAT_BITS, trainable=True), StoredTensor("bias", w, FLOAT_BITS, trainable=True)))
 
 
 class NoNorm(nn.Module):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from sbts.frozen_tensors import sinusoidal_table, uniform_weights
+from sbts.layers.storage import FLOAT_BITS, LayerStorage, StoredTensor
 
 
 class PositionalEncoding(nn.Module):
@@ -28,3 +29,10 @@ class PositionalEncoding(nn.Module):
         if t > self.table.shape[0]:
             raise ValueError(f"sequence length {t} exceeds the model's max_len {self.table.shape[0]}")
         return x + self.table[:t]
+
+    def storage(self) -> LayerStorage | None:
+        if self.table is None:
+            return None
+        learnable = self.kind == "learnable"  # a sinusoidal table is recomputed, never stored
+        table = StoredTensor("table", self.table.numel(), FLOAT_BITS if learnable else 0, trainable=learnable)
+        return LayerStorage(f"positional_{self.kind}", tuple(self.table.shape), tensors=(table,))

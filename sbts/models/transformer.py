@@ -16,7 +16,15 @@ from torch import nn
 
 from sbts.config import ModelConfig
 from sbts.frozen_tensors import derive_seed
-from sbts.layers import MultiHeadAttention, PositionalEncoding, make_linear, make_norm
+from sbts.layers import (
+    DenseLinear,
+    LayerStorage,
+    MultiHeadAttention,
+    PositionalEncoding,
+    SparseBinaryLinear,
+    make_linear,
+    make_norm,
+)
 
 
 class EncoderLayer(nn.Module):
@@ -68,4 +76,9 @@ class TimeSeriesTransformer(nn.Module):
 
     def linear_layers(self) -> dict[str, nn.Module]:
         """Every linear layer by name (the ones the layer factory made)."""
-        return {name: m for name, m in self.named_modules() if hasattr(m, "storage")}
+        return {name: m for name, m in self.named_modules() if isinstance(m, (SparseBinaryLinear, DenseLinear))}
+
+    def storage(self) -> dict[str, LayerStorage]:
+        """Every layer's own declaration of what it stores, by module name, in model order."""
+        declared = ((name, m.storage()) for name, m in self.named_modules() if m is not self and hasattr(m, "storage"))
+        return {name: storage for name, storage in declared if storage is not None}

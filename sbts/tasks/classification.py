@@ -23,11 +23,11 @@ from sklearn.model_selection import train_test_split
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from sbts.config import ModelConfig, RunConfig, TrainConfig
+from sbts.config import ModelConfig, RunConfig, TrainConfig, check_positive_int
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
 from sbts.models import create_model, model_config
-from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, environment_info, prepare_run_dir
+from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, TrainedRun, environment_info, prepare_run_dir
 from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
 from sbts.training.checkpoint import read_json
 from sbts.training.engine import mismatch_reason
@@ -155,6 +155,8 @@ def prepare_classification(train_series: list[np.ndarray], train_labels: Sequenc
         lengths += [s.shape[1] for s in test_series]
     if max_len is None:
         max_len = max(lengths)
+    elif max_len < max(lengths):
+        raise DataError(f"{where_train}: series of up to {max(lengths)} steps do not fit max_len {max_len}")
     test = None
     if test_series is not None:
         test = _tensors(test_series, scaler, max_len, encode_labels(test_labels, classes, where_test))
@@ -202,6 +204,9 @@ def build_model_config(model_name: str, overrides: dict[str, Any], *, n_channels
     """The model for a dataset; ``padded`` says that some series are shorter than ``max_len``."""
     if not isinstance(model_name, str):
         raise ConfigError(f"model name must be a string, got {model_name!r}")
+    for key, value in (("in_channels", n_channels), ("out_dim", n_classes), ("max_len", max_len)):
+        if key in overrides and overrides[key] != value:  # a config written for other data
+            raise ConfigError(f"model {key} is {overrides[key]!r} in the config, but the data gives {value}")
     fields = {**MODEL_DEFAULTS.get(model_name, {}), **overrides,
               "in_channels": n_channels, "out_dim": n_classes, "max_len": max_len}
     config = model_config(model_name, **fields)
@@ -322,7 +327,10 @@ def _resolve_run_config(spec: dict[str, Any]) -> tuple[RunConfig, Classification
 
     train = TrainConfig.from_dict(spec.get("train", {}), "train config")
     data_spec = canonical_spec(spec["data"])
-    data, files = _load_data(data_spec, train)
+    max_len = spec.get("model", {}).get("max_len")
+    if max_len is not None:
+        check_positive_int(max_len, "model max_len")
+    data, files = _load_data(data_spec, train, max_len=max_len)
     model = build_model_config(spec["model_name"], spec.get("model", {}), n_channels=data.n_channels,
                                n_classes=len(data.classes), max_len=data.max_len, padded=data.padded)
     run = RunConfig(task=TASK, data=data_spec, model=model, train=train, model_name=spec["model_name"])
@@ -355,7 +363,11 @@ def _checked_state(run_dir: Path, run: RunConfig, checkpoint: str) -> dict[str, 
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path)
     saved = state.get("run_config")
-    if not isinstance(saved, dict) or saved.get("model") != run.model.to_dict() or saved.get("data") != run.data:
+    try:  # through ModelConfig, so that options added since the run (with their defaults) compare equal
+        saved_model = ModelConfig.from_dict(saved["model"]).to_dict()
+    except (TypeError, KeyError, ConfigError):
+        saved_model = None
+    if not isinstance(saved, dict) or saved_model != run.model.to_dict() or saved.get("data") != run.data:
         raise CheckpointError(f"{path}: checkpoint belongs to another run (its model or data differ from config.json)")
     _task_state(state, run_dir)
     return state
@@ -423,20 +435,30 @@ def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
-    """Re-evaluate a saved run's checkpoint on its validation and test data (nothing is written)."""
+def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
+    """A saved run's model (on the CPU, eval mode) and what inference needs besides the weights."""
     run_dir = Path(run_dir)
     run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
-    torch_device = resolve_device(device)
     state = _checked_state(run_dir, run, checkpoint)
     model = create_model(run.model)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({mismatch_reason(exc)})") from None
-    data = _reload_data(run, state["task_state"])
-    model.to(torch_device).eval()
+    task_state = state["task_state"]
+    return TrainedRun(run, model.eval(), state.get("epoch"), task_state,
+                      inference_state={"classes": list(task_state["classes"])},
+                      scaler=ChannelScaler.from_dict(task_state["scaler"]))
+
+
+def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a saved run's checkpoint on its validation and test data (nothing is written)."""
+    torch_device = resolve_device(device)
+    trained = load_trained(run_dir, checkpoint)
+    data = _reload_data(trained.run, trained.task_state)
+    model = trained.model.to(torch_device)
     task = ClassificationTask()
     val = task.evaluate(model, data.val, 256, torch_device) if data.val is not None else {}
     test = task.evaluate(model, data.test, 256, torch_device)
-    return _summary(run, val, test, None, data, torch_device) | {"checkpoint": checkpoint, "epoch": state.get("epoch")}
+    return _summary(trained.run, val, test, None, data, torch_device) | {"checkpoint": checkpoint,
+                                                                          "epoch": trained.epoch}

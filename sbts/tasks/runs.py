@@ -14,18 +14,32 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sbts.config import read_config_file
+from sbts.config import RunConfig, read_config_file
+from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import CheckpointError, ConfigError, SBTSError
 
 PRESET_PACKAGE = "sbts.configs"
 # The only settings a resumed run may change; everything else stays as in its config.json.
 RESUMABLE_TRAIN_FIELDS = ("epochs", "patience", "device")
+
+
+@dataclass
+class TrainedRun:
+    """A saved run's trained model and what inference needs besides the weights."""
+
+    run: RunConfig
+    model: torch.nn.Module  # on the CPU, in eval mode
+    epoch: int | None
+    task_state: dict[str, Any]  # everything the checkpoint recorded about data and splits
+    inference_state: dict[str, Any]  # the JSON-safe part an exported model keeps (class names, threshold)
+    scaler: ChannelScaler  # input statistics of the training data
 
 
 def preset_path(task: str, dataset: str, model_name: str) -> Path | None:

@@ -1,0 +1,1 @@
+"""Exporting trained models: the compact .sbts artifact and ONNX."""

@@ -1,0 +1,14 @@
+"""Torch-free inference: load an exported ``.sbts`` artifact and run it with numpy.
+
+    from sbts.runtime import load
+    model = load("model.sbts")
+    model.predict(series)            # classification: class names
+
+Importing this package imports neither torch nor the training code.
+"""
+
+from sbts.runtime.artifact import ArtifactError, read_artifact
+from sbts.runtime.model import ClassifierRuntime, RuntimeModel, load
+from sbts.runtime.network import MacCounter, forward
+
+__all__ = ["ArtifactError", "ClassifierRuntime", "MacCounter", "RuntimeModel", "forward", "load", "read_artifact"]

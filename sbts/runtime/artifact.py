@@ -1,0 +1,264 @@
+"""The ``.sbts`` artifact: a safetensors file (no pickle) that describes and holds one trained model.
+
+Layout (format version 1):
+
+- ``__metadata__`` (strings): ``format`` = ``sbts-artifact``, ``format_version``, ``document`` (a
+  JSON document: sbts version, model config, task, task state such as class names, the float dtype,
+  and one entry per layer with its kind and what regenerates it) and ``checksum`` (SHA-256 over the
+  document and every tensor's name, dtype, shape and bytes).
+- Tensors, named after the model's modules:
+  - ``sparse_binary.masks`` (uint8): each sparse-binary linear's 0/1 mask, bit-packed (row-major,
+    ``np.packbits``) and, where smaller, LZMA-compressed either as bits or as the gaps between kept
+    positions, one after another; the layer entry records its encoding, offset and length.
+    ``sparse_binary.alphas`` (float32): one alpha per layer, at the entry's ``alpha_index``. The
+    signs of W and the frozen bias are NOT stored: the entry's 64-bit seed regenerates them.
+  - dense linear ``{name}.weight`` / ``{name}.bias``; norms ``{name}.weight|bias|running_mean|running_var``;
+    a learnable ``positional.table``: float32, or float16 when exported so.
+  - ``input_scaler.mean`` / ``input_scaler.std``: float64 per-channel statistics of the training data.
+  Q/K/V activation masks and a sinusoidal table are regenerated from their seeds and sizes.
+
+Reading checks the container, the format and version, the checksum and every tensor's shape and
+kept count before anything is built, so a truncated, corrupted, tampered or newer file is refused
+with a one-line error instead of giving a wrong model. numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbts.config import ModelConfig
+from sbts.errors import CheckpointError, ConfigError
+from sbts.frozen_tensors import activation_mask, seeded_weight_and_bias, sinusoidal_table
+
+FORMAT = "sbts-artifact"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+MASKS = "sparse_binary.masks"  # every sparse-binary layer's encoded mask, one after another
+ALPHAS = "sparse_binary.alphas"  # their alphas, in the same order
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0, "pb": 0}]
+
+
+class ArtifactError(CheckpointError):
+    """An artifact that cannot be trusted: not one, truncated, corrupted, tampered or too new."""
+
+
+# --- mask codec ------------------------------------------------------------------------------------
+
+def _gap_bytes(mask: np.ndarray) -> bytes:
+    """Zeros before each kept position, each gap g written as g // 255 bytes of 255 then g % 255."""
+    kept = np.flatnonzero(mask)
+    gaps = np.diff(np.concatenate([[-1], kept])) - 1
+    full, rest = np.divmod(gaps, 255)
+    out = np.full(int(full.sum()) + len(gaps), 255, dtype=np.uint8)
+    out[np.cumsum(full + 1) - 1] = rest  # each gap ends with its remainder byte
+    return out.tobytes()
+
+
+def _from_gap_bytes(data: bytes, size: int) -> np.ndarray:
+    codes = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+    ends = np.flatnonzero(codes != 255)
+    gaps = np.diff(np.concatenate([[0], np.cumsum(codes)[ends]]))
+    positions = np.cumsum(gaps + 1) - 1
+    if len(positions) and (positions[-1] >= size or (codes[ends[-1] + 1:] != 0).any()):
+        raise ValueError("gap code runs past the end of the mask")
+    mask = np.zeros(size, dtype=bool)
+    mask[positions] = True
+    return mask
+
+
+def encode_mask(mask: np.ndarray) -> tuple[str, np.ndarray]:
+    """The smallest of three encodings of a 0/1 mask, as (encoding name, uint8 array)."""
+    flat = np.asarray(mask).reshape(-1) != 0
+    bits = np.packbits(flat).tobytes()
+    candidates = {
+        "bits": bits,
+        "bits-lzma": lzma.compress(bits, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
+        "gaps-lzma": lzma.compress(_gap_bytes(flat), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
+    }
+    name = min(candidates, key=lambda key: len(candidates[key]))
+    return name, np.frombuffer(candidates[name], dtype=np.uint8).copy()
+
+
+def decode_mask(encoding: str, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 0/1 mask of ``shape`` from ``encode_mask``'s output."""
+    size = int(np.prod(shape))
+    raw = np.asarray(data, dtype=np.uint8).tobytes()
+    if encoding == "bits":
+        packed = raw
+    elif encoding in ("bits-lzma", "gaps-lzma"):
+        packed = lzma.decompress(raw, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    else:
+        raise ValueError(f"unknown mask encoding {encoding!r}")
+    if encoding == "gaps-lzma":
+        flat = _from_gap_bytes(packed, size)
+    else:
+        if len(packed) != (size + 7) // 8:
+            raise ValueError(f"{len(packed)} mask bytes for {size} positions")
+        flat = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=size).astype(bool)
+    return flat.reshape(shape).astype(np.float32)
+
+
+# --- container -------------------------------------------------------------------------------------
+
+def checksum(document_json: str, tensors: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256(document_json.encode())
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def artifact_bytes(document: dict[str, Any], tensors: Mapping[str, np.ndarray]) -> bytes:
+    """Serialise a document and its tensors into the artifact format."""
+    from safetensors.numpy import save
+
+    document_json = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "document": document_json,
+                "checksum": checksum(document_json, tensors)}
+    return save({name: np.ascontiguousarray(value) for name, value in tensors.items()}, metadata=metadata)
+
+
+@dataclass
+class Artifact:
+    """A verified artifact: its JSON document and its stored tensors."""
+
+    document: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+    source: str
+    size_bytes: int
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.document["model"], f"{self.source}: model config")
+
+
+def _header(data: bytes, where: str) -> dict[str, Any]:
+    if len(data) < 8:
+        raise ArtifactError(f"{where}: not an sbts artifact (only {len(data)} bytes)")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise ArtifactError(f"{where}: not an sbts artifact, or truncated (header of {length} bytes in a "
+                            f"{len(data)}-byte file)")
+    try:
+        header = json.loads(data[8:8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtifactError(f"{where}: not an sbts artifact (unreadable header)") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
+        raise ArtifactError(f"{where}: not an sbts artifact (no metadata in the safetensors header)")
+    return header["__metadata__"]
+
+
+def read_artifact(path: str | Path) -> Artifact:
+    """Read and verify an artifact file; every failure is an ``ArtifactError`` naming the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return load_artifact_bytes(data, str(path))
+
+
+def load_artifact_bytes(data: bytes, where: str) -> Artifact:
+    """Verify and open an artifact held in memory; ``where`` names it in errors."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    metadata = _header(data, where)
+    if metadata.get("format") != FORMAT:
+        raise ArtifactError(f"{where}: not an sbts artifact (format {metadata.get('format')!r})")
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise ArtifactError(f"{where}: invalid format version {metadata.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"{where}: written in artifact format {version} by a newer sbts; this sbts reads "
+                            f"format {FORMAT_VERSION}, upgrade sbts to load it")
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise ArtifactError(f"{where}: truncated or corrupted ({str(exc).splitlines()[0]})") from None
+    document_json = metadata.get("document", "")
+    if metadata.get("checksum") != checksum(document_json, tensors):
+        raise ArtifactError(f"{where}: checksum mismatch: the file was corrupted or modified after export")
+    try:
+        document = json.loads(document_json)
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{where}: unreadable document") from None
+    artifact = Artifact(document, tensors, where, len(data))
+    try:
+        artifact.config  # noqa: B018 -- validates the model config
+    except ConfigError as exc:
+        raise ArtifactError(str(exc)) from None
+    return artifact
+
+
+# --- from stored tensors to the network's tensors -------------------------------------------------------
+
+def _sparse_binary_linear(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out_features, in_features = entry["shape"]
+    start, length = entry["mask_offset"], entry["mask_bytes"]
+    code = stored[MASKS][start:start + length]
+    if len(code) != length:
+        raise ValueError(f"mask bytes {start}..{start + length} lie outside the stored masks")
+    mask = decode_mask(entry["mask_encoding"], code, (out_features, in_features))
+    if int(mask.sum()) != entry["kept"]:
+        raise ValueError(f"mask keeps {int(mask.sum())} weights, the layer declares {entry['kept']}")
+    weight, bias = seeded_weight_and_bias(int(entry["seed"]), out_features, in_features, entry["bias"])
+    alpha = stored[ALPHAS][entry["alpha_index"]].astype(np.float32)
+    sign = np.where(weight >= 0, np.float32(1.0), np.float32(-1.0))
+    tensors = {f"{name}.weight": sign * (alpha * mask)}  # the same float32 products as the torch layer
+    if bias is not None:
+        tensors[f"{name}.bias"] = bias
+    return tensors
+
+
+def _stored_floats(*names: str) -> Callable[[str, dict[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    def take(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {f"{name}.{key}": stored[f"{name}.{key}"].astype(np.float32) for key in names
+                if f"{name}.{key}" in stored or key != "bias"}
+    return take
+
+
+def _sinusoidal(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{name}.table": sinusoidal_table(*entry["shape"])}
+
+
+def _attention(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if "mask_seeds" not in entry:  # only qkv_mask attention has masks
+        return {}
+    length, width = entry["mask_shape"]
+    return {f"{name}.{key}": activation_mask(int(seed), length, width, entry["qkv_density"])
+            for key, seed in entry["mask_seeds"].items()}
+
+
+MATERIALIZERS: dict[str, Callable[[str, dict[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]]] = {
+    "sparse_binary_linear": _sparse_binary_linear,
+    "dense_linear": _stored_floats("weight", "bias"),
+    "batch_norm": _stored_floats("weight", "bias", "running_mean", "running_var"),
+    "layer_time_norm": _stored_floats("weight", "bias"),
+    "positional_learnable": _stored_floats("table"),
+    "positional_sinusoidal": _sinusoidal,
+    "attention": _attention,
+}
+
+
+def network_tensors(artifact: Artifact) -> dict[str, np.ndarray]:
+    """Every tensor the numpy network needs, regenerated or decoded from the artifact."""
+    tensors: dict[str, np.ndarray] = {}
+    for name, entry in artifact.document["layers"].items():
+        try:
+            tensors.update(MATERIALIZERS[entry["kind"]](name, entry, artifact.tensors))
+        except KeyError as exc:
+            raise ArtifactError(f"{artifact.source}: layer {name}: missing {exc}") from None
+        except (ValueError, TypeError, IndexError, lzma.LZMAError) as exc:
+            raise ArtifactError(f"{artifact.source}: layer {name}: {exc}") from None
+    return tensors

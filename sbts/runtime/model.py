@@ -1,0 +1,99 @@
+"""A loaded artifact as a predictor: raw series in, the task's predictions out (numpy only).
+
+``load(path)`` verifies the file and returns the task's runtime class. Inputs are prepared exactly as
+in training: missing values interpolated, channels scaled with the training statistics stored in the
+artifact, series padded to the model's length with a padding mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sbts.config import ModelConfig
+from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
+from sbts.errors import DataError
+from sbts.runtime.artifact import Artifact, ArtifactError, network_tensors, read_artifact
+from sbts.runtime.network import MacCounter, forward
+
+BATCH = 256  # cases per forward call: bounds memory on long inputs
+
+
+class RuntimeModel:
+    """A verified artifact ready to run: the network, its input scaling and its task facts."""
+
+    def __init__(self, artifact: Artifact):
+        self.artifact = artifact
+        self.config: ModelConfig = artifact.config
+        self.task: str = artifact.document["task"]
+        self.task_state: dict = artifact.document.get("task_state", {})
+        self.tensors = network_tensors(artifact)
+        stats = artifact.tensors
+        self.scaler = (ChannelScaler(stats["input_scaler.mean"], stats["input_scaler.std"])
+                       if "input_scaler.mean" in stats else None)
+
+    def forward(self, x: np.ndarray, padding_mask: np.ndarray | None = None, *, last_step_only: bool = False,
+                counter: MacCounter | None = None) -> np.ndarray:
+        """The network's per-step outputs for already prepared input (B, T, in_channels)."""
+        return forward(self.config, self.tensors, x, padding_mask, last_step_only=last_step_only, counter=counter)
+
+    def prepare(self, series: Sequence[np.ndarray], where: str = "input") -> tuple[np.ndarray, np.ndarray]:
+        """Raw cases (n_channels, length_i) -> scaled, padded x (n, max_len, channels) and padding mask."""
+        series = list(series)
+        if not series:
+            raise DataError(f"{where}: no cases to predict")
+        for i, case in enumerate(series):
+            if np.ndim(case) != 2 or np.shape(case)[0] != self.config.in_channels:
+                raise DataError(f"{where}: case {i} has shape {np.shape(case)}; the model takes "
+                                f"({self.config.in_channels} channels, length)")
+            if np.shape(case)[1] > self.config.max_len:
+                raise DataError(f"{where}: case {i} has {np.shape(case)[1]} steps; the model takes at most "
+                                f"{self.config.max_len}")
+            if self.config.needs_fixed_length and np.shape(case)[1] != self.config.max_len:
+                raise DataError(f"{where}: case {i} has {np.shape(case)[1]} steps; this model takes exactly "
+                                f"{self.config.max_len}")
+        filled = fill_missing(series, where)
+        scaled = self.scaler.transform(filled) if self.scaler is not None else [c.astype(np.float32) for c in filled]
+        return pad_to_length(scaled, self.config.max_len)
+
+
+class ClassifierRuntime(RuntimeModel):
+    """Per-step logits averaged over the valid steps, as the classification task trains them."""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.task_state["classes"])
+
+    def decision_function(self, series: Sequence[np.ndarray], where: str = "input") -> np.ndarray:
+        """Logits (n_cases, n_classes)."""
+        x, padding = self.prepare(series, where)
+        out = []
+        for start in range(0, len(x), BATCH):
+            xb, pb = x[start:start + BATCH], padding[start:start + BATCH]
+            per_step = self.forward(xb, pb if pb.any() else None)
+            valid = (~pb)[..., None].astype(np.float32)
+            out.append((per_step * valid).sum(1) / valid.sum(1))
+        return np.concatenate(out)
+
+    def predict_proba(self, series: Sequence[np.ndarray], where: str = "input") -> np.ndarray:
+        logits = self.decision_function(series, where)
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict(self, series: Sequence[np.ndarray], where: str = "input") -> np.ndarray:
+        """Class names, one per case."""
+        return np.asarray(self.classes, dtype=object)[self.decision_function(series, where).argmax(1)]
+
+
+RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime}
+
+
+def load(path: str | Path) -> RuntimeModel:
+    """Load and verify an ``.sbts`` artifact; returns the runtime for its task."""
+    artifact = read_artifact(path)
+    task = artifact.document.get("task")
+    if task not in RUNTIMES:
+        raise ArtifactError(f"{path}: task {task!r} has no runtime in this sbts (known: {', '.join(RUNTIMES)})")
+    return RUNTIMES[task](artifact)
