@@ -23,10 +23,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Main job: train, evaluate a sparse binary Transformer (density 0.5) on JapaneseVowels.
+# Main job: train and evaluate a sparse binary Transformer (density 0.5) on JapaneseVowels, report its size
+# (paper and honest accounting), export it as a compact .sbts file and predict the test set with the
+# torch-free runtime.
 demo: setup
 	$(BIN)/sbts train classification --data UEA/JapaneseVowels --model sbt --density 0.5 --seed 0 --epochs 100 --out $(RUN_DIR)
 	$(BIN)/sbts evaluate $(RUN_DIR)
+	$(BIN)/sbts summary $(RUN_DIR) --accounting paper
+	$(BIN)/sbts summary $(RUN_DIR) --accounting honest
+	$(BIN)/sbts export $(RUN_DIR) -o $(RUN_DIR)/model.sbts
+	$(BIN)/sbts predict $(RUN_DIR)/model.sbts -o $(RUN_DIR)/test_predictions.csv \
+	  --input "$$($(BIN)/python -c 'from sbts.data import resolve_classification as r; print(r("UEA/JapaneseVowels")[1])')"
 
 test: setup
 	$(BIN)/python -m pytest -q

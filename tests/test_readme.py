@@ -17,7 +17,8 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def test_python_api_block_runs():
+def test_python_api_block_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the block writes model.sbts
     block = next(b for b in code_blocks("python") if "SBTClassifier" in b)
     train, train_labels = synthetic_cases(30, min_len=16, max_len=16, seed=5)
     test, test_labels = synthetic_cases(12, min_len=16, max_len=16, seed=6)
@@ -26,6 +27,7 @@ def test_python_api_block_runs():
     exec(compile(block.replace("epochs=100", "epochs=2"), "README.md", "exec"), namespace)
     assert namespace["clf"].density == 0.25  # the block ends by set_params(density=0.25)
     assert namespace["config"].d_model == 32 and namespace["config"].attention == "qkv_mask"
+    assert (tmp_path / "model.sbts").is_file()
 
 
 def test_readme_commands_parse():
@@ -41,3 +43,16 @@ def test_readme_starts_with_the_two_commands():
     first_block = code_blocks("bash")[0].splitlines()
     assert first_block[0].startswith("make ") or first_block[0].strip().startswith("make")
     assert first_block[1].startswith("make test")
+
+
+def test_runtime_block_runs(tmp_path, monkeypatch):
+    from sbts.tasks.classification import SBTClassifier
+
+    block = next(b for b in code_blocks("python") if "sbts.runtime" in b)
+    train, labels = synthetic_cases(24, seed=3)
+    clf = SBTClassifier(d_model=16, epochs=1, seed=0).fit(train, labels)
+    monkeypatch.chdir(tmp_path)
+    clf.export("jv.sbts")
+    namespace = {"series": train[:5]}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert list(namespace["model"].predict(train[:5])) == list(clf.predict(train[:5]))

@@ -104,11 +104,12 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.config is None):
         raise ConfigError("summary needs a run directory or --config FILE (one of them)")
     if args.run_dir is not None:
-        if args.density is not None:
-            raise ConfigError("--density applies to --config; a run's density is the one it was trained with")
+        if args.density is not None or args.qkv_density is not None:
+            raise ConfigError("--density and --qkv-density apply to --config; a run keeps the ones it was trained with")
         report = summarize_run(args.run_dir, accounting=args.accounting, checkpoint=args.checkpoint)
     else:
-        report = summarize_config(args.config, accounting=args.accounting, density=args.density)
+        report = summarize_config(args.config, accounting=args.accounting, density=args.density,
+                                  qkv_density=args.qkv_density)
     print(json.dumps(report, indent=2) if args.json else render_table(report))
     return 0
 
@@ -182,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--accounting", choices=["paper", "honest"], default="paper",
                          help="paper: the official code's counting rules; honest: what an sbts deployment stores "
                               "and executes")
-    summary.add_argument("--density", type=float, help="the SBT's kept fraction (with --config)")
+    summary.add_argument("--density", type=float, help="the SBT's kept fraction of weights (with --config)")
+    summary.add_argument("--qkv-density", type=float, help="the SBT's kept fraction of Q/K/V activations (with --config)")
     summary.add_argument("--checkpoint", choices=["best", "last"], default="best")
     summary.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sbts.compression.accounting import ACCOUNTINGS, ModelCount, honest_count, paper_count
-from sbts.config import ModelConfig, read_config_file, resolve_density
+from sbts.config import ModelConfig, check_density, read_config_file, resolve_density
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import ConfigError
 from sbts.models import create_model, model_config
@@ -43,32 +43,33 @@ def _side_name(config: ModelConfig) -> str:
     return "dense" if config.linear == "dense" else "sbt"
 
 
-def _model_from_spec(spec: dict[str, Any], source: str, density: float | None) -> TimeSeriesTransformer:
+def _model_from_spec(spec: dict[str, Any], source: str, sbt_overrides: dict[str, Any]) -> TimeSeriesTransformer:
     name = spec.get("model_name", "sbt")
     fields = dict(spec.get("model") or {})
     missing = [key for key in ("in_channels", "out_dim", "max_len") if key not in fields]
     if missing:
         raise ConfigError(f"{source}: the model section needs {', '.join(missing)} for a summary (or summarise a "
                           "run directory, whose config has them)")
-    if density is not None and name != "dense":
-        fields.pop("sparsity", None)
-        fields["density"] = density
+    if name != "dense":
+        if "density" in sbt_overrides:
+            fields.pop("sparsity", None)
+        fields.update(sbt_overrides)
     return create_model(model_config(name, **fields))
 
 
-def _counterpart(config: ModelConfig, task: str, data: str | None, density: float | None) -> SummarySide:
+def _counterpart(config: ModelConfig, task: str, data: str | None, sbt_overrides: dict[str, Any]) -> SummarySide:
     """The other model of the pair: the shipped paper partner if its structure matches, else derived."""
     from sbts.tasks.runs import preset_path
 
     other = "sbt" if config.linear == "dense" else "dense"
     preset = preset_path(task, data, other) if data else None
     if preset is not None:
-        model = _model_from_spec(read_config_file(preset), str(preset), density)
+        model = _model_from_spec(read_config_file(preset), str(preset), sbt_overrides)
         if all(getattr(model.config, key) == getattr(config, key) for key in STRUCTURE):
             return SummarySide(model, f"paper preset {preset.name}")
     fields = {key: value for key, value in config.to_dict().items() if key not in ("linear", "density")}
     if other == "sbt":
-        fields["density"] = 0.5 if density is None else density
+        fields.update({"density": 0.5, **sbt_overrides})
     return SummarySide(create_model(model_config(other, **fields)), f"derived: the same structure with {other} linears")
 
 
@@ -90,7 +91,8 @@ def _count(side: SummarySide, accounting: str, task: str) -> ModelCount:
             last_step_only=task in LAST_STEP_TASKS, counter=counter)
     count = honest_count(storage, config, counter.by_layer, config.in_channels)
     density = {name: st.kept / st.positions for name, st in storage.items() if st.kind == "sparse_binary_linear"}
-    count.extra = {"artifact_bytes": len(data),
+    header_bytes = 8 + int.from_bytes(data[:8], "little")  # safetensors: u64 length, then the JSON header
+    count.extra = {"artifact_bytes": len(data), "artifact_header_bytes": header_bytes,
                    "flops_nonzero": round(sum(macs * density.get(name, 1.0) for name, macs in counter.by_layer.items()))}
     return count
 
@@ -126,16 +128,23 @@ def _row_dict(row) -> dict[str, Any] | None:
             "flops": row.flops}
 
 
-def summarize_config(path: str | Path, *, accounting: str, density: float | None = None) -> dict[str, Any]:
-    """Summary of a configuration file and its counterpart (untrained models: same sizes as trained ones)."""
+def config_pair(path: str | Path, *, density: float | None = None,
+                qkv_density: float | None = None) -> tuple[SummarySide, SummarySide, str]:
+    """The configuration's model, its counterpart and the task; ``density`` and ``qkv_density``
+    override the sparse-binary model's kept fractions. Models are untrained (sizes do not depend on training)."""
     spec = read_config_file(path)
     task = str(spec.get("task", "classification"))
-    if density is not None:
-        density = resolve_density(density)
-    model = _model_from_spec(spec, str(path), density)
-    first = SummarySide(model, str(path))
-    return summarize(first, _counterpart(model.config, task, spec.get("data"), density), task=task,
-                     accounting=accounting)
+    sbt_overrides = {key: resolve_density(value) if key == "density" else check_density(value, key)
+                     for key, value in (("density", density), ("qkv_density", qkv_density)) if value is not None}
+    model = _model_from_spec(spec, str(path), sbt_overrides)
+    return SummarySide(model, str(path)), _counterpart(model.config, task, spec.get("data"), sbt_overrides), task
+
+
+def summarize_config(path: str | Path, *, accounting: str, density: float | None = None,
+                     qkv_density: float | None = None) -> dict[str, Any]:
+    """Summary of a configuration file and its counterpart."""
+    first, second, task = config_pair(path, density=density, qkv_density=qkv_density)
+    return summarize(first, second, task=task, accounting=accounting)
 
 
 def summarize_run(run_dir: str | Path, *, accounting: str, checkpoint: str = "best") -> dict[str, Any]:
@@ -147,8 +156,9 @@ def summarize_run(run_dir: str | Path, *, accounting: str, checkpoint: str = "be
     task = str(config.get("task")) if isinstance(config, dict) else ""
     trained = get_task(task).load_trained(run_dir, checkpoint)
     first = SummarySide(trained.model, f"run {run_dir} ({checkpoint} checkpoint)")
-    density = trained.model.config.density if trained.model.config.linear != "dense" else None
-    return summarize(first, _counterpart(trained.model.config, task, trained.run.data, density), task=task,
+    config = trained.model.config
+    sbt_overrides = {} if config.linear == "dense" else {"density": config.density, "qkv_density": config.qkv_density}
+    return summarize(first, _counterpart(config, task, trained.run.data, sbt_overrides), task=task,
                      accounting=accounting)
 
 

@@ -66,9 +66,11 @@ def _gap_bytes(mask: np.ndarray) -> bytes:
 def _from_gap_bytes(data: bytes, size: int) -> np.ndarray:
     codes = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
     ends = np.flatnonzero(codes != 255)
+    if len(codes) and (not len(ends) or ends[-1] != len(codes) - 1):
+        raise ValueError("gap code ends inside a gap")
     gaps = np.diff(np.concatenate([[0], np.cumsum(codes)[ends]]))
     positions = np.cumsum(gaps + 1) - 1
-    if len(positions) and (positions[-1] >= size or (codes[ends[-1] + 1:] != 0).any()):
+    if len(positions) and positions[-1] >= size:
         raise ValueError("gap code runs past the end of the mask")
     mask = np.zeros(size, dtype=bool)
     mask[positions] = True
@@ -109,8 +111,10 @@ def decode_mask(encoding: str, data: np.ndarray, shape: tuple[int, ...]) -> np.n
 
 # --- container -------------------------------------------------------------------------------------
 
-def checksum(document_json: str, tensors: Mapping[str, np.ndarray]) -> str:
-    digest = hashlib.sha256(document_json.encode())
+def checksum(document_json: str, tensors: Mapping[str, np.ndarray], version: str = str(FORMAT_VERSION)) -> str:
+    """SHA-256 over the format marker and version, the document and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(f"{FORMAT}\0{version}\0".encode())
+    digest.update(document_json.encode())
     for name in sorted(tensors):
         array = np.ascontiguousarray(tensors[name])
         digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
@@ -182,22 +186,29 @@ def load_artifact_bytes(data: bytes, where: str) -> Artifact:
     if version > FORMAT_VERSION:
         raise ArtifactError(f"{where}: written in artifact format {version} by a newer sbts; this sbts reads "
                             f"format {FORMAT_VERSION}, upgrade sbts to load it")
+    if version < 1:
+        raise ArtifactError(f"{where}: invalid format version {version}")
     try:
         tensors = load(data)
     except (SafetensorError, ValueError) as exc:
         raise ArtifactError(f"{where}: truncated or corrupted ({str(exc).splitlines()[0]})") from None
     document_json = metadata.get("document", "")
-    if metadata.get("checksum") != checksum(document_json, tensors):
+    if metadata.get("checksum") != checksum(document_json, tensors, str(version)):
         raise ArtifactError(f"{where}: checksum mismatch: the file was corrupted or modified after export")
     try:
         document = json.loads(document_json)
     except json.JSONDecodeError:
         raise ArtifactError(f"{where}: unreadable document") from None
+    expected = {"model": dict, "layers": dict, "task": str}
+    wrong = [key for key, kind in expected.items() if not isinstance(document.get(key) if isinstance(document, dict)
+                                                                      else None, kind)]
+    if wrong:
+        raise ArtifactError(f"{where}: the document lacks a valid {wrong[0]!r} entry")
     artifact = Artifact(document, tensors, where, len(data))
     try:
         artifact.config  # noqa: B018 -- validates the model config
     except ConfigError as exc:
-        raise ArtifactError(str(exc)) from None
+        raise ArtifactError(f"{where}: invalid model config ({exc})") from None
     return artifact
 
 
@@ -222,9 +233,18 @@ def _sparse_binary_linear(name: str, entry: dict[str, Any], stored: Mapping[str,
 
 
 def _stored_floats(*names: str) -> Callable[[str, dict[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Float tensors stored as they are; each must have the layer's shape (a bias: its first dimension)."""
     def take(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {f"{name}.{key}": stored[f"{name}.{key}"].astype(np.float32) for key in names
-                if f"{name}.{key}" in stored or key != "bias"}
+        out = {}
+        for key in names:
+            if f"{name}.{key}" not in stored and key == "bias":  # a linear without bias
+                continue
+            value = stored[f"{name}.{key}"]
+            shape = tuple(entry["shape"][:1] if key == "bias" else entry["shape"])
+            if value.shape != shape:
+                raise ValueError(f"{key} has shape {value.shape}, the layer needs {shape}")
+            out[f"{name}.{key}"] = value.astype(np.float32)
+        return out
     return take
 
 

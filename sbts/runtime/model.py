@@ -30,6 +30,10 @@ class RuntimeModel:
         self.task: str = artifact.document["task"]
         self.task_state: dict = artifact.document.get("task_state", {})
         self.tensors = network_tensors(artifact)
+        try:  # a zero probe through every layer: a file missing a layer fails here, not at the first prediction
+            self.forward(np.zeros((1, self.config.max_len, self.config.in_channels), dtype=np.float32))
+        except ValueError as exc:
+            raise ArtifactError(f"{artifact.source}: does not make a complete network ({exc})") from None
         stats = artifact.tensors
         self.scaler = (ChannelScaler(stats["input_scaler.mean"], stats["input_scaler.std"])
                        if "input_scaler.mean" in stats else None)
@@ -61,6 +65,14 @@ class RuntimeModel:
 
 class ClassifierRuntime(RuntimeModel):
     """Per-step logits averaged over the valid steps, as the classification task trains them."""
+
+    def __init__(self, artifact: Artifact):
+        super().__init__(artifact)
+        classes = self.task_state.get("classes")
+        if not (isinstance(classes, list) and len(classes) == self.config.out_dim
+                and all(isinstance(c, str) for c in classes)):
+            raise ArtifactError(f"{artifact.source}: a classifier needs {self.config.out_dim} class names, "
+                                f"the document has {classes!r}")
 
     @property
     def classes(self) -> list[str]:

@@ -302,6 +302,15 @@ class SBTClassifier(ClassifierMixin, BaseEstimator):
         best = self.predict_proba(X).argmax(1)  # first: raises the "not fitted" error
         return self.classes_[best]
 
+    def export(self, path: str | Path, float_dtype: str = "float32"):
+        """Write the fitted model as a ``.sbts`` artifact for ``sbts.runtime`` (class names become strings)."""
+        from sbts.export.artifact import export_model
+
+        if not hasattr(self, "model_"):
+            raise SBTSError("this SBTClassifier is not fitted yet; call fit(X, y) first")
+        return export_model(self.model_, path, task=TASK, inference_state={"classes": [str(c) for c in self.classes_]},
+                            scaler=self.scaler_, float_dtype=float_dtype)
+
 
 # --- runs: the CLI's ``sbts train classification`` and ``sbts evaluate`` -------------------------
 
