@@ -108,8 +108,8 @@ def measure(threads: int, batches: list[int], seconds: float) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], info: dict, command: str) -> str:
-    lines = ["## Inference latency on this CPU", "",
+def markdown(rows: list[dict], info: dict, command: str, threads: int) -> str:
+    lines = [f"## Inference latency, {threads} thread{'s' if threads > 1 else ''}", "",
              f"`{command}`. Machine: {machine_line(info)}.", "",
              "Median milliseconds per call (rounds after warm-up) and speed-up against eager PyTorch dense float32 "
              "measured in the same run with the same threads. Anomaly detection and forecasting need only the "
@@ -132,7 +132,7 @@ def main() -> None:
     rows = measure(args.threads, args.batches, args.seconds)
     info = machine_info()
     command = f"python benchmarks/inference.py --threads {args.threads}"
-    replace_section(ROOT / "docs" / "benchmarks.md", f"inference-{args.threads}t", markdown(rows, info, command))
+    replace_section(ROOT / "docs" / "benchmarks.md", f"inference-{args.threads}t", markdown(rows, info, command, args.threads))
     (ROOT / "docs" / f"benchmarks-inference-{args.threads}t.json").write_text(
         json.dumps({"command": command, "machine": info, "rows": rows}, indent=2) + "\n")
 

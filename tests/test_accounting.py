@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import sbts
-from sbts.compression import paper_count, summarize_config
+from sbts.compression import paper_count, render_table, summarize_config
 from sbts.compression.accounting import honest_count
 from sbts.config import ModelConfig
 from sbts.errors import ConfigError
@@ -187,3 +189,15 @@ def test_derived_counterpart_for_a_config_without_a_preset(tmp_path):
                                                           pos_encoding="sinusoidal").items()})
     expected = paper_count(sbts.create_model(config).storage(), config)
     assert report["dense"]["params"] == expected.total("params")
+
+
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+
+
+@pytest.mark.parametrize("accounting", ["paper", "honest"])
+def test_summary_table_snapshot(accounting):
+    """The printed table of the JapaneseVowels pair, character for character (update the file on purpose only)."""
+    path = paper_config("classification", "JapaneseVowels")
+    table = render_table(summarize_config(path, accounting=accounting)).replace(str(path), path.name)
+    snapshot = SNAPSHOTS / f"summary_JapaneseVowels_{accounting}.txt"
+    assert table + "\n" == snapshot.read_text()
