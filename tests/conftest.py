@@ -54,3 +54,25 @@ def synthetic_ts(tmp_path: Path) -> Path:
     write_ts(folder / "Synth_TRAIN.ts", train, train_labels, classes)
     write_ts(folder / "Synth_TEST.ts", test, test_labels, classes)
     return folder
+
+
+def randomise(model):
+    """Random scores, norm parameters and statistics and learnable positions (in place; returns the model in
+    eval mode), so that an export or a runtime losing any of them cannot reproduce the model by accident."""
+    import itertools
+
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "scores":
+                torch.nn.init.normal_(tensor)
+            elif ".norm" in name and leaf in ("weight", "bias", "running_mean"):
+                tensor.copy_((leaf == "weight") + 0.3 * torch.randn_like(tensor))
+            elif leaf == "running_var":
+                tensor.uniform_(0.5, 2.0)
+            elif name == "positional.table" and isinstance(tensor, torch.nn.Parameter):
+                tensor.normal_(0.0, 0.3)
+    return model.eval()

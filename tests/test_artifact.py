@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_cases, write_ts
+from conftest import randomise, synthetic_cases, write_ts
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
@@ -58,22 +58,7 @@ MODEL_KINDS = {
 
 
 def randomised(model_name: str, **overrides) -> TimeSeriesTransformer:
-    """An eval-mode model whose scores, norm parameters and statistics and learnable positions are random,
-    so that an artifact losing any of them cannot reproduce it by accident."""
-    model = sbts.create_model(model_name, **{**SMALL, **overrides})
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "scores":
-                torch.nn.init.normal_(tensor)
-            elif ".norm" in name and leaf in ("weight", "bias", "running_mean"):
-                tensor.copy_((leaf == "weight") + 0.3 * torch.randn_like(tensor))
-            elif leaf == "running_var":
-                tensor.uniform_(0.5, 2.0)
-            elif name == "positional.table" and isinstance(tensor, torch.nn.Parameter):
-                tensor.normal_(0.0, 0.3)
-    return model.eval()
+    return randomise(sbts.create_model(model_name, **{**SMALL, **overrides}))
 
 
 def random_input(batch: int = 4, seed: int = 1) -> np.ndarray:

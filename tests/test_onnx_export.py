@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import randomise
 
 from sbts.errors import SBTSError
 from sbts.export.onnx import export_onnx, run_onnx
-from sbts.layers import MaskedBatchNorm, SparseBinaryLinear, TimeLayerNorm
+from sbts.layers import SparseBinaryLinear
 from sbts.models import create_model
 
 onnx = pytest.importorskip("onnx")
@@ -27,21 +28,9 @@ CASES = {
 
 
 def randomised_model(name: str, **kwargs):
-    """A small model whose scores and norm statistics are random, so that no layer is trivially neutral."""
-    model = create_model(name, in_channels=3, out_dim=4, max_len=MAX_LEN, d_model=16, n_heads=2, n_layers=2,
-                         d_ff=32, **kwargs)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, SparseBinaryLinear):
-                torch.nn.init.normal_(module.scores)
-            elif isinstance(module, MaskedBatchNorm):
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-            if isinstance(module, (MaskedBatchNorm, TimeLayerNorm)):
-                module.weight.normal_(1.0, 0.3)
-                module.bias.normal_()
-    return model.eval()
+    """A small eval-mode model whose scores and norms are random, so that no layer is trivially neutral."""
+    return randomise(create_model(name, in_channels=3, out_dim=4, max_len=MAX_LEN, d_model=16, n_heads=2,
+                                  n_layers=2, d_ff=32, **kwargs))
 
 
 @pytest.fixture(scope="module", params=list(CASES))

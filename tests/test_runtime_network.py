@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import randomise
 
 import sbts
 from sbts.config import LINEAR_KINDS, NORMS, POS_ENCODINGS
@@ -35,23 +36,9 @@ def case_id(case: dict) -> str:
 
 
 def build(**overrides) -> TimeSeriesTransformer:
-    """A small eval-mode model whose scores, norm parameters, norm statistics and learnable positions are
-    all randomised, so that a runtime ignoring any of them cannot match by accident."""
+    """A small eval-mode model with random scores, norm parameters and statistics and learnable positions."""
     config = {**SMALL, "linear": "sparse_binary", **overrides}
-    model = sbts.create_model("sbt" if config["linear"] == "sparse_binary" else "dense", **config)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "scores":
-                torch.nn.init.normal_(tensor)
-            elif ".norm" in name and leaf in ("weight", "bias", "running_mean"):
-                tensor.copy_((leaf == "weight") + 0.3 * torch.randn_like(tensor))
-            elif leaf == "running_var":
-                tensor.uniform_(0.5, 2.0)
-            elif name == "positional.table" and config.get("pos_encoding") == "learnable":
-                tensor.normal_(0.0, 0.3)
-    return model.eval()
+    return randomise(sbts.create_model("sbt" if config["linear"] == "sparse_binary" else "dense", **config))
 
 
 def runtime_tensors(model: TimeSeriesTransformer) -> dict[str, np.ndarray]:
