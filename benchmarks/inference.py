@@ -29,7 +29,6 @@ from machine import machine_info, machine_line, replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [("classification", "JapaneseVowels"), ("anomaly", "SMD"), ("forecasting", "ETTm1")]
-LAST_STEP_TASKS = ("anomaly", "forecasting")
 
 
 def median_ms(fn, seconds: float) -> float:
@@ -59,6 +58,7 @@ def engines(task: str, dataset: str, batch: int, threads: int, folder: Path) -> 
     from sbts.export.artifact import export_model
     from sbts.export.onnx import export_onnx
     from sbts.runtime import load
+    from sbts.tasks import LAST_STEP_TASKS
 
     sbt_side, dense_side, _ = config_pair(ROOT / "sbts" / "configs" / "paper" / f"{task}_{dataset}_sbt.yaml")
     torch.manual_seed(0)

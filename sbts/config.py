@@ -25,14 +25,14 @@ NORMS = ("batch", "layer_time", "none")
 POS_ENCODINGS = ("sinusoidal", "learnable", "none")
 
 
-def check_density(value: Any, name: str = "density") -> float:
-    """Validate a kept fraction: a finite number in (0, 1]."""
+def check_density(value: Any, name: str = "density", of: str = "weights") -> float:
+    """Validate a kept fraction (of weights, or of ``of``): a finite number in (0, 1]."""
     try:
         density = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number in (0, 1], got {value!r}") from None
     if not (math.isfinite(density) and 0.0 < density <= 1.0):
-        raise ConfigError(f"{name} must be in (0, 1] (the fraction of weights kept), got {value!r}")
+        raise ConfigError(f"{name} must be in (0, 1] (the fraction of {of} kept), got {value!r}")
     return density
 
 
@@ -112,7 +112,7 @@ class ModelConfig:
         if self.linear == "dense" and self.density != 1.0:
             raise ConfigError(f"density={self.density:g} needs sparse_binary linears; a dense model keeps every "
                               "weight (density 1)")
-        self.qkv_density = check_density(self.qkv_density, "qkv_density")
+        self.qkv_density = check_density(self.qkv_density, "qkv_density", of="Q/K/V activations")
         for name in ("step_t_self", "attention_bias", "linear_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

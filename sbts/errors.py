@@ -27,5 +27,9 @@ class CheckpointError(SBTSError):
     """A checkpoint or run directory is corrupted, foreign or incompatible."""
 
 
+class ArtifactError(SBTSError):
+    """An exported model file that cannot be trusted: not one, truncated, corrupted, tampered or too new."""
+
+
 class TrainingDivergedError(SBTSError):
     """The training loss became NaN or infinite (usually: the learning rate is too high)."""

@@ -108,7 +108,7 @@ def test_declarations_cover_every_tensor(name, attention, norm, pos):
         if st.positions:
             declared[f"{layer_name}.{'scores' if st.kind == 'sparse_binary_linear' else 'weight'}"] = st.positions
         for t in st.tensors:
-            if t.name not in ("alpha", "seed"):  # derived scalars, not module tensors
+            if t.name not in ("alpha", "seed", "mask_seed"):  # derived scalars and seeds, not module tensors
                 declared[f"{layer_name}.{t.name}"] = t.count
     actual = {key: value.numel() for key, value in [*model.named_parameters(), *model.named_buffers()]
               if not key.endswith("num_batches_tracked")}

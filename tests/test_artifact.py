@@ -475,6 +475,31 @@ def missing_layer_entry(document: dict, tensors: dict) -> None:
     del document["layers"]["head"]
 
 
+def task_state_not_a_mapping(document: dict, tensors: dict) -> None:
+    document["task_state"] = ["a", "b"]
+
+
+def missing_qkv_mask_seed(document: dict, tensors: dict) -> None:
+    del document["layers"]["layers.0.attention"]["mask_seeds"]["k_mask"]
+
+
+def class_names_of_the_wrong_count(document: dict, tensors: dict) -> None:
+    document["task_state"]["classes"] = ["only one"]
+
+
+def scaler_without_std(document: dict, tensors: dict) -> None:
+    del tensors["input_scaler.std"]
+
+
+def scaler_of_the_wrong_size(document: dict, tensors: dict) -> None:
+    tensors["input_scaler.mean"] = np.zeros(5)
+    tensors["input_scaler.std"] = np.ones(5)
+
+
+def scaler_with_nan(document: dict, tensors: dict) -> None:
+    tensors["input_scaler.mean"] = np.array([0.0, np.nan, 1.0])
+
+
 @pytest.mark.parametrize("tamper,message", [
     (wrong_kept, "declares"),
     (mask_outside_the_stored_masks, "outside"),
@@ -484,6 +509,12 @@ def missing_layer_entry(document: dict, tensors: dict) -> None:
     (no_model_config, "model"),
     (norm_weight_of_the_wrong_shape, "shape"),
     (missing_layer_entry, "head"),
+    (task_state_not_a_mapping, "task_state"),
+    (missing_qkv_mask_seed, "q_mask, k_mask and v_mask"),
+    (class_names_of_the_wrong_count, "class names"),
+    (scaler_without_std, "input scaler"),
+    (scaler_of_the_wrong_size, "input scaler"),
+    (scaler_with_nan, "input scaler"),
 ])
 def test_checksummed_but_inconsistent_artifact(good_artifact, tmp_path, tamper, message):
     stored = load_artifact_bytes(good_artifact, "good")
@@ -529,7 +560,23 @@ def test_float16_export(kind, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def failing_probe(model, artifact):
-    return 1.0
+    return 1.0, 1e-7  # the runtime is far off; torch float32 itself is accurate
+
+
+@pytest.mark.parametrize("runtime_error,torch_error,written", [
+    (5e-6, 1e-7, True),  # within the fixed tolerance
+    (5e-5, 1e-7, False),  # torch float32 is accurate, the runtime is not
+    (5e-5, 2e-5, True),  # an ill-conditioned model: torch float32 itself rounds that much
+])
+def test_probe_tolerance_follows_torch_rounding(tmp_path, monkeypatch, runtime_error, torch_error, written):
+    monkeypatch.setattr(exporter, "probe_difference", lambda model, artifact: (runtime_error, torch_error))
+    target = tmp_path / "model.sbts"
+    if written:
+        export(randomised("sbt"), target)
+    else:
+        with pytest.raises(SBTSError, match="not written"):
+            export(randomised("sbt"), target)
+    assert target.exists() == written
 
 
 def test_failed_probe_writes_nothing(tmp_path, monkeypatch):

@@ -172,6 +172,10 @@ def test_resume_without_a_run(tmp_path, capsys):
     ("model: [unclosed\n", "bad.yaml"),  # YAML syntax
     ("model:\n  norm: layer_time\n", "layer_time"),  # needs equal lengths; these are unequal
     ("model_name: [1]\n", "model_name"),  # wrong type
+    ("model:\n  in_channels: 12\n", "in_channels"),  # written for other data (these have 3 channels)
+    ("model:\n  out_dim: 9\n", "out_dim"),
+    ("model:\n  max_len: 5\n", "max_len"),  # shorter than the longest series
+    ("model:\n  max_len: ten\n", "max_len"),
 ])
 def test_bad_config_file(synthetic_ts, tmp_path, capsys, text, fragment):
     config = tmp_path / "bad.yaml"
@@ -340,3 +344,12 @@ def test_warnings_are_one_line(tmp_path, capsys):
                    *SMALL) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert any(line.startswith("sbts: warning: validation split could not be stratified") for line in err), err
+
+
+def test_config_max_len_longer_than_the_data_pads(synthetic_ts, tmp_path, capsys):
+    """A paper config may pad beyond the longest series (InsectWingbeat: 30 steps)."""
+    config = tmp_path / "long.yaml"
+    config.write_text("model:\n  max_len: 25\n  in_channels: 3\n  out_dim: 3\n")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
+                   *SMALL) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["max_len"] == 25

@@ -50,12 +50,17 @@ def test_summary_table_is_labelled(capsys):
     assert "layers.1.attention.q_proj" in out and "input_scaler" in out
 
 
-def test_summary_of_a_run(trained_run, capsys):
+def test_summary_of_a_run(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     assert run_cli("summary", run_dir, "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["sbt"]["config"].startswith(f"run {run_dir}")
     assert report["dense"]["config"].startswith("derived")  # synthetic data: no paper partner
+    # the honest summary's artifact size is the size of the file sbts export writes
+    assert run_cli("summary", run_dir, "--accounting", "honest", "--json") == 0
+    honest = json.loads(capsys.readouterr().out)
+    assert run_cli("export", run_dir, "-o", tmp_path / "m.sbts") == 0
+    assert honest["sbt"]["artifact_bytes"] == (tmp_path / "m.sbts").stat().st_size
 
 
 def test_export_then_predict_matches_evaluate(trained_run, tmp_path, capsys):
@@ -114,6 +119,20 @@ def test_bad_arguments_are_one_line_errors(args, fragment, capsys, tmp_path, mon
     assert_one_line_error(capsys, fragment)
 
 
+@pytest.mark.parametrize("text,fragment", [
+    ("task: regression\nmodel: {in_channels: 2, out_dim: 2, max_len: 8}\n", "task must be one of"),
+    ("model: 5\n", "mapping"),
+    ("model_name: [1]\nmodel: {in_channels: 2, out_dim: 2, max_len: 8}\n", "model_name"),
+    ("data: 5\nmodel: {in_channels: 2, out_dim: 2, max_len: 8}\n", "data must be"),
+    ("model: {in_channels: 2, out_dim: 2, max_len: 8, d_model: 15}\n", "d_model"),
+])
+def test_summary_bad_config(text, fragment, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert run_cli("summary", "--config", config) == 2
+    assert_one_line_error(capsys, fragment)
+
+
 def test_summary_density_with_a_run_is_refused(trained_run, capsys):
     assert run_cli("summary", trained_run[0], "--density", "0.25") == 2
     assert_one_line_error(capsys, "--density")
@@ -131,13 +150,21 @@ def test_predict_bad_inputs(trained_run, tmp_path, capsys):
         "text file": (tmp_path / "x.csv", "unknown input type"),
         "object array": (tmp_path / "obj.npy", "obj.npy"),
         "too long": (tmp_path / "long.npy", "at most"),
+        "no time steps": (tmp_path / "empty.npy", "no time steps"),
+        "complex values": (tmp_path / "complex.npy", "real-valued"),
+        "nan only": (tmp_path / "nan.npy", "nan.npy"),
     }
+    np.save(tmp_path / "empty.npy", np.zeros((2, 3, 0)))
+    np.save(tmp_path / "complex.npy", np.zeros((2, 3, 10), dtype=complex))
+    np.save(tmp_path / "nan.npy", np.full((1, 3, 10), np.nan))
     (tmp_path / "x.csv").write_text("1,2\n")
     np.save(tmp_path / "obj.npy", np.array([[["a"]]], dtype=object), allow_pickle=True)
     np.save(tmp_path / "long.npy", np.zeros((1, 3, 10_000)))
     for name, (path, fragment) in cases.items():
         assert run_cli("predict", artifact, "--input", path) == 2, name
         assert_one_line_error(capsys, fragment)
+    assert run_cli("predict", artifact, "--input", f"{data}_TEST.ts", "-o", tmp_path) == 2  # a directory
+    assert_one_line_error(capsys, "is a directory")
     damaged = tmp_path / "damaged.sbts"
     damaged.write_bytes(artifact.read_bytes()[:-10])
     assert run_cli("predict", damaged, "--input", f"{data}_TEST.ts") == 2

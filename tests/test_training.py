@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sbts import atomic
-from sbts.errors import CheckpointError
+from sbts.errors import CheckpointError, SBTSError
 from sbts.tasks import classification
 from sbts.tasks.runs import build_run_spec
 from sbts.training import checkpoint as ckpt
@@ -133,7 +133,7 @@ def test_atomic_write_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(atomic.os, "replace", failing_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(SBTSError, match="metrics.json: cannot write"):  # one line for the user, not a traceback
         atomic.atomic_write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind

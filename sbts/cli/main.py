@@ -118,14 +118,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         if args.float16:
             raise ConfigError("--float16 applies to the .sbts format only")
-        from sbts.export.onnx import export_onnx
-        from sbts.tasks import get_task
-        from sbts.training.checkpoint import read_json
+        from sbts.export.onnx import export_onnx_run
 
-        config = read_json(f"{args.run_dir}/config.json", "run config")
-        trained = get_task(str(config.get("task")) if isinstance(config, dict) else "").load_trained(
-            args.run_dir, args.checkpoint)
-        path = export_onnx(trained.model, args.output)
+        path = export_onnx_run(args.run_dir, args.output, checkpoint=args.checkpoint)
         print(json.dumps({"path": str(path), "format": "onnx", "size_bytes": path.stat().st_size}, indent=2))
         return 0
     from sbts.export.artifact import export_run
@@ -144,7 +139,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from sbts.runtime.inputs import read_cases, write_predictions
 
     model = load(args.model)
-    cases, labels = read_cases(args.input, model)
+    cases, labels = read_cases(args.input)
     write_predictions(model, cases, labels, args.input, args.output, proba=args.proba)
     return 0
 
@@ -184,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="paper: the official code's counting rules; honest: what an sbts deployment stores "
                               "and executes")
     summary.add_argument("--density", type=float, help="the SBT's kept fraction of weights (with --config)")
-    summary.add_argument("--qkv-density", type=float, help="the SBT's kept fraction of Q/K/V activations (with --config)")
+    summary.add_argument("--qkv-density", type=float,
+                         help="the SBT's kept fraction of Q/K/V activations (with --config; the paper's other-density "
+                              "classification ratios set it equal to --density)")
     summary.add_argument("--checkpoint", choices=["best", "last"], default="best")
     summary.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -79,6 +79,11 @@ def _exact(value: float) -> int | float:
 
 # --- paper rules (paper-spec §6.1, §6.2) -----------------------------------------------------------
 
+def _trained(st: LayerStorage) -> int:
+    """The dense counter's rule: every trained parameter (PyTorch's ``named_parameters``)."""
+    return sum(t.count for t in st.tensors if t.trainable)
+
+
 def _paper_linear(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
     out_features, in_features = st.shape
     positions = config.max_len if name.rsplit(".", 1)[-1] in QKV_PROJECTIONS else 1
@@ -90,8 +95,7 @@ def _paper_linear(name: str, st: LayerStorage, config: ModelConfig, sparse_model
         row.params, row.nonzero, row.bits = st.positions, int(config.density * st.positions), st.positions
         row.flops = int(config.density * dense_flops)
     else:
-        bias = st.tensor("bias")
-        row.params = st.positions + (bias.count if bias else 0)
+        row.params = st.positions + _trained(st)
         row.nonzero, row.bits, row.flops = row.params, FLOAT_BITS * row.params, dense_flops
     return row
 
@@ -105,12 +109,12 @@ def _paper_norm(name: str, st: LayerStorage, config: ModelConfig, sparse_model: 
             row.params, row.nonzero, row.bits = gains, int(PAPER_LAYER_NORM_DENSITY * gains), gains
             row.flops = PAPER_LAYER_NORM_DENSITY * values
         else:
-            row.params = gains + st.tensor("bias").count
+            row.params = _trained(st)
             row.flops = 2 * values
     elif sparse_model:  # batch norm in a sparse model: the gain only
         row.params = gains
     else:
-        row.params = gains + st.tensor("bias").count
+        row.params = _trained(st)
     if not row.bits:
         row.nonzero, row.bits = row.params, FLOAT_BITS * row.params
     return row

@@ -8,7 +8,7 @@ honest accounting both models are also exported in memory, and the artifact byte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import ConfigError
 from sbts.models import create_model, model_config
 from sbts.models.transformer import TimeSeriesTransformer
+from sbts.tasks import LAST_STEP_TASKS, TASK_NAMES
 
 STRUCTURE = ("in_channels", "out_dim", "max_len", "d_model", "n_heads", "n_layers", "d_ff")
-LAST_STEP_TASKS = ("anomaly", "forecasting")  # tasks that read only the last step's output
 RULES = {
     "paper": "official code's rules (paper-spec §6.1-6.2): 1 bit per sparse-binary weight position, 32 bits per "
              "dense parameter; FLOPs per sample with Q/K/V at every step and other linears at one step",
@@ -33,10 +33,12 @@ RULES = {
 
 @dataclass
 class SummarySide:
-    """One model of the pair and where its configuration came from."""
+    """One model of the pair, where its configuration came from, and what its artifact would carry."""
 
     model: TimeSeriesTransformer
     source: str
+    inference_state: dict[str, Any] = field(default_factory=dict)
+    scaler: ChannelScaler | None = None  # None: a unit scaler of the right size (the size is what counts)
 
 
 def _side_name(config: ModelConfig) -> str:
@@ -45,6 +47,8 @@ def _side_name(config: ModelConfig) -> str:
 
 def _model_from_spec(spec: dict[str, Any], source: str, sbt_overrides: dict[str, Any]) -> TimeSeriesTransformer:
     name = spec.get("model_name", "sbt")
+    if not isinstance(name, str) or not isinstance(spec.get("model"), (dict, type(None))):
+        raise ConfigError(f"{source}: model_name must be a name and model a mapping of settings")
     fields = dict(spec.get("model") or {})
     missing = [key for key in ("in_channels", "out_dim", "max_len") if key not in fields]
     if missing:
@@ -83,8 +87,9 @@ def _count(side: SummarySide, accounting: str, task: str) -> ModelCount:
     from sbts.runtime.network import MacCounter, forward
 
     config = model.config
-    scaler = ChannelScaler(np.zeros(config.in_channels), np.ones(config.in_channels))  # shape is what counts
-    data = artifact_bytes(*build_artifact(model.eval(), task=task, scaler=scaler))
+    scaler = side.scaler or ChannelScaler(np.zeros(config.in_channels), np.ones(config.in_channels))
+    data = artifact_bytes(*build_artifact(model.eval(), task=task, inference_state=side.inference_state,
+                                          scaler=scaler))
     counter = MacCounter()
     forward(config, network_tensors(load_artifact_bytes(data, side.source)),
             np.zeros((1, config.max_len, config.in_channels), dtype=np.float32),
@@ -133,7 +138,11 @@ def config_pair(path: str | Path, *, density: float | None = None,
     """The configuration's model, its counterpart and the task; ``density`` and ``qkv_density``
     override the sparse-binary model's kept fractions. Models are untrained (sizes do not depend on training)."""
     spec = read_config_file(path)
-    task = str(spec.get("task", "classification"))
+    task = spec.get("task", "classification")
+    if task not in TASK_NAMES:
+        raise ConfigError(f"{path}: task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
+    if not isinstance(spec.get("data", ""), str):
+        raise ConfigError(f"{path}: data must be a dataset name or path, got {spec['data']!r}")
     sbt_overrides = {key: resolve_density(value) if key == "density" else check_density(value, key)
                      for key, value in (("density", density), ("qkv_density", qkv_density)) if value is not None}
     model = _model_from_spec(spec, str(path), sbt_overrides)
@@ -148,18 +157,17 @@ def summarize_config(path: str | Path, *, accounting: str, density: float | None
 
 
 def summarize_run(run_dir: str | Path, *, accounting: str, checkpoint: str = "best") -> dict[str, Any]:
-    """Summary of a saved run's trained model and its counterpart."""
-    from sbts.tasks import get_task
-    from sbts.training.checkpoint import read_json
+    """Summary of a saved run's trained model (its artifact as ``sbts export`` writes it) and its counterpart."""
+    from sbts.tasks import load_trained_run
 
-    config = read_json(Path(run_dir) / "config.json", "run config")
-    task = str(config.get("task")) if isinstance(config, dict) else ""
-    trained = get_task(task).load_trained(run_dir, checkpoint)
-    first = SummarySide(trained.model, f"run {run_dir} ({checkpoint} checkpoint)")
-    config = trained.model.config
+    trained = load_trained_run(run_dir, checkpoint)
+    first = SummarySide(trained.model, f"run {run_dir} ({checkpoint} checkpoint)", trained.inference_state,
+                        trained.scaler)
+    config, task = trained.model.config, trained.run.task
     sbt_overrides = {} if config.linear == "dense" else {"density": config.density, "qkv_density": config.qkv_density}
-    return summarize(first, _counterpart(config, task, trained.run.data, sbt_overrides), task=task,
-                     accounting=accounting)
+    second = _counterpart(config, task, trained.run.data, sbt_overrides)
+    second.inference_state, second.scaler = trained.inference_state, trained.scaler
+    return summarize(first, second, task=task, accounting=accounting)
 
 
 def _number(value: Any) -> str:
@@ -178,8 +186,11 @@ def render_table(report: dict[str, Any]) -> str:
     for layer in report["layers"]:
         dense, sbt = layer["dense"] or {}, layer["sbt"] or {}
         either = sbt or dense
+        # The bits columns tell dense from sparse-binary linears; other kinds are shown per side when they differ.
+        kinds = ["linear" if side["kind"].endswith("_linear") else side["kind"] for side in (dense, sbt) if side]
+        kind = kinds[0] if len(set(kinds)) == 1 else " / ".join(kinds)
         kept = f"{sbt['kept']:,}/{sbt['positions']:,}" if sbt.get("positions") else ""
-        rows.append([layer["name"], either["kind"], "x".join(map(str, either["shape"])),
+        rows.append([layer["name"], kind, "x".join(map(str, either["shape"])),
                      _number(dense.get("params")), _number(dense.get("bits")), _number(dense.get("flops")),
                      kept, _number(sbt.get("density")), _number(sbt.get("bits")), _number(sbt.get("flops"))])
     d, s = report["dense"], report["sbt"]

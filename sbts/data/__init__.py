@@ -2,14 +2,8 @@
 
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.ts_format import TSData, read_ts
-from sbts.data.uea import (
-                           KNOWN_SHA256,
-                           available_uea_datasets,
-                           canonical_spec,
-                           load_classification,
-                           resolve_classification,
-                           sha256_file,
-)
+from sbts.data.uea import (KNOWN_SHA256, available_uea_datasets, canonical_spec, load_classification,
+                           resolve_classification, sha256_file)
 
 __all__ = [
     "KNOWN_SHA256",

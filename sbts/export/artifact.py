@@ -9,6 +9,7 @@ reproduce the model fails instead of leaving a wrong file.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,7 @@ def _sinusoidal(name: str, module: nn.Module, st: LayerStorage, dtype) -> tuple[
 def _attention(name: str, module: nn.Module, st: LayerStorage, dtype) -> tuple[dict, dict]:
     if not module.mask_seeds:
         return {}, {}
-    return {"mask_seeds": {key: str(seed) for key, seed in module.mask_seeds.items()},
-            "mask_shape": [module.max_len, module.d_model], "qkv_density": module.qkv_density}, {}
+    return {"mask_seeds": {key: str(seed) for key, seed in module.mask_seeds.items()}}, {}
 
 
 EXPORTERS: dict[str, Callable[[str, nn.Module, LayerStorage, Any], tuple[dict, dict]]] = {
@@ -118,14 +118,22 @@ def build_artifact(model: TimeSeriesTransformer, *, task: str, inference_state: 
     return document, tensors
 
 
-def probe_difference(model: TimeSeriesTransformer, artifact: Artifact, batch: int = 4, seed: int = 0) -> float:
-    """Max |runtime - torch| / max |torch| over a random probe batch of full-length inputs."""
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def probe_difference(model: TimeSeriesTransformer, artifact: Artifact, batch: int = 4,
+                     seed: int = 0) -> tuple[float, float]:
+    """On a random probe batch of full-length inputs: max |runtime - torch| / max |torch|, and the same
+    measure of torch float32 itself against a float64 copy of the model (its own rounding error)."""
     config = model.config
     x = np.random.default_rng(seed).standard_normal((batch, config.max_len, config.in_channels)).astype(np.float32)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        reference = model.eval()(torch.from_numpy(x)).numpy()
+        reference = model.eval()(torch.from_numpy(x).to(device)).cpu().numpy()
+        exact = copy.deepcopy(model).cpu().double()(torch.from_numpy(x).double()).numpy()
     output = forward(artifact.config, network_tensors(artifact), x)
-    return float(np.abs(output - reference).max() / max(np.abs(reference).max(), 1e-30))
+    return _relative(output, reference), _relative(reference, exact)
 
 
 def export_model(model: TimeSeriesTransformer, path: str | Path, *, task: str,
@@ -138,24 +146,23 @@ def export_model(model: TimeSeriesTransformer, path: str | Path, *, task: str,
         document, tensors = build_artifact(model, task=task, inference_state=inference_state, scaler=scaler,
                                            float_dtype=float_dtype)
         data = artifact_bytes(document, tensors)
-        difference = probe_difference(model, load_artifact_bytes(data, str(path)))
+        difference, torch_error = probe_difference(model, load_artifact_bytes(data, str(path)))
     finally:
         model.train(was_training)
-    if not difference <= PROBE_RTOL[float_dtype]:  # NaN fails too
+    # An ill-conditioned model may round more than PROBE_RTOL in torch float32 itself; then allow a few times that.
+    tolerance = max(PROBE_RTOL[float_dtype], 4 * torch_error)
+    if not difference <= tolerance:  # NaN fails too
         raise SBTSError(f"{path}: not written: the exported model differs from the PyTorch model "
-                        f"(max relative difference {difference:.2e} > {PROBE_RTOL[float_dtype]:g})")
+                        f"(max relative difference {difference:.2e} > {tolerance:.2g})")
     atomic_write_bytes(path, data)
     return ExportResult(Path(path), len(data), float_dtype, difference)
 
 
 def export_run(run_dir: str | Path, path: str | Path, *, checkpoint: str = "best",
                float_dtype: str = "float32") -> ExportResult:
-    """Export a saved run's checkpoint with its class names / threshold and input scaling."""
-    from sbts.tasks import get_task
-    from sbts.training.checkpoint import read_json
+    """Export a saved run's checkpoint with what inference needs (class names, input scaling)."""
+    from sbts.tasks import load_trained_run
 
-    config = read_json(Path(run_dir) / "config.json", "run config")
-    task_name = str(config.get("task")) if isinstance(config, dict) else ""
-    trained = get_task(task_name).load_trained(run_dir, checkpoint)
-    return export_model(trained.model, path, task=task_name, inference_state=trained.inference_state,
+    trained = load_trained_run(run_dir, checkpoint)
+    return export_model(trained.model, path, task=trained.run.task, inference_state=trained.inference_state,
                         scaler=trained.scaler, float_dtype=float_dtype)

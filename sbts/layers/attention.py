@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sbts.frozen_tensors import activation_mask, derive_seed
-from sbts.layers.storage import LayerStorage, StoredTensor
+from sbts.layers.storage import SEED_BITS, LayerStorage, StoredTensor
 
 
 def fixed_activation_mask(seed: int, length: int, width: int, density: float) -> torch.Tensor:
@@ -47,8 +47,9 @@ class MultiHeadAttention(nn.Module):
 
     def storage(self) -> LayerStorage:
         """The attention core (the projections declare themselves); Q/K/V masks are regenerated from the seed."""
-        masks = tuple(StoredTensor(f"{name}_mask", self.max_len * self.d_model, 0, trainable=False)
-                      for name in ("q", "k", "v")) if self.mode == "qkv_mask" else ()
+        masks = (StoredTensor("mask_seed", 3, SEED_BITS, trainable=False),
+                 *(StoredTensor(f"{name}_mask", self.max_len * self.d_model, 0, trainable=False)
+                   for name in ("q", "k", "v"))) if self.mode == "qkv_mask" else ()
         return LayerStorage("attention", (self.n_heads, self.head_dim), tensors=masks, details={
             "mode": self.mode, "n_heads": self.n_heads, "head_dim": self.head_dim, "d_model": self.d_model,
             "qkv_density": self.qkv_density, "step_t_self": self.step_t_self})

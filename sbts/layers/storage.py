@@ -22,7 +22,7 @@ class StoredTensor:
     name: str  # bias, alpha, seed, weight (norm gain), running_mean, table, q_mask, ...
     count: int  # number of values
     bits: int  # bits per value a deployment stores (0: regenerated)
-    trainable: bool  # learned by training (running statistics are not)
+    trainable: bool  # a trained parameter (running statistics, seeds and regenerated tensors are not)
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,8 @@ class LayerStorage:
     tensors: tuple[StoredTensor, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)  # kind-specific facts (attention mode, heads, ...)
 
-    @property
-    def density(self) -> float:
-        return self.kept / self.positions if self.positions else 1.0
-
     def tensor(self, name: str) -> StoredTensor | None:
         return next((t for t in self.tensors if t.name == name), None)
-
-    @property
-    def values(self) -> int:
-        """Weight positions plus every other value the layer uses."""
-        return self.positions + sum(t.count for t in self.tensors)
 
     @property
     def bits(self) -> int:

@@ -15,7 +15,8 @@ Layout (format version 1):
   - dense linear ``{name}.weight`` / ``{name}.bias``; norms ``{name}.weight|bias|running_mean|running_var``;
     a learnable ``positional.table``: float32, or float16 when exported so.
   - ``input_scaler.mean`` / ``input_scaler.std``: float64 per-channel statistics of the training data.
-  Q/K/V activation masks and a sinusoidal table are regenerated from their seeds and sizes.
+  Q/K/V activation masks (from the seeds in their layer entries) and a sinusoidal table are
+  regenerated; their sizes come from the model config.
 
 Reading checks the container, the format and version, the checksum and every tensor's shape and
 kept count before anything is built, so a truncated, corrupted, tampered or newer file is refused
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from sbts.config import ModelConfig
-from sbts.errors import CheckpointError, ConfigError
+from sbts.errors import ArtifactError, ConfigError
 from sbts.frozen_tensors import activation_mask, seeded_weight_and_bias, sinusoidal_table
 
 FORMAT = "sbts-artifact"
@@ -44,11 +45,9 @@ FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 MASKS = "sparse_binary.masks"  # every sparse-binary layer's encoded mask, one after another
 ALPHAS = "sparse_binary.alphas"  # their alphas, in the same order
+# How one layer's stored form becomes the network's tensors: (name, layer entry, stored tensors, config).
+Materializer = Callable[[str, dict[str, Any], Mapping[str, np.ndarray], ModelConfig], dict[str, np.ndarray]]
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0, "pb": 0}]
-
-
-class ArtifactError(CheckpointError):
-    """An artifact that cannot be trusted: not one, truncated, corrupted, tampered or too new."""
 
 
 # --- mask codec ------------------------------------------------------------------------------------
@@ -97,7 +96,12 @@ def decode_mask(encoding: str, data: np.ndarray, shape: tuple[int, ...]) -> np.n
     if encoding == "bits":
         packed = raw
     elif encoding in ("bits-lzma", "gaps-lzma"):
-        packed = lzma.decompress(raw, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        # Bounded: a crafted file cannot make a small mask expand into gigabytes.
+        limit = size + 1 if encoding == "gaps-lzma" else (size + 7) // 8 + 1
+        decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        packed = decompressor.decompress(raw, max_length=limit)
+        if not decompressor.eof:
+            raise ValueError(f"compressed mask is truncated or expands beyond its {size} positions")
     else:
         raise ValueError(f"unknown mask encoding {encoding!r}")
     if encoding == "gaps-lzma":
@@ -199,7 +203,7 @@ def load_artifact_bytes(data: bytes, where: str) -> Artifact:
         document = json.loads(document_json)
     except json.JSONDecodeError:
         raise ArtifactError(f"{where}: unreadable document") from None
-    expected = {"model": dict, "layers": dict, "task": str}
+    expected = {"model": dict, "layers": dict, "task": str, "task_state": dict}
     wrong = [key for key, kind in expected.items() if not isinstance(document.get(key) if isinstance(document, dict)
                                                                       else None, kind)]
     if wrong:
@@ -214,7 +218,8 @@ def load_artifact_bytes(data: bytes, where: str) -> Artifact:
 
 # --- from stored tensors to the network's tensors -------------------------------------------------------
 
-def _sparse_binary_linear(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _sparse_binary_linear(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
+                          config: ModelConfig) -> dict[str, np.ndarray]:
     out_features, in_features = entry["shape"]
     start, length = entry["mask_offset"], entry["mask_bytes"]
     code = stored[MASKS][start:start + length]
@@ -232,9 +237,10 @@ def _sparse_binary_linear(name: str, entry: dict[str, Any], stored: Mapping[str,
     return tensors
 
 
-def _stored_floats(*names: str) -> Callable[[str, dict[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+def _stored_floats(*names: str) -> Materializer:
     """Float tensors stored as they are; each must have the layer's shape (a bias: its first dimension)."""
-    def take(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def take(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
+             config: ModelConfig) -> dict[str, np.ndarray]:
         out = {}
         for key in names:
             if f"{name}.{key}" not in stored and key == "bias":  # a linear without bias
@@ -248,19 +254,24 @@ def _stored_floats(*names: str) -> Callable[[str, dict[str, Any], Mapping[str, n
     return take
 
 
-def _sinusoidal(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {f"{name}.table": sinusoidal_table(*entry["shape"])}
+def _sinusoidal(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
+                config: ModelConfig) -> dict[str, np.ndarray]:
+    return {f"{name}.table": sinusoidal_table(config.max_len, config.d_model)}
 
 
-def _attention(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if "mask_seeds" not in entry:  # only qkv_mask attention has masks
+def _attention(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
+               config: ModelConfig) -> dict[str, np.ndarray]:
+    """Q/K/V masks regenerated from their seeds; their size and kept fraction come from the model config."""
+    if config.attention != "qkv_mask":
         return {}
-    length, width = entry["mask_shape"]
-    return {f"{name}.{key}": activation_mask(int(seed), length, width, entry["qkv_density"])
-            for key, seed in entry["mask_seeds"].items()}
+    seeds = entry["mask_seeds"]
+    if set(seeds) != {"q_mask", "k_mask", "v_mask"}:
+        raise ValueError(f"needs the seeds of q_mask, k_mask and v_mask, has {sorted(seeds)}")
+    return {f"{name}.{key}": activation_mask(int(seed), config.max_len, config.d_model, config.qkv_density)
+            for key, seed in seeds.items()}
 
 
-MATERIALIZERS: dict[str, Callable[[str, dict[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]]] = {
+MATERIALIZERS: dict[str, Materializer] = {
     "sparse_binary_linear": _sparse_binary_linear,
     "dense_linear": _stored_floats("weight", "bias"),
     "batch_norm": _stored_floats("weight", "bias", "running_mean", "running_var"),
@@ -276,7 +287,7 @@ def network_tensors(artifact: Artifact) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
     for name, entry in artifact.document["layers"].items():
         try:
-            tensors.update(MATERIALIZERS[entry["kind"]](name, entry, artifact.tensors))
+            tensors.update(MATERIALIZERS[entry["kind"]](name, entry, artifact.tensors, artifact.config))
         except KeyError as exc:
             raise ArtifactError(f"{artifact.source}: layer {name}: missing {exc}") from None
         except (ValueError, TypeError, IndexError, lzma.LZMAError) as exc:

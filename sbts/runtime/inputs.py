@@ -15,7 +15,7 @@ from sbts.errors import DataError
 from sbts.runtime.model import ClassifierRuntime, RuntimeModel
 
 
-def read_cases(path: str | Path, model: RuntimeModel) -> tuple[list[np.ndarray], list[str] | None]:
+def read_cases(path: str | Path) -> tuple[list[np.ndarray], list[str] | None]:
     """Cases (n_channels, length_i) and their labels when the file has them.
 
     ``.ts`` / ``.ts.gz``: the UEA format. ``.npy``: a float array (cases, channels, length), read
@@ -34,8 +34,8 @@ def read_cases(path: str | Path, model: RuntimeModel) -> tuple[list[np.ndarray],
             raise DataError(f"{path}: file not found") from None
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
-        if array.ndim != 3 or not np.issubdtype(array.dtype, np.number):
-            raise DataError(f"{path}: expected a numeric array (cases, channels, length), got {array.dtype} "
+        if array.ndim != 3 or array.dtype.kind not in "iuf":  # complex would silently lose its imaginary part
+            raise DataError(f"{path}: expected a real-valued array (cases, channels, length), got {array.dtype} "
                             f"{array.shape}")
         return [case.astype(np.float64) for case in array], None
     raise DataError(f"{path}: unknown input type (use .ts, .ts.gz or .npy)")
@@ -47,7 +47,7 @@ def write_predictions(model: RuntimeModel, cases: list[np.ndarray], labels: list
     if not isinstance(model, ClassifierRuntime):
         raise DataError(f"{source}: predict supports classification models; this one is {model.task!r}")
     probabilities = model.predict_proba(cases, str(source))
-    predicted = np.asarray(model.classes, dtype=object)[probabilities.argmax(1)]
+    predicted = model.class_names(probabilities)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["case", "prediction"] + (["label"] if labels else []) +

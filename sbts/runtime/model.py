@@ -21,6 +21,16 @@ from sbts.runtime.network import MacCounter, forward
 BATCH = 256  # cases per forward call: bounds memory on long inputs
 
 
+def _scaler(artifact: Artifact, channels: int) -> ChannelScaler | None:
+    """The stored input statistics: both or neither, finite, one per input channel."""
+    stats = [artifact.tensors.get(f"input_scaler.{key}") for key in ("mean", "std")]
+    if all(s is None for s in stats):
+        return None
+    if any(s is None or s.shape != (channels,) or not np.isfinite(s).all() for s in stats):
+        raise ArtifactError(f"{artifact.source}: the input scaler needs finite mean and std for {channels} channels")
+    return ChannelScaler(*stats)
+
+
 class RuntimeModel:
     """A verified artifact ready to run: the network, its input scaling and its task facts."""
 
@@ -34,9 +44,7 @@ class RuntimeModel:
             self.forward(np.zeros((1, self.config.max_len, self.config.in_channels), dtype=np.float32))
         except ValueError as exc:
             raise ArtifactError(f"{artifact.source}: does not make a complete network ({exc})") from None
-        stats = artifact.tensors
-        self.scaler = (ChannelScaler(stats["input_scaler.mean"], stats["input_scaler.std"])
-                       if "input_scaler.mean" in stats else None)
+        self.scaler = _scaler(artifact, self.config.in_channels)
 
     def forward(self, x: np.ndarray, padding_mask: np.ndarray | None = None, *, last_step_only: bool = False,
                 counter: MacCounter | None = None) -> np.ndarray:
@@ -52,6 +60,8 @@ class RuntimeModel:
             if np.ndim(case) != 2 or np.shape(case)[0] != self.config.in_channels:
                 raise DataError(f"{where}: case {i} has shape {np.shape(case)}; the model takes "
                                 f"({self.config.in_channels} channels, length)")
+            if np.shape(case)[1] < 1:
+                raise DataError(f"{where}: case {i} has no time steps")
             if np.shape(case)[1] > self.config.max_len:
                 raise DataError(f"{where}: case {i} has {np.shape(case)[1]} steps; the model takes at most "
                                 f"{self.config.max_len}")
@@ -96,7 +106,11 @@ class ClassifierRuntime(RuntimeModel):
 
     def predict(self, series: Sequence[np.ndarray], where: str = "input") -> np.ndarray:
         """Class names, one per case."""
-        return np.asarray(self.classes, dtype=object)[self.decision_function(series, where).argmax(1)]
+        return self.class_names(self.decision_function(series, where))
+
+    def class_names(self, scores: np.ndarray) -> np.ndarray:
+        """The class with the highest score (logit or probability) of each row."""
+        return np.asarray(self.classes, dtype=object)[scores.argmax(1)]
 
 
 RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime}

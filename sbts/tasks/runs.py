@@ -38,7 +38,7 @@ class TrainedRun:
     model: torch.nn.Module  # on the CPU, in eval mode
     epoch: int | None
     task_state: dict[str, Any]  # everything the checkpoint recorded about data and splits
-    inference_state: dict[str, Any]  # the JSON-safe part an exported model keeps (class names, threshold)
+    inference_state: dict[str, Any]  # the JSON-safe part an exported model keeps (class names)
     scaler: ChannelScaler  # input statistics of the training data
 
 
