@@ -7,7 +7,8 @@
 Importing this package imports neither torch nor the training code.
 """
 
-from sbts.runtime.artifact import ArtifactError, read_artifact
+from sbts.errors import ArtifactError
+from sbts.runtime.artifact import read_artifact
 from sbts.runtime.model import ClassifierRuntime, RuntimeModel, load
 from sbts.runtime.network import MacCounter, forward
 

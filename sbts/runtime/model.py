@@ -14,8 +14,8 @@ import numpy as np
 
 from sbts.config import ModelConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
-from sbts.errors import DataError
-from sbts.runtime.artifact import Artifact, ArtifactError, network_tensors, read_artifact
+from sbts.errors import ArtifactError, DataError
+from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
 from sbts.runtime.network import MacCounter, forward
 
 BATCH = 256  # cases per forward call: bounds memory on long inputs
