@@ -50,6 +50,11 @@ class LayerCount:
     def density(self) -> float | None:
         return self.kept / self.positions if self.positions else None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, without the name (the summary keys rows by name)."""
+        fields = {key: value for key, value in asdict(self).items() if key != "name"}
+        return {**fields, "shape": list(self.shape), "density": self.density}
+
 
 @dataclass
 class ModelCount:
@@ -66,10 +71,6 @@ class ModelCount:
         totals = {key: self.total(key) for key in ("params", "nonzero", "bits", "flops")}
         totals["flops"] = _exact(totals["flops"])
         return {**totals, **self.extra}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"accounting": self.accounting, **self.totals(),
-                "layers": [{**asdict(row), "shape": list(row.shape), "density": row.density} for row in self.layers]}
 
 
 def _exact(value: float) -> int | float:

@@ -120,17 +120,9 @@ def summarize(first: SummarySide, second: SummarySide, *, task: str, accounting:
                        for key, field in ratio_keys.items() if field in report["sbt"] and report["sbt"][field]}
     rows_by_name = {name: {row.name: row for row in counts[name].layers} for name in sides}
     names = list(rows_by_name["dense"]) + [n for n in rows_by_name["sbt"] if n not in rows_by_name["dense"]]
-    report["layers"] = [{"name": n, **{side: _row_dict(rows_by_name[side].get(n)) for side in ("dense", "sbt")}}
-                        for n in names]
+    report["layers"] = [{"name": n, **{side: rows_by_name[side][n].to_dict() if n in rows_by_name[side] else None
+                                       for side in ("dense", "sbt")}} for n in names]
     return report
-
-
-def _row_dict(row) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"kind": row.kind, "shape": list(row.shape), "positions": row.positions, "kept": row.kept,
-            "density": row.density, "params": row.params, "nonzero": row.nonzero, "bits": row.bits,
-            "flops": row.flops}
 
 
 def config_pair(path: str | Path, *, density: float | None = None,
