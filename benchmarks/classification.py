@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info, machine_line, replace_section  # noqa: E402
+from machine import machine_info, machine_line, mean_std, replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # paper-spec §5.1 datasets available here, plus four more from the archive.
@@ -55,13 +55,6 @@ def one_run(job: dict) -> dict:
     return {**job, "epochs": metrics["epochs"], "test_accuracy": metrics["test"]["accuracy"], "val_accuracy": metrics["val"].get("accuracy"),
             "best_epoch": metrics["best_epoch"], "seconds_per_epoch": metrics["seconds_per_epoch"],
             "d_model": metrics["config"]["model"]["d_model"], "attention": metrics["config"]["model"]["attention"]}
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
 def report(results: list[dict], args: argparse.Namespace, skipped: list[str], wall: float, info: dict) -> str:

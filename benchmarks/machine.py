@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from pathlib import Path
 
 import torch
@@ -29,6 +30,15 @@ def machine_line(info: dict[str, object] | None = None) -> str:
     info = info or machine_info()
     return (f"{info['cpu']}, {info['cores']} cores, SIMD {' '.join(info['simd']) or 'unknown'}, "
             f"torch {info['torch']}, Python {info['python']}")
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` with three decimals ("–" for no values); NaN values are left out."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "–"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
 def replace_section(path: Path, name: str, body: str) -> None:

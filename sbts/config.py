@@ -62,7 +62,8 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _from_dict(cls, data: dict[str, Any], where: str):
+def dataclass_from_dict(cls, data: dict[str, Any], where: str):
+    """Build a config dataclass from a mapping; unknown or missing keys are one-line ConfigErrors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -135,7 +136,7 @@ class ModelConfig:
         data = dict(data)
         if "sparsity" in data:
             data["density"] = resolve_density(data.get("density"), data.pop("sparsity"))
-        return _from_dict(cls, data, where)
+        return dataclass_from_dict(cls, data, where)
 
 
 @dataclass
@@ -150,12 +151,14 @@ class TrainConfig:
     patience: int = 0  # epochs without validation improvement before stopping; 0 = never stop early
     lr_decay_on_plateau: bool = False  # x0.75 per epoch after > 2 epochs without improvement (paper AD/forecasting)
     val_fraction: float = 0.1
+    stride: int = 1  # steps between training windows (tasks on one long series: anomaly detection, forecasting)
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs")
         check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.stride, "stride")
         check_positive_int(self.patience, "patience", minimum=0)
         check_positive_int(self.seed, "seed", minimum=0)
         for name in ("lr", "weight_decay", "grad_clip"):
@@ -174,18 +177,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train config") -> "TrainConfig":
-        return _from_dict(cls, data, where)
+        return dataclass_from_dict(cls, data, where)
 
 
 @dataclass
 class RunConfig:
-    """One training run: task, data, model and training settings. Saved as ``RUN_DIR/config.json``."""
+    """One training run: task, data, model and training settings. Saved as ``RUN_DIR/config.json``.
+
+    ``task_options`` are the task's own settings (e.g. how an anomaly threshold is fitted), validated by
+    the task.
+    """
 
     task: str
     data: str
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     model_name: str = "sbt"
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,13 +202,14 @@ class RunConfig:
             "model_name": self.model_name,
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
+            "task_options": dict(self.task_options),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "run config") -> "RunConfig":
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        known = {"task", "data", "model_name", "model", "train"}
+        known = {"task", "data", "model_name", "model", "train", "task_options"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
@@ -213,7 +222,14 @@ class RunConfig:
             model_name=str(data.get("model_name", "sbt")),
             model=ModelConfig.from_dict(data["model"], f"{where}: model"),
             train=TrainConfig.from_dict(data.get("train", {}), f"{where}: train"),
+            task_options=_mapping(data.get("task_options", {}), f"{where}: task_options"),
         )
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return dict(value)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from sbts.errors import ConfigError
 from sbts.layers import DenseLinear, MaskedBatchNorm, SparseBinaryLinear, TimeLayerNorm
 from sbts.models import TimeSeriesTransformer, model_config
 
+from conftest import randomise
+
 MODELS = sbts.list_models()
 LINEAR_CLASS = {"sparse_binary": SparseBinaryLinear, "dense": DenseLinear}
 SMALL = dict(in_channels=3, out_dim=2, max_len=6, d_model=8, n_heads=2, n_layers=2, d_ff=12)
@@ -369,3 +371,25 @@ def test_to_dict_from_dict_round_trip(name):
     m1, m2 = sbts.create_model(cfg), sbts.create_model(from_json)
     for (k1, v1), (k2, v2) in zip(m1.state_dict().items(), m2.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
+
+
+@pytest.mark.parametrize("name,attention,norm", COMBOS)
+def test_last_step_only_equals_the_last_row_of_the_full_output(name, attention, norm):
+    """The shortcut for last-step tasks computes the same numbers, in eval and (outputs and gradients) in training."""
+    model = randomise(build(name, attention=attention, norm=norm))
+    x = batch()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, last_step_only=True), model(x)[:, -1:], rtol=1e-5, atol=1e-6)
+    model.train()
+    outputs, grads = [], []
+    for shortcut in (True, False):
+        model.zero_grad()
+        out = model(x, last_step_only=True) if shortcut else model(x)[:, -1:]
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for key in grads[0]:
+        torch.testing.assert_close(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6)

@@ -19,8 +19,9 @@ EXIT_INTERRUPTED = 130
 
 def _add_train_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a model and write a run directory")
-    train.add_argument("task", choices=["classification"], help="what to train")
-    train.add_argument("--data", help="dataset name (e.g. UEA/JapaneseVowels) or path to a .ts pair")
+    train.add_argument("task", choices=["classification", "anomaly"], help="what to train")
+    train.add_argument("--data", help="dataset name (UEA/JapaneseVowels, SMD/machine-1-6, MSL, SMAP/P-1) or files: a "
+                                      ".ts pair, or an anomaly folder or TRAIN,TEST[,LABELS] (csv, txt or npy)")
     train.add_argument("--model", help="registered model: sbt (sparse binary) or dense")
     train.add_argument("--out", required=True, help="run directory to create (or resume)")
     train.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
@@ -39,19 +40,33 @@ def _add_train_parser(subparsers) -> None:
     train.add_argument("--n-heads", type=int)
     train.add_argument("--n-layers", type=int)
     train.add_argument("--attention", choices=["full", "step_t", "qkv_mask"])
+    train.add_argument("--window", type=int, help="window length in steps (the model's max_len)")
+    train.add_argument("--stride", type=int, help="steps between training windows (anomaly)")
+    anomaly = train.add_argument_group("anomaly detection: thresholds are fitted on validation or training scores")
+    anomaly.add_argument("--threshold", choices=["pot", "percentile"], help="how the threshold is fitted")
+    anomaly.add_argument("--threshold-scores", choices=["val", "train"], help="which scores it is fitted on")
+    anomaly.add_argument("--contamination", type=float, help="percentile: fraction of reference scores above it")
+    anomaly.add_argument("--pot-risk", type=float, help="POT: probability of a normal score exceeding it")
+    anomaly.add_argument("--pot-level", type=float, help="POT: quantile above which the tail is modelled")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
 
 
-def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    model = {key: value for key, value in {
-        "density": args.density, "d_model": args.d_model, "n_heads": args.n_heads, "n_layers": args.n_layers,
-        "attention": args.attention, "seed": args.seed}.items() if value is not None}
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The model, training and task settings given on the command line."""
+    model = _given({"density": args.density, "d_model": args.d_model, "n_heads": args.n_heads,
+                    "n_layers": args.n_layers, "attention": args.attention, "max_len": args.window, "seed": args.seed})
     if args.sparsity is not None:
         model["sparsity"] = args.sparsity
-    train = {key: value for key, value in {
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
-        "val_fraction": args.val_fraction, "device": args.device, "seed": args.seed}.items() if value is not None}
-    return model, train
+    train = _given({"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
+                    "val_fraction": args.val_fraction, "stride": args.stride, "device": args.device,
+                    "seed": args.seed})
+    task = _given({"threshold": args.threshold, "threshold_scores": args.threshold_scores,
+                   "contamination": args.contamination, "pot_risk": args.pot_risk, "pot_level": args.pot_level})
+    return model, train, task
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -60,14 +75,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, build_run_spec
 
     task = get_task(args.task)
-    model_overrides, train_overrides = _overrides(args)
+    model_overrides, train_overrides, task_overrides = _overrides(args)
     if "sparsity" in model_overrides:
         model_overrides["density"] = resolve_density(None, model_overrides.pop("sparsity"))
     elif "density" in model_overrides:
         model_overrides["density"] = resolve_density(model_overrides["density"])
     if args.resume:
         fixed = [flag for flag, value in (("--data", args.data), ("--model", args.model), ("--config", args.config))
-                 if value is not None] + [f"--{key.replace('_', '-')}" for key in model_overrides]
+                 if value is not None] + [f"--{key.replace('_', '-')}" for key in [*model_overrides, *task_overrides]]
         fixed += [f"--{key.replace('_', '-')}" for key in train_overrides if key not in RESUMABLE_TRAIN_FIELDS]
         if fixed:
             raise ConfigError(f"{', '.join(sorted(set(fixed)))} cannot change on --resume (the run keeps its "
@@ -75,14 +90,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         metrics = task.train_run({}, args.out, resume=True, verbose=not args.quiet, train_overrides=train_overrides)
     else:
         spec = build_run_spec(args.task, data=args.data, model_name=args.model, config_file=args.config,
-                              model_overrides=model_overrides, train_overrides=train_overrides)
+                              model_overrides=model_overrides, train_overrides=train_overrides,
+                              task_overrides=task_overrides)
         metrics = task.train_run(spec, args.out, verbose=not args.quiet)
     if metrics.get("interrupted"):
         print(f"sbts: interrupted after {metrics['epochs']} finished epoch(s); continue with: sbts train {args.task} "
               f"--out {args.out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(json.dumps({k: metrics[k] for k in ("task", "model", "dataset", "density", "seed", "epochs", "best_epoch",
-                                              "train_seconds", "val", "test")}, indent=2))
+                                              "train_seconds", "val", "test", "threshold") if k in metrics}, indent=2))
     return 0
 
 
@@ -94,7 +110,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     task = get_task(str(config.get("task")) if isinstance(config, dict) else "")
     metrics = task.evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     print(json.dumps({k: metrics[k] for k in ("task", "model", "dataset", "density", "checkpoint", "epoch", "val",
-                                              "test")}, indent=2))
+                                              "test", "threshold") if k in metrics}, indent=2))
     return 0
 
 
@@ -135,12 +151,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     # Only the torch-free runtime and the data readers: predicting must not import torch.
-    from sbts.runtime import load
-    from sbts.runtime.inputs import read_cases, write_predictions
+    from sbts.runtime import AnomalyRuntime, load
+    from sbts.runtime.inputs import read_cases, write_anomaly_scores, write_predictions
 
     model = load(args.model)
+    if isinstance(model, AnomalyRuntime):
+        from sbts.data.anomaly import read_series
+
+        if args.proba:
+            raise ConfigError("--proba applies to classifiers; a detector writes one score per step")
+        context = read_series(args.context) if args.context else None
+        write_anomaly_scores(model, read_series(args.input), args.input, args.output, context)
+        return 0
+    if args.context:
+        raise ConfigError("--context applies to anomaly detectors")
     cases, labels = read_cases(args.input)
     write_predictions(model, cases, labels, args.input, args.output, proba=args.proba)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from sbts.report.anomaly_plot import plot_scores
+
+    path = plot_scores(args.run_dir, args.output, start=args.start, end=args.end, log_scale=not args.linear)
+    print(json.dumps({"path": str(path)}))
     return 0
 
 
@@ -193,16 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="store the float tensors (norms, dense weights, tables) as float16")
     export.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
-    predict = subparsers.add_parser("predict", help="run an exported .sbts model (numpy only, no torch)")
+    predict = subparsers.add_parser("predict", help="run an exported .sbts model (numpy only, no torch): class "
+                                                    "predictions, or anomaly scores per step")
     predict.add_argument("model", help="the .sbts artifact")
-    predict.add_argument("--input", required=True, help=".ts file or .npy array (cases, channels, length)")
+    predict.add_argument("--input", required=True,
+                         help="classifier: .ts file or .npy array (cases, channels, length); detector: one series "
+                              "(csv, txt or npy: steps x channels)")
+    predict.add_argument("--context", help="detector: the series' preceding steps (same format), for its first "
+                                           "window - 1 scores")
     predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     predict.add_argument("--proba", action="store_true", help="add one probability column per class")
+
+    plot = subparsers.add_parser("plot", help="an anomaly run's test scores against its threshold, anomalies shaded "
+                                              "(needs matplotlib: sbts[plot])")
+    plot.add_argument("run_dir")
+    plot.add_argument("-o", "--output", required=True, help="image file to write (.png, .pdf or .svg)")
+    plot.add_argument("--start", type=int, default=0, help="first test step to show")
+    plot.add_argument("--end", type=int, help="one past the last test step to show (default: all)")
+    plot.add_argument("--linear", action="store_true", help="linear score axis (default: logarithmic)")
     return parser
 
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models, "summary": _cmd_summary,
-            "export": _cmd_export, "predict": _cmd_predict}
+            "export": _cmd_export, "predict": _cmd_predict, "plot": _cmd_plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

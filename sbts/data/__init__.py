@@ -1,5 +1,7 @@
 """Dataset reading, resolution and preprocessing."""
 
+from sbts.data.anomaly import (AnomalyData, available_anomaly_datasets, canonical_anomaly_spec, load_anomaly,
+                               read_series)
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.ts_format import TSData, read_ts
 from sbts.data.uea import (KNOWN_SHA256, available_uea_datasets, canonical_spec, load_classification,
@@ -7,6 +9,11 @@ from sbts.data.uea import (KNOWN_SHA256, available_uea_datasets, canonical_spec,
 
 __all__ = [
     "KNOWN_SHA256",
+    "AnomalyData",
+    "available_anomaly_datasets",
+    "canonical_anomaly_spec",
+    "load_anomaly",
+    "read_series",
     "ChannelScaler",
     "TSData",
     "available_uea_datasets",

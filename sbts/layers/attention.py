@@ -58,30 +58,37 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d); padding_mask: (B, T) bool, True where a step is padding (never attended to)."""
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                last_row_only: bool = False) -> torch.Tensor:
+        """x: (B, T, d); padding_mask: (B, T) bool, True where a step is padding (never attended to).
+
+        With ``last_row_only`` only the last step queries: the output is its row, (B, 1, d).
+        """
+        t = x.shape[1]
+        # Under step_t only the last step has a real query; the other rows are their own values.
+        queries_last = last_row_only or self.mode == "step_t"
+        q = self.q_proj(x[:, -1:] if queries_last else x)
+        k, v = self.k_proj(x), self.v_proj(x)
         if self.mode == "step_t":
             if padding_mask is not None:
                 raise ValueError("step_t attention takes fixed-length windows, not a padding mask")
-            return self.out_proj(self._step_t(q, k, v))
+            last = self._step_t_last(q, k, v)
+            return self.out_proj(last if last_row_only else torch.cat([v[:, :-1], last], dim=1))
         if self.mode == "qkv_mask":
-            t = x.shape[1]
             if t > self.q_mask.shape[0]:
                 raise ValueError(f"sequence length {t} exceeds the model's max_len {self.q_mask.shape[0]}")
-            q, k, v = q * self.q_mask[:t], k * self.k_mask[:t], v * self.v_mask[:t]
+            q, k, v = q * self.q_mask[t - q.shape[1]:t], k * self.k_mask[:t], v * self.v_mask[:t]
         attn_mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), attn_mask=attn_mask)
-        return self.out_proj(out.transpose(1, 2).reshape(x.shape))
+        return self.out_proj(out.transpose(1, 2).reshape(q.shape))
 
-    def _step_t(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        t = q.shape[1]
+    def _step_t_last(self, q_last: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The last step's attention output (B, 1, d): one softmax row over the past steps (and itself
+        only with ``step_t_self``)."""
+        t = k.shape[1]
         if t < 2 and not self.step_t_self:
             raise ValueError("step_t attention needs at least 2 steps (the last step attends to the past ones)")
         context = t if self.step_t_self else t - 1
-        q_last = self._split(q[:, -1:])  # (B, h, 1, dh)
         k_ctx, v_ctx = self._split(k[:, :context]), self._split(v[:, :context])
-        weights = torch.softmax(q_last @ k_ctx.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
-        last = (weights @ v_ctx).transpose(1, 2).reshape(q.shape[0], 1, self.d_model)
-        # A softmax over the single allowed key is 1, so every past row's output is its own value.
-        return torch.cat([v[:, :-1], last], dim=1)
+        weights = torch.softmax(self._split(q_last) @ k_ctx.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+        return (weights @ v_ctx).transpose(1, 2).reshape(q_last.shape[0], 1, self.d_model)

@@ -41,8 +41,13 @@ class EncoderLayer(nn.Module):
         self.ff2 = linear(f"{name}.ff2", config.d_ff, d, config.linear_bias)
         self.norm2 = make_norm(config.norm, d, config.max_len)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.norm1(x + self.attention(x, padding_mask), padding_mask)
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                last_row_only: bool = False) -> torch.Tensor:
+        """With ``last_row_only`` the output is the last step's row alone, (B, 1, d)."""
+        attended = self.attention(x, padding_mask, last_row_only)
+        if last_row_only:
+            x, padding_mask = x[:, -1:], None if padding_mask is None else padding_mask[:, -1:]
+        x = self.norm1(x + attended, padding_mask)
         return self.norm2(x + self.ff2(torch.relu(self.ff1(x))), padding_mask)
 
 
@@ -65,14 +70,24 @@ class TimeSeriesTransformer(nn.Module):
         return make_linear(config.linear, in_features, out_features, bias=bias, density=config.density,
                            seed=derive_seed(config.seed, name))
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, in_channels); padding_mask: (B, T) bool, True = padded step. Returns (B, T, out_dim)."""
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                last_step_only: bool = False) -> torch.Tensor:
+        """x: (B, T, in_channels); padding_mask: (B, T) bool, True = padded step. Returns (B, T, out_dim),
+        or (B, 1, out_dim), the last step's output, with ``last_step_only`` (the same numbers, less work)."""
         if x.dim() != 3 or x.shape[-1] != self.config.in_channels:
             raise ValueError(f"expected input of shape (batch, time, {self.config.in_channels}), got {tuple(x.shape)}")
         h = self.positional(self.embedding(x) * math.sqrt(self.config.d_model))
-        for layer in self.layers:
-            h = layer(h, padding_mask)
+        shrink_last_layer = last_step_only and self._rows_independent_after_attention()
+        for i, layer in enumerate(self.layers):
+            h = layer(h, padding_mask, last_row_only=shrink_last_layer and i == len(self.layers) - 1)
+        if last_step_only:
+            h = h[:, -1:]
         return self.head(torch.relu(h))
+
+    def _rows_independent_after_attention(self) -> bool:
+        """Whether the last layer's rows after attention can be computed one at a time: not when the norm
+        mixes time steps (LayerNorm over time) or a batch norm gathers statistics over rows in training."""
+        return self.config.norm == "none" or (self.config.norm == "batch" and not self.training)
 
     def linear_layers(self) -> dict[str, nn.Module]:
         """Every linear layer by name (the ones the layer factory made)."""

@@ -2,14 +2,15 @@
 
     from sbts.runtime import load
     model = load("model.sbts")
-    model.predict(series)            # classification: class names
+    model.predict(series)            # classification: class names; anomaly: 0/1 per step
+    model.decision_function(series)  # anomaly: one score per step (stream() scores one step at a time)
 
 Importing this package imports neither torch nor the training code.
 """
 
 from sbts.errors import ArtifactError
 from sbts.runtime.artifact import read_artifact
-from sbts.runtime.model import ClassifierRuntime, RuntimeModel, load
+from sbts.runtime.model import AnomalyRuntime, ClassifierRuntime, RuntimeModel, load
 from sbts.runtime.network import MacCounter, forward
 
-__all__ = ["ArtifactError", "ClassifierRuntime", "MacCounter", "RuntimeModel", "forward", "load", "read_artifact"]
+__all__ = ["AnomalyRuntime", "ArtifactError", "ClassifierRuntime", "MacCounter", "RuntimeModel", "forward", "load", "read_artifact"]

@@ -12,7 +12,7 @@ import numpy as np
 from sbts.atomic import atomic_write_bytes
 from sbts.data.ts_format import read_ts
 from sbts.errors import DataError
-from sbts.runtime.model import ClassifierRuntime, RuntimeModel
+from sbts.runtime.model import AnomalyRuntime, ClassifierRuntime, RuntimeModel
 
 
 def read_cases(path: str | Path) -> tuple[list[np.ndarray], list[str] | None]:
@@ -41,11 +41,34 @@ def read_cases(path: str | Path) -> tuple[list[np.ndarray], list[str] | None]:
     raise DataError(f"{path}: unknown input type (use .ts, .ts.gz or .npy)")
 
 
+def _write(text: str, output: str | Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(output, text.encode())
+
+
+def write_anomaly_scores(model: AnomalyRuntime, series: np.ndarray, source: str | Path, output: str | Path | None,
+                         context: np.ndarray | None = None) -> None:
+    """One CSV row per step of the series: step, score and, when the model has a threshold, predicted (0/1)."""
+    scores = model.decision_function(series, context, str(source))
+    threshold = model.threshold
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", "score"] + (["predicted"] if threshold is not None else []))
+    for step, score in enumerate(scores):
+        writer.writerow([step, f"{score:.9g}"] + ([int(score > threshold)] if threshold is not None else []))
+    _write(buffer.getvalue(), output)
+    if threshold is not None:
+        print(f"sbts: {int(np.sum(scores > threshold))} of {len(scores)} steps of {source} above the threshold "
+              f"{threshold:.6g}", file=sys.stderr)
+
+
 def write_predictions(model: RuntimeModel, cases: list[np.ndarray], labels: list[str] | None, source: str | Path,
                       output: str | Path | None, *, proba: bool = False) -> None:
     """One CSV row per case: its index, prediction (and label, and class probabilities if asked)."""
     if not isinstance(model, ClassifierRuntime):
-        raise DataError(f"{source}: predict supports classification models; this one is {model.task!r}")
+        raise DataError(f"{source}: this is a {model.task!r} model; per-case predictions are for classification")
     probabilities = model.predict_proba(cases, str(source))
     predicted = model.class_names(probabilities)
     buffer = io.StringIO()
@@ -55,10 +78,7 @@ def write_predictions(model: RuntimeModel, cases: list[np.ndarray], labels: list
     for i, prediction in enumerate(predicted):
         writer.writerow([i, prediction] + ([labels[i]] if labels else []) +
                         ([f"{p:.6g}" for p in probabilities[i]] if proba else []))
-    if output is None:
-        sys.stdout.write(buffer.getvalue())
-    else:
-        atomic_write_bytes(output, buffer.getvalue().encode())
+    _write(buffer.getvalue(), output)
     if labels:
         accuracy = float(np.mean([p == label for p, label in zip(predicted, labels)]))
         print(f"sbts: accuracy {accuracy:.4f} on {len(labels)} labelled cases of {source}", file=sys.stderr)

@@ -15,6 +15,7 @@ import numpy as np
 from sbts.config import ModelConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.errors import ArtifactError, DataError
+from sbts.runtime.anomaly import ScoreStream, check_series, score_series
 from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
 from sbts.runtime.network import MacCounter, forward
 
@@ -113,7 +114,61 @@ class ClassifierRuntime(RuntimeModel):
         return np.asarray(self.classes, dtype=object)[scores.argmax(1)]
 
 
-RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime}
+class AnomalyRuntime(RuntimeModel):
+    """Scores every step of a series by how badly the network reconstructs it from the window ending there
+    (``sbts.runtime.anomaly``); ``predict`` compares the scores with the threshold fitted in training."""
+
+    def __init__(self, artifact: Artifact):
+        super().__init__(artifact)
+        threshold = self.task_state.get("threshold")
+        value = threshold.get("value") if isinstance(threshold, dict) else None
+        if threshold is not None and not (isinstance(value, (int, float)) and np.isfinite(value)):
+            raise ArtifactError(f"{artifact.source}: the anomaly threshold must be a finite number, got {value!r}")
+        if self.config.in_channels != self.config.out_dim:
+            raise ArtifactError(f"{artifact.source}: a detector reconstructs its input, but the network maps "
+                                f"{self.config.in_channels} channels to {self.config.out_dim}")
+
+    @property
+    def window(self) -> int:
+        return self.config.max_len
+
+    @property
+    def threshold(self) -> float | None:
+        """The threshold fitted in training (None when the artifact was exported without one)."""
+        threshold = self.task_state.get("threshold")
+        return None if threshold is None else float(threshold["value"])
+
+    def reconstruct_last(self, windows: np.ndarray) -> np.ndarray:
+        return self.forward(windows, last_step_only=True)[:, 0]
+
+    def _scale(self, rows: np.ndarray) -> np.ndarray:
+        if self.scaler is None:
+            return rows.astype(np.float32)
+        return self.scaler.transform([rows.T])[0].T.copy()
+
+    def decision_function(self, series: np.ndarray, context: np.ndarray | None = None,
+                          where: str = "input") -> np.ndarray:
+        """One anomaly score per step of ``series`` (n_steps, n_channels); higher is more anomalous.
+        ``context``: raw rows that precede the series (without it the first row stands in for them)."""
+        scaled = self._scale(check_series(series, self.config.in_channels, where))
+        before = None if context is None else self._scale(check_series(context, self.config.in_channels, "context"))
+        return score_series(self.reconstruct_last, scaled, self.window, before)
+
+    def predict(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
+                threshold: float | None = None) -> np.ndarray:
+        """1 where the score exceeds the threshold (the artifact's unless one is given), else 0."""
+        threshold = self.threshold if threshold is None else threshold
+        if threshold is None:
+            raise DataError(f"{self.artifact.source}: this detector carries no threshold; pass one or use "
+                            "decision_function")
+        return (self.decision_function(series, context, where) > threshold).astype(np.int8)
+
+    def stream(self, context: np.ndarray | None = None) -> ScoreStream:
+        """Score observations one at a time (``update(x_t)``), the same numbers as ``decision_function``."""
+        return ScoreStream(self.reconstruct_last, self.window, self.config.in_channels, self._scale, context)
+
+
+RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime, "anomaly": AnomalyRuntime}
 
 
 def load(path: str | Path) -> RuntimeModel:

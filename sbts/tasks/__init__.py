@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 TASK_NAMES = ("classification", "anomaly", "forecasting")  # the paper's three (configs ship for all)
 LAST_STEP_TASKS = ("anomaly", "forecasting")  # tasks that read only the last step's output
-TRAINABLE_TASKS = ("classification",)
+TRAINABLE_TASKS = ("classification", "anomaly")
 
 
 def get_task(name: str) -> ModuleType:
@@ -21,6 +21,9 @@ def get_task(name: str) -> ModuleType:
     if name == "classification":
         from sbts.tasks import classification
         return classification
+    if name == "anomaly":
+        from sbts.tasks import anomaly
+        return anomaly
     raise ConfigError(f"unknown task {name!r}; available: {', '.join(TRAINABLE_TASKS)}")
 
 

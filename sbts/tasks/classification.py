@@ -25,12 +25,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sbts.config import ModelConfig, RunConfig, TrainConfig, check_positive_int
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
-from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
+from sbts.errors import ConfigError, DataError, SBTSError
 from sbts.models import create_model, model_config
-from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, TrainedRun, environment_info, prepare_run_dir
-from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
-from sbts.training.checkpoint import read_json
-from sbts.training.engine import mismatch_reason
+from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, training_record
+from sbts.training import FitResult, Trainer, atomic_write_json, resolve_device, seed_everything
 
 TASK = "classification"
 
@@ -335,6 +333,10 @@ def _resolve_run_config(spec: dict[str, Any]) -> tuple[RunConfig, Classification
     from sbts.data import canonical_spec
 
     train = TrainConfig.from_dict(spec.get("train", {}), "train config")
+    if spec.get("task_options"):
+        raise ConfigError(f"classification has no task options; got {', '.join(sorted(spec['task_options']))}")
+    if train.stride != 1:
+        raise ConfigError(f"stride={train.stride}: classification trains on whole cases, not windows (stride 1)")
     data_spec = canonical_spec(spec["data"])
     max_len = spec.get("model", {}).get("max_len")
     if max_len is not None:
@@ -360,26 +362,9 @@ def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> ClassificationDa
     return data
 
 
-def _task_state(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    task_state = state.get("task_state")
-    if not isinstance(task_state, dict) or not {"classes", "scaler", "val_indices"} <= set(task_state):
-        raise CheckpointError(f"{run_dir}: checkpoint has no classification state (not a classification run?)")
-    return task_state
-
-
-def _checked_state(run_dir: Path, run: RunConfig, checkpoint: str) -> dict[str, Any]:
-    """Load a checkpoint of this run: its model and data must be the ones in config.json."""
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = load_checkpoint(path)
-    saved = state.get("run_config")
-    try:  # through ModelConfig, so that options added since the run (with their defaults) compare equal
-        saved_model = ModelConfig.from_dict(saved["model"]).to_dict()
-    except (TypeError, KeyError, ConfigError):
-        saved_model = None
-    if not isinstance(saved, dict) or saved_model != run.model.to_dict() or saved.get("data") != run.data:
-        raise CheckpointError(f"{path}: checkpoint belongs to another run (its model or data differ from config.json)")
-    _task_state(state, run_dir)
-    return state
+HOOKS = TaskHooks(name=TASK, state_keys=frozenset({"classes", "scaler", "val_indices"}), resolve=_resolve_run_config,
+                  reload=_reload_data, objective=lambda run: ClassificationTask(),
+                  datasets=lambda data: (data.train, data.val))
 
 
 def _summary(run: RunConfig, val: dict[str, float], test: dict[str, float], result: FitResult | None,
@@ -392,14 +377,7 @@ def _summary(run: RunConfig, val: dict[str, float], test: dict[str, float], resu
         "n_test": 0 if data.test is None else len(data.test),
         "selection": "best validation accuracy (ties: lower validation loss); validation held out of training",
     }
-    if result is not None:
-        metrics.update({"epochs": result.epochs_run, "epochs_planned": run.train.epochs,
-                        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-                        "train_seconds": round(result.train_seconds, 3),
-                        "seconds_per_epoch": round(result.train_seconds / max(result.epochs_run, 1), 4)})
-    metrics["environment"] = environment_info(device)
-    metrics["config"] = run.to_dict()
-    return metrics
+    return metrics | training_record(run, result, device)
 
 
 def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
@@ -411,51 +389,25 @@ def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False
     ``epochs``, ``patience`` and ``device``. If interrupted, returns ``{"interrupted": True, ...}``
     and the last checkpoint holds the finished epochs.
     """
-    run_dir = prepare_run_dir(run_dir, resume)
-    if resume:
-        run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
-        changed = set(train_overrides or {}) - set(RESUMABLE_TRAIN_FIELDS)
-        if changed:
-            raise ConfigError(f"on resume only {', '.join(RESUMABLE_TRAIN_FIELDS)} may change; got "
-                              f"{', '.join(sorted(changed))}")
-        run.train = TrainConfig.from_dict({**run.train.to_dict(), **(train_overrides or {})})
-        task_state = _task_state(_checked_state(run_dir, run, "last"), run_dir)
-        data = _reload_data(run, task_state)
-    else:
-        run, data, task_state = _resolve_run_config(spec)
-    seed_everything(run.train.seed)
-    model = create_model(run.model)
-    trainer = Trainer(model, ClassificationTask(), run.train, run_dir=run_dir, verbose=verbose,
-                      checkpoint_extra={"run_config": run.to_dict(), "task_state": task_state},
-                      on_epoch_end=on_epoch_end)
-    if resume:
-        trainer.resume()
-    # Written only once the run can start (inputs valid, device available); on resume it records new epochs.
-    atomic_write_json(run_dir / "config.json", run.to_dict())
-    result = trainer.fit(data.train, data.val)
+    fitted = fit_run(HOOKS, spec, run_dir, resume=resume, verbose=verbose, train_overrides=train_overrides,
+                     on_epoch_end=on_epoch_end)
+    result, data, trainer = fitted.result, fitted.data, fitted.trainer
     if result.interrupted:
         return {"interrupted": True, "epochs": result.epochs_run, "run_dir": str(run_dir)}
     task = ClassificationTask()
-    batch = run.train.batch_size * 8
+    batch = fitted.run.train.batch_size * 8
     val = task.evaluate(trainer.model, data.val, batch, trainer.device) if data.val is not None else {}
     test = task.evaluate(trainer.model, data.test, batch, trainer.device)
-    metrics = _summary(run, val, test, result, data, trainer.device)
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    metrics = _summary(fitted.run, val, test, result, data, trainer.device)
+    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
     return metrics
 
 
 def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
     """A saved run's model (on the CPU, eval mode) and what inference needs besides the weights."""
-    run_dir = Path(run_dir)
-    run = RunConfig.from_dict(read_json(run_dir / "config.json", "run config"), str(run_dir / "config.json"))
-    state = _checked_state(run_dir, run, checkpoint)
-    model = create_model(run.model)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({mismatch_reason(exc)})") from None
+    run, model, state = load_run_model(HOOKS, run_dir, checkpoint)
     task_state = state["task_state"]
-    return TrainedRun(run, model.eval(), state.get("epoch"), task_state,
+    return TrainedRun(run, model, state.get("epoch"), task_state,
                       inference_state={"classes": list(task_state["classes"])},
                       scaler=ChannelScaler.from_dict(task_state["scaler"]))
 

@@ -1,0 +1,71 @@
+"""The test series' anomaly scores against the threshold, with the labelled anomaly segments shaded.
+
+Reads a run directory's ``test_scores.csv`` and ``metrics.json``; needs matplotlib (``pip install
+'sbts[plot]'``), imported only when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sbts.errors import ConfigError, DataError
+from sbts.metrics.anomaly import segments
+from sbts.training.checkpoint import read_json
+
+
+def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, float, str]:
+    """Scores, labels (or None), the threshold and its description, from an anomaly run directory."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / "metrics.json", "run metrics")
+    if not isinstance(metrics, dict) or metrics.get("task") != "anomaly" or "threshold" not in metrics:
+        raise DataError(f"{run_dir}: not a finished anomaly-detection run (metrics.json has no threshold)")
+    path = run_dir / metrics.get("scores_file", "test_scores.csv")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = handle.readline().strip().split(",")
+            table = np.loadtxt(handle, delimiter=",", ndmin=2)
+    except FileNotFoundError:
+        raise DataError(f"{path}: scores file not found") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: not a scores table ({exc})") from None
+    if header[:2] != ["step", "score"] or table.shape[1] != len(header):
+        raise DataError(f"{path}: expected columns step,score,predicted[,label], got {','.join(header)}")
+    labels = table[:, header.index("label")].astype(np.int8) if "label" in header else None
+    return table[:, 1], labels, float(metrics["threshold"]["value"]), str(metrics["threshold"]["method"])
+
+
+def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end: int | None = None,
+                log_scale: bool = True) -> Path:
+    """Draw steps ``start`` to ``end`` of the test scores to ``output`` (png, pdf or svg, by its suffix)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("plotting needs matplotlib: pip install 'sbts[plot]'") from None
+    scores, labels, threshold, method = read_scores(run_dir)
+    end = len(scores) if end is None else end
+    if not 0 <= start < end <= len(scores):
+        raise ConfigError(f"--start/--end must satisfy 0 <= start < end <= {len(scores)} (the test steps); "
+                          f"got {start} and {end}")
+    steps = np.arange(start, end)
+    figure, axes = plt.subplots(figsize=(12, 3.5), constrained_layout=True)
+    if labels is not None:
+        for first, last in segments(labels[start:end]):
+            axes.axvspan(start + first - 0.5, start + last - 0.5, color="tab:red", alpha=0.2, linewidth=0)
+    axes.plot(steps, scores[start:end], linewidth=0.7, color="tab:blue", label="anomaly score")
+    axes.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold ({method})")
+    if log_scale and scores[start:end].min() > 0:
+        axes.set_yscale("log")
+    if labels is not None:
+        axes.fill_between([], [], color="tab:red", alpha=0.2, label="labelled anomalies")
+    axes.set_xlabel("test step")
+    axes.set_ylabel("score (reconstruction MSE)")
+    axes.set_title(f"{Path(run_dir).name}: test scores")
+    axes.legend(loc="upper right", fontsize="small")
+    output = Path(output)
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return output

@@ -1,0 +1,82 @@
+"""Anomaly scores from a network that reconstructs the last step of each window (numpy only).
+
+The score of step t is the mean squared error, over the channels, between the scaled observation at t
+and the network's reconstruction of it from the window ending at t (paper-spec §1.3). Every step of a
+series gets exactly one score; the windows of the first ``window - 1`` steps take their earlier rows
+from ``context`` (see ``sbts.data.windows``). ``ScoreStream`` gives the same scores one observation at
+a time. The torch task and the exported runtime both score through this module, with their own
+``reconstruct_last``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from sbts.data.windows import history_for, windows_ending_at_every_step
+from sbts.errors import DataError
+
+ReconstructLast = Callable[[np.ndarray], np.ndarray]  # windows (B, w, D) float32 -> last-step reconstructions (B, D)
+SCORE_BATCH = 256  # windows per forward call: bounds memory on long series
+
+
+def check_series(series: np.ndarray, n_channels: int, where: str) -> np.ndarray:
+    """A raw (n_steps, n_channels) series of finite numbers, as float64 (a 1-D array is one channel)."""
+    array = np.asarray(series, dtype=np.float64)
+    if array.ndim == 1 and n_channels == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != n_channels:
+        raise DataError(f"{where}: expected shape (n_steps, {n_channels}), got {array.shape}")
+    if not np.isfinite(array).all():
+        row, column = np.argwhere(~np.isfinite(array))[0]
+        raise DataError(f"{where}: non-finite value {array[row, column]} at row {row}, column {column}")
+    return array
+
+
+def window_errors(windows: np.ndarray, reconstruct_last: ReconstructLast) -> np.ndarray:
+    """Mean squared reconstruction error of each window's last step, over channels, in float64."""
+    reconstruction = np.asarray(reconstruct_last(windows), dtype=np.float64)
+    return np.mean(np.square(reconstruction - windows[:, -1].astype(np.float64)), axis=1)
+
+
+def score_series(reconstruct_last: ReconstructLast, scaled: np.ndarray, window: int,
+                 context: np.ndarray | None = None, batch_size: int = SCORE_BATCH) -> np.ndarray:
+    """One score per step of ``scaled`` (n_steps, D); ``context``: scaled rows that precede it, if any."""
+    views = windows_ending_at_every_step(history_for(scaled, window, context), window)
+    scores = np.empty(len(views), dtype=np.float64)
+    for start in range(0, len(views), batch_size):
+        chunk = np.array(views[start:start + batch_size], dtype=np.float32, order="C")  # a writable copy
+        scores[start:start + len(chunk)] = window_errors(chunk, reconstruct_last)
+    return scores
+
+
+class ScoreStream:
+    """Scores observations one at a time: ``update(x_t)`` returns the score of step t, equal to the score
+    ``score_series`` gives that step when run on the whole stream with the same context.
+
+    ``scale`` maps raw rows (n, D) to the model's scaled rows; ``context`` holds raw rows that preceded
+    the stream (None: the first observation stands in for the steps before it).
+    """
+
+    def __init__(self, reconstruct_last: ReconstructLast, window: int, n_channels: int,
+                 scale: Callable[[np.ndarray], np.ndarray], context: np.ndarray | None = None):
+        self.reconstruct_last, self.window, self.n_channels, self.scale = reconstruct_last, window, n_channels, scale
+        self.recent: np.ndarray | None = None  # the last window - 1 scaled rows
+        if context is not None and len(context):
+            self.recent = scale(check_series(context, n_channels, "context"))[-(window - 1):] if window > 1 else None
+        self.steps = 0
+
+    def update(self, observation: np.ndarray) -> float:
+        """The score of one new observation (n_channels values)."""
+        row = self.scale(check_series(np.reshape(observation, (1, -1)), self.n_channels,
+                                      f"observation {self.steps}"))
+        history = history_for(row, self.window, self.recent)
+        window = np.ascontiguousarray(history[None, -self.window:], dtype=np.float32)
+        self.recent = history[-(self.window - 1):] if self.window > 1 else None
+        self.steps += 1
+        return float(window_errors(window, self.reconstruct_last)[0])
+
+    def update_many(self, observations: np.ndarray) -> np.ndarray:
+        """Scores of several new observations (n, n_channels), in order, one update each."""
+        return np.array([self.update(row) for row in check_series(observations, self.n_channels, "observations")])
