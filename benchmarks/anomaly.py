@@ -21,18 +21,16 @@ Results go to docs/benchmarks.md (section ``anomaly``) and to docs/benchmarks-an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info, machine_line, mean_std, replace_section  # noqa: E402
+from machine import machine_info, machine_line, mean_std, run_in_processes, save_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("dense", None), ("sbt", 0.5), ("sbt", 0.25), ("sbt", 0.1)]
@@ -214,17 +212,10 @@ def main() -> None:
     jobs.sort(key=lambda j: (j["dataset"] not in ("SMAP", "MSL"), j["model"] != "dense"))  # longest first
     info = machine_info()
     start = time.perf_counter()
-    results = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for result in pool.map(run_job, jobs):
-            results.append(result)
-            print(json.dumps(result), flush=True)
+    results = run_in_processes(run_job, jobs, args.jobs)
     wall = time.perf_counter() - start
     text = report(results, args, datasets, wall, info)
-    print(text)
-    replace_section(args.output, "anomaly", text)
-    (args.output.parent / "benchmarks-anomaly.json").write_text(
-        json.dumps({"machine": info, "args": vars(args) | {"output": str(args.output)}, "results": results}, indent=1))
+    save_results(args.output, "anomaly", text, info, args, results)
 
 
 if __name__ == "__main__":

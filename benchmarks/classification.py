@@ -13,18 +13,16 @@ Results go to docs/benchmarks.md (section ``classification``) and to a JSON file
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info, machine_line, mean_std, replace_section  # noqa: E402
+from machine import machine_info, machine_line, mean_std, run_in_processes, save_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # paper-spec §5.1 datasets available here, plus four more from the archive.
@@ -134,17 +132,10 @@ def main() -> None:
     jobs.sort(key=lambda j: cost_order.index(j["dataset"]) if j["dataset"] in cost_order else len(cost_order))
     info = machine_info()
     start = time.perf_counter()
-    results = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for result in pool.map(one_run, jobs):
-            results.append(result)
-            print(json.dumps(result), flush=True)
+    results = run_in_processes(one_run, jobs, args.jobs)
     wall = time.perf_counter() - start
     text = report(results, args, skipped, wall, info)
-    print(text)
-    replace_section(args.output, args.section, text)
-    (args.output.parent / f"benchmarks-{args.section}.json").write_text(
-        json.dumps({"machine": info, "args": vars(args) | {"output": str(args.output)}, "results": results}, indent=1))
+    save_results(args.output, args.section, text, info, args, results)
 
 
 if __name__ == "__main__":

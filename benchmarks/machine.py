@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -51,3 +52,23 @@ def replace_section(path: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def run_in_processes(function, jobs: list[dict], workers: int) -> list[dict]:
+    """``function(job)`` for every job in ``workers`` processes, in order; each result is printed as it comes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    results = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for result in pool.map(function, jobs):
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    return results
+
+
+def save_results(markdown: Path, section: str, text: str, info: dict, args, results: list[dict]) -> None:
+    """The report into its section of ``markdown`` and the raw results into ``benchmarks-<section>.json`` beside it."""
+    print(text)
+    replace_section(markdown, section, text)
+    (markdown.parent / f"benchmarks-{section}.json").write_text(
+        json.dumps({"machine": info, "args": vars(args) | {"output": str(markdown)}, "results": results}, indent=1))

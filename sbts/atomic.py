@@ -6,6 +6,7 @@ An interruption leaves either the old file or the new one, never a torn one, and
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -59,5 +60,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _strict_json(obj: Any) -> Any:
+    """NaN and infinities (undefined metrics) as null: strict JSON readers reject the bare NaN Python writes."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: _strict_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(value) for value in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """Write ``obj`` as indented, strict JSON (non-finite floats become null), atomically."""
+    atomic_write_bytes(path, (json.dumps(_strict_json(obj), indent=2, allow_nan=False) + "\n").encode())

@@ -114,6 +114,9 @@ class ModelConfig:
             raise ConfigError(f"density={self.density:g} needs sparse_binary linears; a dense model keeps every "
                               "weight (density 1)")
         self.qkv_density = check_density(self.qkv_density, "qkv_density", of="Q/K/V activations")
+        if self.attention == "step_t" and self.max_len < 2 and not self.step_t_self:
+            raise ConfigError(f"step_t attention needs windows of at least 2 steps (the last attends to the past "
+                              f"ones); max_len is {self.max_len}")
         for name in ("step_t_self", "attention_bias", "linear_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

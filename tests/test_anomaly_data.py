@@ -399,6 +399,10 @@ def test_real_pooled_smap(pooled_smap: AnomalyData) -> None:
     assert pooled_smap.train.shape == (135_183, 25) and pooled_smap.test.shape == (427_617, 25)
     assert len(pooled_smap.channels) == 53 and "P-2" not in pooled_smap.channels
     assert pooled_smap.channels == sorted(pooled_smap.channels)
+    assert len(pooled_smap.train_lengths) == 53 and sum(pooled_smap.train_lengths) == 135_183
+    first = load_anomaly(f"SMAP/{pooled_smap.channels[0]}", data_dir=real_data_dir())
+    assert pooled_smap.train_lengths[0] == len(first.train)
+    np.testing.assert_array_equal(pooled_smap.train[:len(first.train)], first.train)
     np.testing.assert_array_equal(pooled_smap.labels, labels_from_csv(csv_rows(real_data_dir()), pooled_smap.channels))
 
 

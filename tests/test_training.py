@@ -174,3 +174,15 @@ def test_interruption_inside_the_first_epoch_can_resume(synthetic_ts, tmp_path, 
     monkeypatch.setattr(classification.ClassificationTask, "training_loss", real_loss)
     resumed = classification.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
     assert resumed["test"] == straight["test"] and resumed["epochs"] == 2
+
+
+def test_json_is_written_strict_with_undefined_values_as_null(tmp_path):
+    import json
+
+    from sbts.training import atomic_write_json
+
+    atomic_write_json(tmp_path / "m.json", {"f1": 0.5, "affiliation_precision": float("nan"),
+                                            "nested": [float("inf"), 1, {"x": float("-inf")}]})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"f1": 0.5, "affiliation_precision": None, "nested": [None, 1, {"x": None}]}

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from sbts.errors import ConfigError, SBTSError, one_line
 
 EXIT_USAGE = 2
+FLAG_OF = {"max_len": "--window"}  # settings whose flag is not named after them
 EXIT_INTERRUPTED = 130
 
 
@@ -82,7 +83,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model_overrides["density"] = resolve_density(model_overrides["density"])
     if args.resume:
         fixed = [flag for flag, value in (("--data", args.data), ("--model", args.model), ("--config", args.config))
-                 if value is not None] + [f"--{key.replace('_', '-')}" for key in [*model_overrides, *task_overrides]]
+                 if value is not None] + [FLAG_OF.get(key, f"--{key.replace('_', '-')}")
+                                          for key in [*model_overrides, *task_overrides]]
         fixed += [f"--{key.replace('_', '-')}" for key in train_overrides if key not in RESUMABLE_TRAIN_FIELDS]
         if fixed:
             raise ConfigError(f"{', '.join(sorted(set(fixed)))} cannot change on --resume (the run keeps its "
@@ -161,7 +163,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.proba:
             raise ConfigError("--proba applies to classifiers; a detector writes one score per step")
         context = read_series(args.context) if args.context else None
-        write_anomaly_scores(model, read_series(args.input), args.input, args.output, context)
+        write_anomaly_scores(model, read_series(args.input), args.input, args.output, context, args.context)
         return 0
     if args.context:
         raise ConfigError("--context applies to anomaly detectors")

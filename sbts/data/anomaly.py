@@ -65,7 +65,9 @@ class AnomalyData:
     ``files`` maps each role (``train``, ``test``, ``labels`` when there are labels) to ``{"path", "sha256"}``.
     For a pooled set (``SMAP``, ``MSL``) ``path`` is the folder and ``sha256`` is the sha256 of the text made of
     one ``"<sha256 of member file>  <member file name>\\n"`` line per member in concatenation order (what
-    ``sha256sum <members...> | sha256sum`` prints there); ``channels`` then lists those members.
+    ``sha256sum <members...> | sha256sum`` prints there); ``channels`` then lists those members and
+    ``train_lengths`` and ``test_lengths`` the number of rows of each, so that a task can split and score every
+    member on its own.
     """
 
     name: str
@@ -74,6 +76,8 @@ class AnomalyData:
     labels: np.ndarray | None
     files: dict[str, dict[str, str]]
     channels: list[str] | None = None
+    train_lengths: list[int] | None = None
+    test_lengths: list[int] | None = None
 
     @property
     def n_channels(self) -> int:
@@ -503,7 +507,8 @@ def _load_pooled(spacecraft: str, root: Path) -> AnomalyData:
     files = {"train": _members_record(base / "train", trains), "test": _members_record(base / "test", tests),
              "labels": {"path": str(csv_path.resolve()), "sha256": csv_digest}}
     train_values, test_values = np.concatenate([t.values for t in trains]), np.concatenate([t.values for t in tests])
-    return AnomalyData(spacecraft, train_values, test_values, np.concatenate(labels), files, channels=members)
+    return AnomalyData(spacecraft, train_values, test_values, np.concatenate(labels), files, channels=members,
+                       train_lengths=[len(t.values) for t in trains], test_lengths=[len(t.values) for t in tests])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -115,6 +115,10 @@ class ChannelScaler:
             out.append(((case.astype(np.float64, copy=False) - mean) / std).astype(np.float32))
         return out
 
+    def transform_rows(self, rows: np.ndarray) -> np.ndarray:
+        """One long series as rows (n_steps, n_channels) -> scaled float32 rows of the same shape."""
+        return self.transform([np.asarray(rows, dtype=np.float64).T])[0].T.copy()
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe representation (plain lists of floats)."""
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}

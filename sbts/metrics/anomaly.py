@@ -528,7 +528,7 @@ def anomaly_report(labels: ArrayLike, scores: ArrayLike, threshold: float, *, pa
                    max_buffer: int = DEFAULT_MAX_BUFFER) -> dict[str, float]:
     """All metrics of this module for the predictions ``scores > threshold``, as JSON-safe Python numbers.
 
-    Keys and their meaning: :data:`METRIC_NOTES` (``f1_pa_k{int(pa_k)}`` for the PA%K F1). NaN only where the
+    Keys and their meaning: :data:`METRIC_NOTES` (``f1_pa_k{pa_k:g}`` for the PA%K F1, e.g. f1_pa_k20). NaN only where the
     underlying function documents it. ``best_f1``/``best_f1_threshold`` are an ORACLE (use the test labels).
     """
     label_array, score_array = _labels_scores(labels, scores)
@@ -547,7 +547,7 @@ def anomaly_report(labels: ArrayLike, scores: ArrayLike, threshold: float, *, pa
         "precision_pa": adjusted["precision"],
         "recall_pa": adjusted["recall"],
         "f1_pa": adjusted["f1"],
-        f"f1_pa_k{int(pa_k)}": adjusted_k["f1"],
+        f"f1_pa_k{pa_k:g}": adjusted_k["f1"],
         **event_metrics(label_array, predictions),
         **range_metrics(label_array, predictions),
         **affiliation_metrics(label_array, predictions),

@@ -125,7 +125,7 @@ def _check_scores(scores: Any, name: str) -> np.ndarray:
     return array
 
 
-def _check_fraction(value: Any, name: str, upper: float, upper_inclusive: bool, meaning: str) -> float:
+def check_fraction(value: Any, name: str, upper: float, upper_inclusive: bool, meaning: str) -> float:
     try:
         fraction = float(value)
     except (TypeError, ValueError):
@@ -150,7 +150,7 @@ def percentile_threshold(reference_scores: Any, contamination: float, fitted_on:
     statistics). With many tied scores the fraction above can be below ``contamination``; it is recorded.
     """
     scores = _check_scores(reference_scores, "reference_scores")
-    contamination = _check_fraction(contamination, "contamination", 0.5, True,
+    contamination = check_fraction(contamination, "contamination", 0.5, True,
                                          "the fraction of reference scores expected above the threshold")
     quantile = 1.0 - contamination
     value = float(np.quantile(scores, quantile))
@@ -164,9 +164,9 @@ def percentile_threshold(reference_scores: Any, contamination: float, fitted_on:
     return Threshold(value, "percentile", _check_fitted_on(fitted_on), False, parameters)
 
 
-def _check_pot_settings(risk: Any, level: Any) -> tuple[float, float]:
-    level = _check_fraction(level, "level", 1.0, False, "the quantile of the scores used as initial threshold")
-    risk = _check_fraction(risk, "risk", 1.0, False, "the probability of a normal score above the threshold")
+def check_pot_settings(risk: Any, level: Any) -> tuple[float, float]:
+    level = check_fraction(level, "level", 1.0, False, "the quantile of the scores used as initial threshold")
+    risk = check_fraction(risk, "risk", 1.0, False, "the probability of a normal score above the threshold")
     if risk + level >= 1.0:
         raise SBTSError(f"risk={risk!r} must be below 1 - level = {1.0 - level:g} (the fraction of scores above the "
                         "initial threshold), or the POT threshold falls below the initial threshold")
@@ -222,7 +222,7 @@ def pot_threshold(reference_scores: Any, risk: float = 1e-4, level: float = 0.98
     code. ``threshold_multiplier`` scales the final threshold (1.04 for SMD in that code; 1 otherwise).
     """
     scores = _check_scores(reference_scores, "reference_scores")
-    risk, level = _check_pot_settings(risk, level)
+    risk, level = check_pot_settings(risk, level)
     multiplier = float(threshold_multiplier)
     if not (math.isfinite(multiplier) and multiplier > 0.0):
         raise SBTSError(f"threshold_multiplier must be a positive number, got {threshold_multiplier!r}")
@@ -258,7 +258,7 @@ class SPOT:
     """
 
     def __init__(self, risk: float = 1e-4, level: float = 0.98, refit_every: int = 1) -> None:
-        self.risk, self.level = _check_pot_settings(risk, level)
+        self.risk, self.level = check_pot_settings(risk, level)
         if isinstance(refit_every, bool) or not isinstance(refit_every, int) or refit_every < 1:
             raise SBTSError(f"refit_every must be a positive integer (refit the GPD every k-th peak), got "
                             f"{refit_every!r}")
@@ -344,9 +344,9 @@ def paper_protocol_threshold(train_scores: Any, val_scores: Any, test_scores: An
     quantile is numpy's linear interpolation, as their ``np.percentile``.
     """
     train = _check_scores(train_scores, "train_scores")
-    val = _check_scores(val_scores, "val_scores")
+    val = _check_scores(val_scores, "val_scores") if np.size(val_scores) else np.zeros(0)  # no validation part
     test = _check_scores(test_scores, "test_scores")
-    anomaly_ratio = _check_fraction(anomaly_ratio, "anomaly_ratio", 0.5, True,
+    anomaly_ratio = check_fraction(anomaly_ratio, "anomaly_ratio", 0.5, True,
                                          "a fraction of time steps, e.g. 0.005 for SMD, not a percentage")
     quantile = 1.0 - anomaly_ratio
     value = float(np.quantile(np.concatenate([train, val, test]), quantile))

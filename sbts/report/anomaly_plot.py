@@ -6,13 +6,17 @@ Reads a run directory's ``test_scores.csv`` and ``metrics.json``; needs matplotl
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from sbts.atomic import atomic_write_bytes
 from sbts.errors import ConfigError, DataError
 from sbts.metrics.anomaly import segments
 from sbts.training.checkpoint import read_json
+
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, float, str]:
@@ -39,6 +43,9 @@ def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, flo
 def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end: int | None = None,
                 log_scale: bool = True) -> Path:
     """Draw steps ``start`` to ``end`` of the test scores to ``output`` (png, pdf or svg, by its suffix)."""
+    output = Path(output)
+    if output.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f"{output}: the image type comes from the suffix; use one of {', '.join(IMAGE_SUFFIXES)}")
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only: no display needed
@@ -65,7 +72,8 @@ def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end:
     axes.set_ylabel("score (reconstruction MSE)")
     axes.set_title(f"{Path(run_dir).name}: test scores")
     axes.legend(loc="upper right", fontsize="small")
-    output = Path(output)
-    figure.savefig(output, dpi=120)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=output.suffix.lower()[1:], dpi=120)
     plt.close(figure)
+    atomic_write_bytes(output, buffer.getvalue())
     return output

@@ -49,9 +49,9 @@ def _write(text: str, output: str | Path | None) -> None:
 
 
 def write_anomaly_scores(model: AnomalyRuntime, series: np.ndarray, source: str | Path, output: str | Path | None,
-                         context: np.ndarray | None = None) -> None:
+                         context: np.ndarray | None = None, context_source: str | Path = "context") -> None:
     """One CSV row per step of the series: step, score and, when the model has a threshold, predicted (0/1)."""
-    scores = model.decision_function(series, context, str(source))
+    scores = model.decision_function(series, context, str(source), str(context_source))
     threshold = model.threshold
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

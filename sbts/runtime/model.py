@@ -142,16 +142,15 @@ class AnomalyRuntime(RuntimeModel):
         return self.forward(windows, last_step_only=True)[:, 0]
 
     def _scale(self, rows: np.ndarray) -> np.ndarray:
-        if self.scaler is None:
-            return rows.astype(np.float32)
-        return self.scaler.transform([rows.T])[0].T.copy()
+        return rows.astype(np.float32) if self.scaler is None else self.scaler.transform_rows(rows)
 
-    def decision_function(self, series: np.ndarray, context: np.ndarray | None = None,
-                          where: str = "input") -> np.ndarray:
+    def decision_function(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
+                          context_where: str = "context") -> np.ndarray:
         """One anomaly score per step of ``series`` (n_steps, n_channels); higher is more anomalous.
         ``context``: raw rows that precede the series (without it the first row stands in for them)."""
         scaled = self._scale(check_series(series, self.config.in_channels, where))
-        before = None if context is None else self._scale(check_series(context, self.config.in_channels, "context"))
+        before = None if context is None else self._scale(check_series(context, self.config.in_channels,
+                                                                       context_where, allow_empty=True))
         return score_series(self.reconstruct_last, scaled, self.window, before)
 
     def predict(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
@@ -159,8 +158,8 @@ class AnomalyRuntime(RuntimeModel):
         """1 where the score exceeds the threshold (the artifact's unless one is given), else 0."""
         threshold = self.threshold if threshold is None else threshold
         if threshold is None:
-            raise DataError(f"{self.artifact.source}: this detector carries no threshold; pass one or use "
-                            "decision_function")
+            raise DataError(f"{self.artifact.source}: this detector carries no threshold (exported from a checkpoint "
+                            "without one); pass threshold= or use decision_function")
         return (self.decision_function(series, context, where) > threshold).astype(np.int8)
 
     def stream(self, context: np.ndarray | None = None) -> ScoreStream:

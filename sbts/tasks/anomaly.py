@@ -34,8 +34,8 @@ from sbts.data.preprocessing import ChannelScaler
 from sbts.data.windows import check_window_fits, history_for, training_window_starts
 from sbts.errors import ConfigError, DataError, SBTSError
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
-from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, fit_threshold,
-                                     paper_protocol_threshold)
+from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
+                                     check_pot_settings, fit_threshold, paper_protocol_threshold)
 from sbts.models import create_model, model_config
 from sbts.runtime.anomaly import ReconstructLast, ScoreStream, check_series, score_series
 from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, training_record
@@ -52,7 +52,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "dense": {"attention": "full", "norm": "layer_time"},
 }
 CONTEXT_RULE = ("every test step scored once; the windows of the first w-1 test steps take their earlier rows from "
-                "the end of the training series")
+                "the end of the training series (of a pooled set: of the same member's)")
 
 
 @dataclass
@@ -72,15 +72,19 @@ class AnomalyOptions:
             raise ConfigError(f"threshold must be one of {', '.join(THRESHOLD_METHODS)}; got {self.threshold!r}")
         if self.threshold_scores not in ("val", "train"):
             raise ConfigError(f"threshold_scores must be val or train; got {self.threshold_scores!r}")
-        if not (isinstance(self.pa_k, (int, float)) and 0 <= self.pa_k <= 100):
-            raise ConfigError(f"pa_k must be a percentage in [0, 100], got {self.pa_k!r}")
-        for name, low, high in (("contamination", 0.0, 0.5), ("pot_level", 0.0, 1.0), ("pot_risk", 0.0, 1.0),
-                                ("paper_anomaly_ratio", 0.0, 1.0)):
+        for name in ("contamination", "pot_risk", "pot_level", "pa_k", "paper_anomaly_ratio"):
             value = getattr(self, name)
-            if value is None and name == "paper_anomaly_ratio":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-                raise ConfigError(f"{name} must be a number in ({low:g}, {high:g}), got {value!r}")
+            if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+        if not 0 <= self.pa_k <= 100:
+            raise ConfigError(f"pa_k must be a percentage in [0, 100], got {self.pa_k!r}")
+        check_fraction(self.contamination, "contamination", 0.5, True, "the fraction of reference scores above it")
+        try:
+            check_pot_settings(self.pot_risk, self.pot_level)
+        except SBTSError as exc:
+            raise ConfigError(f"pot_risk and pot_level: {exc}") from None
+        if self.paper_anomaly_ratio is not None:
+            check_fraction(self.paper_anomaly_ratio, "paper_anomaly_ratio", 0.5, True, "a fraction, e.g. 0.005")
 
     def check_reference_size(self, n_scores: int, what: str) -> None:
         """Refuse, before training, a POT threshold that its reference scores cannot support."""
@@ -120,7 +124,7 @@ class AnomalyOptions:
 # --- data: splits, scaling, windows ------------------------------------------------------------
 
 class WindowDataset(Dataset):
-    """Windows of ``window`` rows of a (n, D) series starting at ``starts`` (views, no copies)."""
+    """Windows of ``window`` rows of a (n, D) series starting at ``starts`` (each window a view of the rows)."""
 
     def __init__(self, rows: np.ndarray, window: int, starts: np.ndarray):
         self.rows, self.window, self.starts = torch.from_numpy(np.ascontiguousarray(rows, np.float32)), window, starts
@@ -135,69 +139,106 @@ class WindowDataset(Dataset):
 
 @dataclass
 class AnomalySplits:
-    """A dataset split in time and scaled: ``fit`` trains, ``val`` (its continuation) selects and calibrates."""
+    """A dataset split in time and scaled. The training series is one member or several (the channels of a
+    pooled set, in order); each member's end (``val_parts``) is held out to select and calibrate, the rest
+    (``fit_parts``) trains. Windows never cross from one member into another."""
 
     name: str
     window: int
     stride: int
     scaler: ChannelScaler
-    fit: np.ndarray  # scaled float32 (n_fit, D)
-    val: np.ndarray  # scaled float32 (n_val, D); may be empty
+    fit_parts: list[np.ndarray]  # scaled float32 (n_fit_i, D)
+    val_parts: list[np.ndarray]  # scaled float32 (n_val_i, D), each continuing its fit part; may be empty
     test: np.ndarray | None  # scaled float32 (n_test, D)
     labels: np.ndarray | None
     files: dict[str, dict[str, str]] = field(default_factory=dict)
+    test_lengths: list[int] | None = None  # a pooled set's members' test rows, in order
+
+    def test_parts(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each member's test series with the training series it continues (one pair without members)."""
+        if self.test is None:
+            return []
+        if self.test_lengths is None:
+            return [(self.test, self.train)]
+        members = [np.concatenate(pair) for pair in zip(self.fit_parts, self.val_parts)]
+        return list(zip(np.split(self.test, np.cumsum(self.test_lengths)[:-1]), members))
 
     @property
     def n_channels(self) -> int:
-        return self.fit.shape[1]
+        return self.fit_parts[0].shape[1]
+
+    @property
+    def fit(self) -> np.ndarray:
+        return np.concatenate(self.fit_parts)
+
+    @property
+    def val(self) -> np.ndarray:
+        return np.concatenate(self.val_parts)
 
     @property
     def train(self) -> np.ndarray:
-        """The whole training series (fit, then val), scaled."""
-        return np.concatenate([self.fit, self.val])
+        """The whole training series in its original order, scaled (the test series follows its end)."""
+        return np.concatenate([part for pair in zip(self.fit_parts, self.val_parts) for part in pair])
 
     def reference_size(self, options: AnomalyOptions) -> tuple[int, str]:
         """How many scores the threshold will be fitted on, and which."""
-        if options.threshold_scores == "val" and len(self.val):
-            return len(self.val), "validation"
-        return len(self.fit), "training"
+        n_val = sum(map(len, self.val_parts))
+        if options.threshold_scores == "val" and n_val:
+            return n_val, "validation"
+        return sum(map(len, self.fit_parts)), "training"
 
     def train_set(self) -> WindowDataset:
-        return WindowDataset(self.fit, self.window, training_window_starts(len(self.fit), self.window, self.stride))
+        return _windows_in(self.fit_parts, self.window, self.stride)
 
     def val_set(self) -> WindowDataset | None:
         """Windows ending at validation steps, every ``stride`` steps (the last one included), for selection."""
-        if not len(self.val):
+        if not any(len(part) for part in self.val_parts):
             return None
-        rows = history_for(self.val, self.window, self.fit)
-        return WindowDataset(rows, self.window, training_window_starts(len(rows), self.window, self.stride))
+        histories = [history_for(val, self.window, fit) for fit, val in zip(self.fit_parts, self.val_parts) if len(val)]
+        return _windows_in(histories, self.window, self.stride)
 
 
-def scale_rows(scaler: ChannelScaler, rows: np.ndarray) -> np.ndarray:
-    """(n, D) raw rows -> float32 rows scaled with the training statistics."""
-    return scaler.transform([np.asarray(rows, dtype=np.float64).T])[0].T.copy()
+def _windows_in(parts: list[np.ndarray], window: int, stride: int) -> WindowDataset:
+    """Windows every ``stride`` steps inside each part (parts shorter than a window give none)."""
+    offsets = np.cumsum([0] + [len(part) for part in parts[:-1]])
+    starts = [offset + training_window_starts(len(part), window, stride)
+              for offset, part in zip(offsets, parts) if len(part) >= window]
+    return WindowDataset(np.concatenate(parts), window, np.concatenate(starts))
 
 
 def split_and_scale(train: np.ndarray, test: np.ndarray | None, labels: np.ndarray | None, *, window: int,
                     val_fraction: float, stride: int, name: str = "train", scaler: ChannelScaler | None = None,
-                    files: dict[str, dict[str, str]] | None = None) -> AnomalySplits:
-    """Hold out the end of the training series, fit the scaler on the rest, scale everything."""
+                    files: dict[str, dict[str, str]] | None = None, member_lengths: list[int] | None = None,
+                    member_test_lengths: list[int] | None = None) -> AnomalySplits:
+    """Hold out the end of the training series (of each member, for a pooled set), fit the scaler on the rest
+    of the training data only, scale everything."""
     train = check_series(train, np.shape(train)[1] if np.ndim(train) == 2 else 1, f"{name} (training series)")
     if test is not None:
         test = check_series(test, train.shape[1], f"{name} (test series)")
         if labels is not None and len(labels) != len(test):
             raise DataError(f"{name}: {len(labels)} labels for a test series of {len(test)} steps")
-    n_val = int(round(val_fraction * len(train)))
-    if val_fraction > 0 and n_val < 1:
+    lengths = member_lengths or [len(train)]
+    if sum(lengths) != len(train):
+        raise DataError(f"{name}: member lengths add up to {sum(lengths)}, but the training series has {len(train)} "
+                        "steps")
+    if member_test_lengths is not None and (test is None or len(member_test_lengths) != len(lengths)
+                                            or sum(member_test_lengths) != len(test)):
+        raise DataError(f"{name}: the members' test lengths do not match the test series or the members")
+    members = np.split(train, np.cumsum(lengths)[:-1])
+    n_vals = [int(round(val_fraction * len(member))) for member in members]
+    if val_fraction > 0 and not sum(n_vals):
         raise DataError(f"{name}: val_fraction={val_fraction:g} of {len(train)} training steps leaves no validation "
                         "step; use a larger val_fraction or 0")
-    fit_part, val_part = train[:len(train) - n_val], train[len(train) - n_val:]
-    check_window_fits(len(fit_part), window, f"{name}: the training part (after holding out {n_val} validation "
-                                             "steps)")
+    fit_parts = [member[:len(member) - n_val] for member, n_val in zip(members, n_vals)]
+    val_parts = [member[len(member) - n_val:] for member, n_val in zip(members, n_vals)]
+    check_window_fits(max(map(len, fit_parts)), window, f"{name}: the training part (after holding out "
+                                                        f"{sum(n_vals)} validation steps)")
     if scaler is None:
-        scaler = ChannelScaler().fit([fit_part.T])  # statistics of the training part only
-    return AnomalySplits(name, window, stride, scaler, scale_rows(scaler, fit_part), scale_rows(scaler, val_part),
-                         None if test is None else scale_rows(scaler, test), labels, files or {})
+        scaler = ChannelScaler().fit([part.T for part in fit_parts])  # statistics of the training part only
+    return AnomalySplits(name, window, stride, scaler, [scaler.transform_rows(part) for part in fit_parts],
+                         [scaler.transform_rows(part) for part in val_parts],
+                         None if test is None else scaler.transform_rows(test), labels, files or {},
+                         member_test_lengths)
 
 
 # --- the training objective and scoring ---------------------------------------------------------
@@ -247,21 +288,23 @@ class SplitScores:
 
 def score_splits(model: torch.nn.Module, splits: AnomalySplits, device: torch.device,
                  batch_size: int = 256) -> SplitScores:
-    """One score per step of every split; val continues fit and test continues the training series."""
+    """One score per step of every split: each validation part continues its fit part, and each test series
+    continues its training series (a pooled set's members each their own)."""
     reconstruct = torch_reconstructor(model, device)
-    fit = score_series(reconstruct, splits.fit, splits.window, None, batch_size)
-    val = score_series(reconstruct, splits.val, splits.window, splits.fit, batch_size) if len(splits.val) else fit[:0]
+    fit = np.concatenate([score_series(reconstruct, part, splits.window, None, batch_size)
+                          for part in splits.fit_parts])
+    val = np.concatenate([score_series(reconstruct, part, splits.window, before, batch_size) if len(part)
+                          else fit[:0] for before, part in zip(splits.fit_parts, splits.val_parts)])
     start = time.perf_counter()
-    test = None if splits.test is None else score_series(reconstruct, splits.test, splits.window, splits.train,
-                                                         batch_size)
-    return SplitScores(fit, val, test, time.perf_counter() - start)
+    tests = [score_series(reconstruct, part, splits.window, before, batch_size) for part, before in splits.test_parts()]
+    return SplitScores(fit, val, np.concatenate(tests) if tests else None, time.perf_counter() - start)
 
 
 def reference_scores(scores: SplitScores, splits: AnomalySplits, options: AnomalyOptions) -> tuple[np.ndarray, str]:
     """The scores a threshold is fitted on, and a description of them (never test scores)."""
     if options.threshold_scores == "val" and len(scores.val):
-        return scores.val, (f"validation scores ({len(scores.val):,} steps: the last part of the training series, "
-                            "held out of training)")
+        where = "of each member's training series" if len(splits.fit_parts) > 1 else "of the training series"
+        return scores.val, f"validation scores ({len(scores.val):,} steps: the last part {where}, held out of training)"
     note = "" if options.threshold_scores == "train" else " (no validation part: val_fraction is 0)"
     return scores.fit, f"training scores ({len(scores.fit):,} steps the model was trained on){note}"
 
@@ -401,7 +444,7 @@ class SBTAnomalyDetector(OutlierMixin, BaseEstimator):
             raise SBTSError("this SBTAnomalyDetector is not fitted yet; call fit(X) first")
 
     def _scale(self, rows: np.ndarray) -> np.ndarray:
-        return scale_rows(self.scaler_, rows)
+        return self.scaler_.transform_rows(rows)
 
     def decision_function(self, X, context=None) -> np.ndarray:
         """One anomaly score per step of ``X`` (higher is more anomalous)."""
@@ -442,7 +485,8 @@ def _load_splits(run: RunConfig, scaler: ChannelScaler | None = None) -> Anomaly
     data: AnomalyData = load_anomaly(run.data)
     return split_and_scale(data.train, data.test, data.labels, window=run.model.max_len,
                            val_fraction=run.train.val_fraction, stride=run.train.stride, name=data.name,
-                           scaler=scaler, files=data.files)
+                           scaler=scaler, files=data.files, member_lengths=data.train_lengths,
+                           member_test_lengths=data.test_lengths)
 
 
 def resolve_run(spec: dict[str, Any]) -> tuple[RunConfig, AnomalySplits, dict[str, Any]]:
@@ -455,7 +499,8 @@ def resolve_run(spec: dict[str, Any]) -> tuple[RunConfig, AnomalySplits, dict[st
     run = RunConfig(task=TASK, data=data_spec, model=model, train=train, model_name=spec["model_name"],
                     task_options=options.to_dict())
     splits = split_and_scale(data.train, data.test, data.labels, window=model.max_len,
-                             val_fraction=train.val_fraction, stride=train.stride, name=data.name, files=data.files)
+                             val_fraction=train.val_fraction, stride=train.stride, name=data.name, files=data.files,
+                             member_lengths=data.train_lengths, member_test_lengths=data.test_lengths)
     options.check_reference_size(*splits.reference_size(options))
     return run, splits, {"scaler": splits.scaler.to_dict(), "files": data.files}
 
@@ -533,14 +578,16 @@ def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False
 
 def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
     """A saved run's model (on the CPU, eval mode), its scaling and, for the best checkpoint, the threshold
-    fitted when the run finished (from metrics.json)."""
+    fitted when the run finished (from metrics.json, when it belongs to that checkpoint)."""
     run, model, state = load_run_model(HOOKS, run_dir, checkpoint)
     task_state = state["task_state"]
     inference_state: dict[str, Any] = {}
     metrics_path = Path(run_dir) / "metrics.json"
     if checkpoint == "best" and metrics_path.is_file():
         recorded = read_json(metrics_path, "run metrics")
-        if isinstance(recorded, dict) and isinstance(recorded.get("threshold"), dict):
+        # A resume interrupted after improving leaves an older run's metrics beside a newer best checkpoint.
+        if (isinstance(recorded, dict) and isinstance(recorded.get("threshold"), dict)
+                and recorded.get("best_epoch") == state.get("epoch")):
             inference_state["threshold"] = recorded["threshold"]
     return TrainedRun(run, model, state.get("epoch"), task_state, inference_state=inference_state,
                       scaler=ChannelScaler.from_dict(task_state["scaler"]))

@@ -48,10 +48,12 @@ class TrainedRun:
 
 
 def preset_path(task: str, dataset: str, model_name: str) -> Path | None:
-    """The shipped paper configuration for a dataset name, if any: by the dataset's own name
-    (``UEA/JapaneseVowels``), else by its archive (``SMD/machine-1-6`` takes the SMD preset)."""
+    """The shipped paper configuration for a dataset, if any: by the dataset's own name (``UEA/JapaneseVowels``,
+    or a folder of that name), else, for an archive member like ``SMD/machine-1-6``, by its archive (never
+    for file paths)."""
     parts = [part for part in dataset.split("/") if part]
-    for name in (parts[-1:] + parts[:1]) if parts else []:
+    archive_member = len(parts) == 2 and "," not in dataset and not Path(dataset).expanduser().exists()
+    for name in parts[-1:] + (parts[:1] if archive_member else []):
         candidate = resources.files(PRESET_PACKAGE).joinpath("paper", f"{task}_{name}_{model_name}.yaml")
         if candidate.is_file():
             return Path(str(candidate))
