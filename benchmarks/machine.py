@@ -66,9 +66,11 @@ def run_in_processes(function, jobs: list[dict], workers: int) -> list[dict]:
     return results
 
 
-def save_results(markdown: Path, section: str, text: str, info: dict, args, results: list[dict]) -> None:
+def save_results(markdown: Path, section: str, text: str, info: dict, args, results: list[dict],
+                 **extra: object) -> None:
     """The report into its section of ``markdown`` and the raw results into ``benchmarks-<section>.json`` beside it."""
     print(text)
     replace_section(markdown, section, text)
+    arguments = {key: value for key, value in vars(args).items() if key != "from_json"} | {"output": str(markdown)}
     (markdown.parent / f"benchmarks-{section}.json").write_text(
-        json.dumps({"machine": info, "args": vars(args) | {"output": str(markdown)}, "results": results}, indent=1))
+        json.dumps({"machine": info, "args": arguments, **extra, "results": results}, indent=1))

@@ -48,7 +48,6 @@ def write_folder(folder, train, test, labels=None, fmt="%.6f"):
 
 
 def spec(folder, model_name="sbt", epochs=2, **task_options):
-    task_options.setdefault("threshold", "percentile")  # POT needs more validation scores than these series give
     return {"task": "anomaly", "data": str(folder), "model_name": model_name,
             "model": dict(TINY, **({"density": 0.5} if model_name == "sbt" else {})),
             "train": {"epochs": epochs, "batch_size": 32, "stride": 2, "val_fraction": 0.25, "device": "cpu"},
@@ -269,7 +268,7 @@ def run_cli(args, capsys):
 def test_cli_train_anomaly_writes_metrics_and_scores(tmp_path, series, capsys):
     folder = write_folder(tmp_path / "data", *series)
     code, out, err = run_cli(["train", "anomaly", "--data", str(folder), "--model", "dense", "--window", "8",
-                              "--d-model", "8", "--epochs", "1", "--stride", "4", "--threshold", "percentile",
+                              "--d-model", "8", "--epochs", "1", "--stride", "4",
                               "--contamination", "0.01", "--device", "cpu", "--quiet", "--out",
                               str(tmp_path / "run")], capsys)
     assert code == 0, err
@@ -361,7 +360,7 @@ def test_pot_threshold_needs_enough_reference_scores(tmp_path, series):
     assert not (tmp_path / "run").exists()
 
 
-def test_default_pot_threshold_run(tmp_path):
+def test_pot_threshold_run(tmp_path):
     train, test, labels = synthetic_series(n_train=4000, n_test=600, seed=3)
     folder = write_folder(tmp_path / "data", train, test, labels)
     run_spec = spec(folder, epochs=1, threshold="pot")

@@ -62,7 +62,7 @@ def test_anomaly_api_block_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the block writes detector.sbts
     block = next(b for b in code_blocks("python") if "SBTAnomalyDetector" in b)
     rng = np.random.default_rng(0)
-    t = np.arange(6600)  # 1,200 validation steps: enough peaks for the default POT threshold
+    t = np.arange(6600)
     series = np.sin(2 * np.pi * t[:, None] / 30 + np.arange(3)) + 0.05 * rng.standard_normal((len(t), 3))
     namespace = {"X_train": series[:6000], "X_test": series[6000:]}
     exec(compile(block.replace("epochs=5", "epochs=1").replace("window=50", "window=16"), "README.md", "exec"),

@@ -44,9 +44,11 @@ def _add_train_parser(subparsers) -> None:
     train.add_argument("--window", type=int, help="window length in steps (the model's max_len)")
     train.add_argument("--stride", type=int, help="steps between training windows (anomaly)")
     anomaly = train.add_argument_group("anomaly detection: thresholds are fitted on validation or training scores")
-    anomaly.add_argument("--threshold", choices=["pot", "percentile"], help="how the threshold is fitted")
+    anomaly.add_argument("--threshold", choices=["percentile", "pot"],
+                         help="how the threshold is fitted (default percentile)")
     anomaly.add_argument("--threshold-scores", choices=["val", "train"], help="which scores it is fitted on")
-    anomaly.add_argument("--contamination", type=float, help="percentile: fraction of reference scores above it")
+    anomaly.add_argument("--contamination", type=float,
+                         help="percentile: fraction of reference scores above it (default 0.01)")
     anomaly.add_argument("--pot-risk", type=float, help="POT: probability of a normal score exceeding it")
     anomaly.add_argument("--pot-level", type=float, help="POT: quantile above which the tail is modelled")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
