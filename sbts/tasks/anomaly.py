@@ -38,8 +38,8 @@ from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
 from sbts.models import create_model, model_config
 from sbts.runtime.anomaly import ReconstructLast, ScoreStream, check_series, score_series
-from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, training_record
-from sbts.training import Trainer, atomic_write_json, resolve_device, seed_everything
+from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, reload_trained, training_record
+from sbts.training import Trainer, atomic_write_json, seed_everything
 from sbts.training.checkpoint import read_json
 
 TASK = "anomaly"
@@ -597,10 +597,7 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
 
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
     """Re-score a saved run's checkpoint on its data and refit its threshold (nothing is written)."""
-    torch_device = resolve_device(device)
-    trained = load_trained(run_dir, checkpoint)
-    splits = _reload_data(trained.run, trained.task_state)
-    model = trained.model.to(torch_device)
+    trained, splits, model, torch_device = reload_trained(load_trained, HOOKS, run_dir, checkpoint, device)
     val_set = splits.val_set()
     val_loss = AnomalyTask().evaluate(model, val_set, 256, torch_device) if val_set is not None else {}
     metrics, _, _ = _evaluate(trained.run, model, splits, torch_device, val_loss)

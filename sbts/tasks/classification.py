@@ -27,8 +27,8 @@ from sbts.config import ModelConfig, RunConfig, TrainConfig, check_positive_int
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.errors import ConfigError, DataError, SBTSError
 from sbts.models import create_model, model_config
-from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, training_record
-from sbts.training import FitResult, Trainer, atomic_write_json, resolve_device, seed_everything
+from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, reload_trained, training_record
+from sbts.training import FitResult, Trainer, atomic_write_json, seed_everything
 
 TASK = "classification"
 
@@ -414,10 +414,7 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
 
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a saved run's checkpoint on its validation and test data (nothing is written)."""
-    torch_device = resolve_device(device)
-    trained = load_trained(run_dir, checkpoint)
-    data = _reload_data(trained.run, trained.task_state)
-    model = trained.model.to(torch_device)
+    trained, data, model, torch_device = reload_trained(load_trained, HOOKS, run_dir, checkpoint, device)
     task = ClassificationTask()
     val = task.evaluate(model, data.val, 256, torch_device) if data.val is not None else {}
     test = task.evaluate(model, data.test, 256, torch_device)

@@ -26,7 +26,7 @@ from sbts.config import ModelConfig, RunConfig, TrainConfig, read_config_file
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import CheckpointError, ConfigError, SBTSError
 from sbts.models import create_model
-from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, seed_everything
+from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
 from sbts.training.checkpoint import read_json
 from sbts.training.engine import TaskProtocol, mismatch_reason
 
@@ -225,6 +225,15 @@ def load_run_model(hooks: TaskHooks, run_dir: str | Path, checkpoint: str = "bes
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({mismatch_reason(exc)})") from None
     return run, model.eval(), state
+
+
+def reload_trained(load_trained: Callable[[str | Path, str], TrainedRun], hooks: TaskHooks, run_dir: str | Path,
+                   checkpoint: str, device: str) -> tuple[TrainedRun, Any, torch.nn.Module, torch.device]:
+    """For re-evaluation: the saved run, its data as prepared in training, and its model on ``device``."""
+    torch_device = resolve_device(device)
+    trained = load_trained(run_dir, checkpoint)
+    data = hooks.reload(trained.run, trained.task_state)
+    return trained, data, trained.model.to(torch_device), torch_device
 
 
 def training_record(run: RunConfig, result: FitResult | None, device: torch.device) -> dict[str, Any]:
