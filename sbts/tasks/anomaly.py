@@ -317,11 +317,23 @@ def paper_ratio(options: AnomalyOptions, dataset: str) -> float:
     return PAPER_ANOMALY_RATIOS.get(dataset.split("/")[0].upper(), 0.01)
 
 
+def _compared(threshold: Threshold | str, test: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """One threshold method's fit and its unadjusted and point-adjusted test metrics (or why it failed)."""
+    if isinstance(threshold, str):
+        return {"error": threshold}
+    flagged = (test > threshold.value).astype(np.int8)
+    return {**threshold.to_dict(), **point_metrics(labels, flagged),
+            "f1_pa": point_metrics(labels, point_adjust(labels, flagged))["f1"]}
+
+
 def detection_report(scores: SplitScores, splits: AnomalySplits, options: AnomalyOptions
                      ) -> tuple[Threshold, dict[str, Any]]:
     """The fitted threshold and the report of the test scores against the test labels."""
     reference, fitted_on = reference_scores(scores, splits, options)
-    threshold = options.fit(reference, fitted_on)
+    by_method = options.fit_each(reference, fitted_on)
+    threshold = by_method[options.threshold]
+    if isinstance(threshold, str):  # the configured method could not be fitted: its error message
+        raise SBTSError(threshold)
     report: dict[str, Any] = {"threshold": threshold.to_dict()}
     test, labels = scores.test, splits.labels
     if test is None:
@@ -331,11 +343,8 @@ def detection_report(scores: SplitScores, splits: AnomalySplits, options: Anomal
                           "note": "no test labels: nothing to evaluate against"}
         return threshold, report
     report["test"] = anomaly_report(labels, test, threshold.value, pa_k=options.pa_k)
-    report["thresholds_compared"] = {
-        method: ({"error": fitted} if isinstance(fitted, str) else
-                 {**fitted.to_dict(), **point_metrics(labels, (test > fitted.value).astype(np.int8)),
-                  "f1_pa": point_metrics(labels, point_adjust(labels, (test > fitted.value).astype(np.int8)))["f1"]})
-        for method, fitted in options.fit_each(reference, fitted_on).items()}
+    report["thresholds_compared"] = {method: _compared(candidate, test, labels)
+                                     for method, candidate in by_method.items()}
     ratio = paper_ratio(options, splits.name)
     paper = paper_protocol_threshold(scores.fit, scores.val, test, ratio)
     flagged = (test > paper.value).astype(np.int8)
@@ -483,8 +492,8 @@ class SBTAnomalyDetector(OutlierMixin, BaseEstimator):
 
 # --- runs: the CLI's ``sbts train anomaly`` and ``sbts evaluate`` --------------------------------
 
-def _load_splits(run: RunConfig, scaler: ChannelScaler | None = None) -> AnomalySplits:
-    data: AnomalyData = load_anomaly(run.data)
+def _splits_of(data: AnomalyData, run: RunConfig, scaler: ChannelScaler | None = None) -> AnomalySplits:
+    """A loaded dataset split and scaled as the run says (with a saved scaler when reloading)."""
     return split_and_scale(data.train, data.test, data.labels, window=run.model.max_len,
                            val_fraction=run.train.val_fraction, stride=run.train.stride, name=data.name,
                            scaler=scaler, files=data.files, member_lengths=data.train_lengths,
@@ -500,16 +509,14 @@ def resolve_run(spec: dict[str, Any]) -> tuple[RunConfig, AnomalySplits, dict[st
     model = build_model_config(spec["model_name"], spec.get("model", {}), n_channels=data.n_channels)
     run = RunConfig(task=TASK, data=data_spec, model=model, train=train, model_name=spec["model_name"],
                     task_options=options.to_dict())
-    splits = split_and_scale(data.train, data.test, data.labels, window=model.max_len,
-                             val_fraction=train.val_fraction, stride=train.stride, name=data.name, files=data.files,
-                             member_lengths=data.train_lengths, member_test_lengths=data.test_lengths)
+    splits = _splits_of(data, run)
     options.check_reference_size(*splits.reference_size(options))
     return run, splits, {"scaler": splits.scaler.to_dict(), "files": data.files}
 
 
 def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> AnomalySplits:
     """The run's data exactly as it was split and scaled when the run started (the files must not change)."""
-    splits = _load_splits(run, ChannelScaler.from_dict(task_state["scaler"]))
+    splits = _splits_of(load_anomaly(run.data), run, ChannelScaler.from_dict(task_state["scaler"]))
     for role, recorded in task_state.get("files", {}).items():
         current = splits.files.get(role, {})
         if current.get("sha256") != recorded.get("sha256"):
