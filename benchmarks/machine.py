@@ -33,13 +33,14 @@ def machine_line(info: dict[str, object] | None = None) -> str:
             f"torch {info['torch']}, Python {info['python']}")
 
 
-def mean_std(values: list[float]) -> str:
-    """``mean ± sample std`` with three decimals ("–" for no values); NaN values are left out."""
+def mean_std(values: list[float], fmt: str = ".3f") -> str:
+    """``mean ± sample std`` formatted with ``fmt`` (default three decimals; "–" for no values); NaN values are
+    left out."""
     values = [v for v in values if v == v]
     if not values:
         return "–"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+    return f"{statistics.mean(values):{fmt}} ± {std:{fmt}}"
 
 
 def replace_section(path: Path, name: str, body: str) -> None:

@@ -70,3 +70,16 @@ def test_anomaly_api_block_runs(tmp_path, monkeypatch):
     assert namespace["scores"].shape == (600,) and namespace["flags"].shape == (600,)
     assert np.isclose(namespace["first"], namespace["scores"][0], rtol=1e-5)
     assert (tmp_path / "detector.sbts").is_file()
+
+
+def test_forecasting_api_block_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the block writes forecaster.sbts
+    block = next(b for b in code_blocks("python") if "SBTForecaster" in b)
+    rng = np.random.default_rng(1)
+    t = np.arange(900)
+    series = 5 + np.sin(2 * np.pi * t[:, None] / 24 + np.arange(2)) + 0.05 * rng.standard_normal((len(t), 2))
+    namespace = {"y_train": series[:700], "y_history": series[:750], "y_test": series[700:]}
+    exec(compile(block.replace("epochs=5", "epochs=1").replace("window=96", "window=16"), "README.md", "exec"),
+         namespace)
+    assert namespace["next_step"].shape == (2,) and namespace["every"].shape == (200, 2)
+    assert (tmp_path / "forecaster.sbts").is_file()

@@ -14,15 +14,16 @@ from typing import Any, Sequence
 from sbts.errors import ConfigError, SBTSError, one_line
 
 EXIT_USAGE = 2
-FLAG_OF = {"max_len": "--window"}  # settings whose flag is not named after them
+FLAG_OF = {"max_len": "--window", "fractions": "--split-fractions"}  # settings whose flag is not named after them
 EXIT_INTERRUPTED = 130
 
 
 def _add_train_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a model and write a run directory")
-    train.add_argument("task", choices=["classification", "anomaly"], help="what to train")
-    train.add_argument("--data", help="dataset name (UEA/JapaneseVowels, SMD/machine-1-6, MSL, SMAP/P-1) or files: a "
-                                      ".ts pair, or an anomaly folder or TRAIN,TEST[,LABELS] (csv, txt or npy)")
+    train.add_argument("task", choices=["classification", "anomaly", "forecasting"], help="what to train")
+    train.add_argument("--data", help="dataset name (UEA/JapaneseVowels, SMD/machine-1-6, MSL, SMAP/P-1, ETT/ETTm1, "
+                                      "exchange_rate) or files: a .ts pair, an anomaly folder or TRAIN,TEST[,LABELS], "
+                                      "a series file or TRAIN[,VAL],TEST (csv, txt or npy)")
     train.add_argument("--model", help="registered model: sbt (sparse binary) or dense")
     train.add_argument("--out", required=True, help="run directory to create (or resume)")
     train.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
@@ -35,14 +36,15 @@ def _add_train_parser(subparsers) -> None:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
-    train.add_argument("--val-fraction", type=float, help="fraction of training cases held out for validation")
+    train.add_argument("--val-fraction", type=float, help="fraction of training cases (anomaly: of the training "
+                                                          "series' end) held out for validation")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--d-model", type=int)
     train.add_argument("--n-heads", type=int)
     train.add_argument("--n-layers", type=int)
     train.add_argument("--attention", choices=["full", "step_t", "qkv_mask"])
     train.add_argument("--window", type=int, help="window length in steps (the model's max_len)")
-    train.add_argument("--stride", type=int, help="steps between training windows (anomaly)")
+    train.add_argument("--stride", type=int, help="steps between training windows (anomaly, forecasting)")
     anomaly = train.add_argument_group("anomaly detection: thresholds are fitted on validation or training scores")
     anomaly.add_argument("--threshold", choices=["percentile", "pot"],
                          help="how the threshold is fitted (default percentile)")
@@ -51,6 +53,18 @@ def _add_train_parser(subparsers) -> None:
                          help="percentile: fraction of reference scores above it (default 0.01)")
     anomaly.add_argument("--pot-risk", type=float, help="POT: probability of a normal score exceeding it")
     anomaly.add_argument("--pot-level", type=float, help="POT: quantile above which the tail is modelled")
+    forecasting = train.add_argument_group("forecasting: the series is split in time; selection on validation")
+    forecasting.add_argument("--split", choices=["auto", "informer", "fraction", "dates"],
+                             help="auto (default): informer (12/4/4 months) for ETT, the files' split for TRAIN,VAL,"
+                                  "TEST, else fraction")
+    forecasting.add_argument("--split-fractions", help="split fraction: train,val,test (default 0.7,0.1,0.2)")
+    forecasting.add_argument("--train-end", help="split dates: the first validation date")
+    forecasting.add_argument("--val-end", help="split dates: the first test date")
+    forecasting.add_argument("--test-end", help="split dates: the first date after the test period")
+    forecasting.add_argument("--target", choices=["value", "change"],
+                             help="value (the paper) or change from the last observed step (residual to persistence)")
+    forecasting.add_argument("--input-norm", choices=["none", "window"],
+                             help="none (the paper) or window: each window on its own mean and std")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
 
 
@@ -68,8 +82,20 @@ def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
                     "val_fraction": args.val_fraction, "stride": args.stride, "device": args.device,
                     "seed": args.seed})
     task = _given({"threshold": args.threshold, "threshold_scores": args.threshold_scores,
-                   "contamination": args.contamination, "pot_risk": args.pot_risk, "pot_level": args.pot_level})
+                   "contamination": args.contamination, "pot_risk": args.pot_risk, "pot_level": args.pot_level,
+                   "split": args.split, "fractions": _fractions(args.split_fractions), "train_end": args.train_end,
+                   "val_end": args.val_end, "test_end": args.test_end, "target": args.target,
+                   "input_norm": args.input_norm})
     return model, train, task
+
+
+def _fractions(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(piece) for piece in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--split-fractions must be three numbers train,val,test (e.g. 0.7,0.1,0.2); got {text!r}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -79,6 +105,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     model_overrides, train_overrides, task_overrides = _overrides(args)
+    if args.task == "forecasting" and "val_fraction" in train_overrides:
+        raise ConfigError("--val-fraction does not apply to forecasting: the split decides the validation rows "
+                          "(--split, --split-fractions)")
     if "sparsity" in model_overrides:
         model_overrides["density"] = resolve_density(None, model_overrides.pop("sparsity"))
     elif "density" in model_overrides:
@@ -101,9 +130,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"sbts: interrupted after {metrics['epochs']} finished epoch(s); continue with: sbts train {args.task} "
               f"--out {args.out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(json.dumps({k: metrics[k] for k in ("task", "model", "dataset", "density", "seed", "epochs", "best_epoch",
-                                              "train_seconds", "val", "test", "threshold") if k in metrics}, indent=2))
+    print(json.dumps(_headline(metrics, ("task", "model", "dataset", "density", "seed", "epochs", "best_epoch",
+                                         "train_seconds", "val", "test", "threshold", "compared_with_baselines")),
+                     indent=2))
     return 0
+
+
+def _headline(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """What the terminal shows of metrics.json: the chosen keys, without per-variable breakdowns."""
+    shown = {k: metrics[k] for k in keys if k in metrics}
+    for key in ("val", "test"):
+        if isinstance(shown.get(key), dict):
+            shown[key] = {k: v for k, v in shown[key].items() if k != "per_variable"}
+    return shown
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -113,8 +152,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = read_json(f"{args.run_dir}/config.json", "run config")
     task = get_task(str(config.get("task")) if isinstance(config, dict) else "")
     metrics = task.evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
-    print(json.dumps({k: metrics[k] for k in ("task", "model", "dataset", "density", "checkpoint", "epoch", "val",
-                                              "test", "threshold") if k in metrics}, indent=2))
+    print(json.dumps(_headline(metrics, ("task", "model", "dataset", "density", "checkpoint", "epoch", "val", "test",
+                                         "threshold", "compared_with_baselines")), indent=2))
     return 0
 
 
@@ -155,29 +194,42 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     # Only the torch-free runtime and the data readers: predicting must not import torch.
-    from sbts.runtime import AnomalyRuntime, load
-    from sbts.runtime.inputs import read_cases, write_anomaly_scores, write_predictions
+    from sbts.runtime import AnomalyRuntime, ForecastRuntime, load
+    from sbts.runtime.inputs import read_cases, write_anomaly_scores, write_forecasts, write_predictions
 
     model = load(args.model)
-    if isinstance(model, AnomalyRuntime):
-        from sbts.data.anomaly import read_series
+    if isinstance(model, (AnomalyRuntime, ForecastRuntime)):
+        from sbts.data.tables import read_series
 
         if args.proba:
-            raise ConfigError("--proba applies to classifiers; a detector writes one score per step")
+            raise ConfigError("--proba applies to classifiers; detectors and forecasters write one row per step")
         context = read_series(args.context) if args.context else None
-        write_anomaly_scores(model, read_series(args.input), args.input, args.output, context, args.context)
+        write = write_anomaly_scores if isinstance(model, AnomalyRuntime) else write_forecasts
+        write(model, read_series(args.input), args.input, args.output, context, args.context)
         return 0
     if args.context:
-        raise ConfigError("--context applies to anomaly detectors")
+        raise ConfigError("--context applies to anomaly detectors and forecasters")
     cases, labels = read_cases(args.input)
     write_predictions(model, cases, labels, args.input, args.output, proba=args.proba)
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from sbts.report.anomaly_plot import plot_scores
+    from sbts.tasks.runs import read_run_config
 
-    path = plot_scores(args.run_dir, args.output, start=args.start, end=args.end, log_scale=not args.linear)
+    if read_run_config(args.run_dir).task == "forecasting":
+        from sbts.report.forecast_plot import plot_forecasts
+
+        if args.linear:
+            raise ConfigError("--linear applies to anomaly score plots")
+        variables = args.variables.split(",") if args.variables else None
+        path = plot_forecasts(args.run_dir, args.output, variables=variables, start=args.start, end=args.end)
+    else:
+        from sbts.report.anomaly_plot import plot_scores
+
+        if args.variables:
+            raise ConfigError("--variables applies to forecasting runs")
+        path = plot_scores(args.run_dir, args.output, start=args.start, end=args.end, log_scale=not args.linear)
     print(json.dumps({"path": str(path)}))
     return 0
 
@@ -232,23 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
     predict = subparsers.add_parser("predict", help="run an exported .sbts model (numpy only, no torch): class "
-                                                    "predictions, or anomaly scores per step")
+                                                    "predictions, anomaly scores per step, or one-step forecasts")
     predict.add_argument("model", help="the .sbts artifact")
     predict.add_argument("--input", required=True,
-                         help="classifier: .ts file or .npy array (cases, channels, length); detector: one series "
-                              "(csv, txt or npy: steps x channels)")
-    predict.add_argument("--context", help="detector: the series' preceding steps (same format), for its first "
-                                           "window - 1 scores")
+                         help="classifier: .ts file or .npy array (cases, channels, length); detector or "
+                              "forecaster: one series (csv, txt or npy: steps x channels)")
+    predict.add_argument("--context", help="detector or forecaster: the series' preceding steps (same format), for "
+                                           "its first window - 1 steps")
     predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     predict.add_argument("--proba", action="store_true", help="add one probability column per class")
 
-    plot = subparsers.add_parser("plot", help="an anomaly run's test scores against its threshold, anomalies shaded "
-                                              "(needs matplotlib: sbts[plot])")
+    plot = subparsers.add_parser("plot", help="an anomaly run's test scores against its threshold, anomalies shaded, "
+                                              "or a forecasting run's forecasts against the truth (needs matplotlib: "
+                                              "sbts[plot])")
     plot.add_argument("run_dir")
     plot.add_argument("-o", "--output", required=True, help="image file to write (.png, .pdf or .svg)")
     plot.add_argument("--start", type=int, default=0, help="first test step to show")
     plot.add_argument("--end", type=int, help="one past the last test step to show (default: all)")
-    plot.add_argument("--linear", action="store_true", help="linear score axis (default: logarithmic)")
+    plot.add_argument("--linear", action="store_true", help="anomaly: linear score axis (default: logarithmic)")
+    plot.add_argument("--variables", help="forecasting: comma-separated variables to draw (default: the first two)")
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from sbts.data.anomaly import (AnomalyData, available_anomaly_datasets, canonical_anomaly_spec, load_anomaly,
                                read_series)
+from sbts.data.forecasting import (SPLIT_METHODS, ForecastData, SplitBounds, available_forecasting_datasets,
+                                   canonical_forecasting_spec, load_forecasting, split_bounds)
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.ts_format import TSData, read_ts
 from sbts.data.uea import (KNOWN_SHA256, available_uea_datasets, canonical_spec, load_classification,
@@ -14,6 +16,13 @@ __all__ = [
     "canonical_anomaly_spec",
     "load_anomaly",
     "read_series",
+    "SPLIT_METHODS",
+    "ForecastData",
+    "SplitBounds",
+    "available_forecasting_datasets",
+    "canonical_forecasting_spec",
+    "load_forecasting",
+    "split_bounds",
     "ChannelScaler",
     "TSData",
     "available_uea_datasets",

@@ -22,29 +22,23 @@ magic bytes). Every problem raises :class:`~sbts.errors.DataError` with one line
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 import json
-import math
 import re
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sbts.data.tables import Table, read_bytes, read_series, read_table, shown
 from sbts.data.uea import _data_dir
 from sbts.errors import DataError, one_line
 
 __all__ = ["AnomalyData", "available_anomaly_datasets", "canonical_anomaly_spec", "load_anomaly", "read_series"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_NPY_MAGIC = b"\x93NUMPY"
-_BOM = b"\xef\xbb\xbf"
 _USER_EXTS = (".csv", ".txt", ".npy")
-_SHOWN_CHARS = 30
 _SHOWN_NAMES = 5
 
 # Entity archives (same OmniAnomaly layout) -> folder under the data dir and what one member is called.
@@ -90,159 +84,17 @@ class AnomalyData:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Table:
-    """A file's values, shape (rows, columns), and the 1-based line of each row (None for .npy)."""
-
-    path: Path
-    values: np.ndarray
-    line_numbers: list[int] | None
-    sha256: str
-
-    def where(self, row: int, column: int) -> str:
-        if self.line_numbers is None:
-            return f"{self.path}: row {row}, column {column} (0-based)"
-        return f"{self.path}:{self.line_numbers[row]}: column {column + 1}"
-
-    def record(self) -> dict[str, str]:
-        return {"path": str(self.path.resolve()), "sha256": self.sha256}
-
-
-def _shown(cell: str) -> str:
-    return repr(cell if len(cell) <= _SHOWN_CHARS else cell[:_SHOWN_CHARS] + "...")
-
-
-def _read_bytes(path: Path) -> tuple[bytes, str]:
-    """The file's content (decompressed when gzip, by suffix or magic bytes) and the sha256 of the file itself."""
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a file")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read file: {one_line(exc.strerror or exc)}") from exc
-    digest = hashlib.sha256(raw).hexdigest()  # of the bytes parsed, so the record cannot describe another version
-    if path.suffix.lower() == ".gz" or raw.startswith(_GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupted gzip file: {one_line(exc)}") from exc
-    return raw, digest
-
-
-def _split_cells(line: str, delimiter: str | None) -> list[str]:
-    return line.split() if delimiter is None else [cell.strip() for cell in line.split(delimiter)]
-
-
-def _is_number(cell: str) -> bool:
-    if "_" in cell:  # float() accepts "1_000"; numpy's parser does not
-        return False
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _locate_text_problem(path: Path, lines: list[str], line_indices: list[int], delimiter: str | None,
-                         width: int, width_source: str) -> None:
-    """Raise a DataError for the first bad row or cell (the slow pass run only once the fast parser failed)."""
-    for index in line_indices:
-        cells = _split_cells(lines[index], delimiter)
-        if len(cells) != width:
-            raise DataError(f"{path}:{index + 1}: expected {width} columns ({width_source}), found {len(cells)}")
-        for column, cell in enumerate(cells, 1):
-            if not cell:
-                raise DataError(f"{path}:{index + 1}: column {column}: empty value")
-            if not _is_number(cell):
-                raise DataError(f"{path}:{index + 1}: column {column}: not a number: {_shown(cell)}")
-            if not math.isfinite(float(cell)):
-                raise DataError(f"{path}:{index + 1}: column {column}: value {_shown(cell)} is not finite (NaN or inf)")
-
-
-def _parse_text(path: Path, raw: bytes, digest: str) -> _Table:
-    try:
-        text = raw.removeprefix(_BOM).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file (bad byte at offset {exc.start}); expected numbers "
-                        f"separated by commas or whitespace") from None
-    lines = text.split("\n")
-    line_indices = [i for i, line in enumerate(lines) if line.strip()]
-    if not line_indices:
-        raise DataError(f"{path}: empty file")
-    first = lines[line_indices[0]]
-    delimiter = "," if "," in first else None
-    first_cells = _split_cells(first, delimiter)
-    width_source = f"as on line {line_indices[0] + 1}"
-    if not any(_is_number(cell) for cell in first_cells):
-        width_source = f"as in the header on line {line_indices[0] + 1}"
-        line_indices = line_indices[1:]
-        if not line_indices:
-            raise DataError(f"{path}: no data rows after the header line")
-    width = len(first_cells)
-    try:
-        values = np.loadtxt([lines[i] for i in line_indices], dtype=np.float64, delimiter=delimiter, comments=None,
-                            ndmin=2)
-    except ValueError as exc:
-        _locate_text_problem(path, lines, line_indices, delimiter, width, width_source)
-        raise DataError(f"{path}: {one_line(exc)}") from exc  # numpy rejected something the slow pass accepts
-    if values.shape[1] != width:  # only a header can disagree: numpy checks the data rows among themselves
-        _locate_text_problem(path, lines, line_indices[:1], delimiter, width, width_source)
-    table = _Table(path, values, [i + 1 for i in line_indices], digest)
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        row, column = (int(v) for v in bad[0])
-        cell = _split_cells(lines[line_indices[row]], delimiter)[column]
-        raise DataError(f"{table.where(row, column)}: value {_shown(cell)} is not finite (NaN or inf)")
-    return table
-
-
-def _parse_npy(path: Path, raw: bytes, digest: str) -> _Table:
-    try:
-        array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except ValueError as exc:  # not a .npy, truncated, or an object array (would need unpickling)
-        raise DataError(f"{path}: not a readable .npy array: {one_line(exc)}") from exc
-    if array.dtype.kind not in "biuf":
-        raise DataError(f"{path}: array dtype {array.dtype} is not numeric")
-    if array.ndim not in (1, 2):
-        raise DataError(f"{path}: array has shape {array.shape}; expected (T, D) or (T,)")
-    if array.size == 0:
-        raise DataError(f"{path}: empty array, shape {array.shape}")
-    values = array.astype(np.float64).reshape(array.shape[0], -1)
-    table = _Table(path, values, None, digest)
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        row, column = (int(v) for v in bad[0])
-        raise DataError(f"{table.where(row, column)}: value {values[row, column]} is not finite (NaN or inf)")
-    return table
-
-
-def _read_table(path: Path) -> _Table:
-    """A finite float64 (rows, columns) table from a text or .npy file, either plain or gzipped."""
-    raw, digest = _read_bytes(path)
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith(".npy") or raw.startswith(_NPY_MAGIC):
-        return _parse_npy(path, raw, digest)
-    return _parse_text(path, raw, digest)
-
-
-def read_series(path: str | Path) -> np.ndarray:
-    """One series file (csv, txt or npy, plain or gzipped) as a finite float64 (n_steps, n_channels) array."""
-    return _read_table(Path(path)).values
-
-
-def _read_split(train_path: Path, test_path: Path) -> tuple[_Table, _Table]:
-    train, test = _read_table(train_path), _read_table(test_path)
+def _read_split(train_path: Path, test_path: Path) -> tuple[Table, Table]:
+    train, test = read_table(train_path), read_table(test_path)
     if train.values.shape[1] != test.values.shape[1]:
         raise DataError(f"{train_path} has {train.values.shape[1]} columns but {test_path} has "
                         f"{test.values.shape[1]}; train and test must match")
     return train, test
 
 
-def _read_labels(path: Path, test: _Table) -> _Table:
+def _read_labels(path: Path, test: Table) -> Table:
     """A one-column table of 0/1, one per test row."""
-    labels = _read_table(path)
+    labels = read_table(path)
     if labels.values.shape[1] != 1:
         raise DataError(f"{path}: expected one label per row (one column), found {labels.values.shape[1]} columns")
     bad = np.flatnonzero((labels.values[:, 0] != 0) & (labels.values[:, 0] != 1))
@@ -255,7 +107,7 @@ def _read_labels(path: Path, test: _Table) -> _Table:
     return labels
 
 
-def _as_labels(table: _Table) -> np.ndarray:
+def _as_labels(table: Table) -> np.ndarray:
     return table.values[:, 0].astype(np.int8)
 
 
@@ -381,13 +233,13 @@ def _parse_sequences(where: str, text: str) -> tuple[tuple[int, int], ...]:
         isinstance(r, list) and len(r) == 2 and all(type(v) is int and v >= 0 for v in r) and r[0] <= r[1]
         for r in ranges)
     if not ok:
-        raise DataError(f"{where}: anomaly_sequences {_shown(text)} is not a list of [start, end] row ranges")
+        raise DataError(f"{where}: anomaly_sequences {shown(text)} is not a list of [start, end] row ranges")
     return tuple((start, end) for start, end in ranges)
 
 
 def _read_label_csv(path: Path) -> tuple[dict[str, list[_LabelRow]], str]:
     """Rows of labeled_anomalies.csv by channel, and the file's sha256."""
-    raw, digest = _read_bytes(path)
+    raw, digest = read_bytes(path)
     try:
         reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
         header = [name.strip() for name in next(reader, [])]
@@ -408,9 +260,9 @@ def _read_label_csv(path: Path) -> tuple[dict[str, list[_LabelRow]], str]:
                 raise DataError(f"{where}: expected {len(header)} fields, found {len(cells)}")
             chan, spacecraft, num_values = (cells[index[k]].strip() for k in ("chan_id", "spacecraft", "num_values"))
             if spacecraft not in _SPACECRAFT_WIDTH:
-                raise DataError(f"{where}: unknown spacecraft {_shown(spacecraft)} (expected SMAP or MSL)")
+                raise DataError(f"{where}: unknown spacecraft {shown(spacecraft)} (expected SMAP or MSL)")
             if not num_values.isdecimal():
-                raise DataError(f"{where}: num_values {_shown(num_values)} is not a row count")
+                raise DataError(f"{where}: num_values {shown(num_values)} is not a row count")
             sequences = _parse_sequences(where, cells[index["anomaly_sequences"]])
             rows.setdefault(chan, []).append(_LabelRow(reader.line_num, chan, spacecraft, sequences, int(num_values)))
     except csv.Error as exc:
@@ -429,7 +281,7 @@ def _channel_paths(base: Path, chan: str) -> tuple[Path, Path]:
     return _require(base / "train", chan, ".npy"), _require(base / "test", chan, ".npy")
 
 
-def _channel_labels(csv_path: Path, rows: list[_LabelRow], test: _Table) -> np.ndarray:
+def _channel_labels(csv_path: Path, rows: list[_LabelRow], test: Table) -> np.ndarray:
     """0/1 per test row from the channel's csv rows (several rows: the union of their ranges)."""
     n_test = len(test.values)
     labels = np.zeros(n_test, dtype=np.int8)
@@ -445,7 +297,7 @@ def _channel_labels(csv_path: Path, rows: list[_LabelRow], test: _Table) -> np.n
     return labels
 
 
-def _unlabelled_spacecraft(table: _Table) -> str | None:
+def _unlabelled_spacecraft(table: Table) -> str | None:
     """The spacecraft whose channels have this many columns."""
     return next((sc for sc, width in _SPACECRAFT_WIDTH.items() if width == table.values.shape[1]), None)
 
@@ -483,7 +335,7 @@ def _pooled_members(table: dict[str, list[_LabelRow]], spacecraft: str) -> list[
     return sorted(chan for chan, rows in table.items() if len(rows) == 1 and rows[0].spacecraft == spacecraft)
 
 
-def _members_record(folder: Path, tables: list[_Table]) -> dict[str, str]:
+def _members_record(folder: Path, tables: list[Table]) -> dict[str, str]:
     listing = "".join(f"{t.sha256}  {t.path.name}\n" for t in tables)
     return {"path": str(folder.resolve()), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
@@ -567,7 +419,7 @@ def available_anomaly_datasets(data_dir: str | Path | None = None) -> list[str]:
     for chan in sorted(with_data, key=_natural_key):
         if chan in table:
             channels[table[chan][0].spacecraft].append(chan)
-        elif (spacecraft := _unlabelled_spacecraft(_read_table(_require(base / "train", chan, ".npy")))) is not None:
+        elif (spacecraft := _unlabelled_spacecraft(read_table(_require(base / "train", chan, ".npy")))) is not None:
             channels[spacecraft].append(chan)
     for spacecraft, chans in channels.items():
         members = _pooled_members(table, spacecraft)

@@ -119,6 +119,10 @@ class ChannelScaler:
         """One long series as rows (n_steps, n_channels) -> scaled float32 rows of the same shape."""
         return self.transform([np.asarray(rows, dtype=np.float64).T])[0].T.copy()
 
+    def inverse_transform_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Scaled rows (n_steps, n_channels) -> float64 rows in the original units."""
+        return np.asarray(rows, dtype=np.float64) * self.std + self.mean
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe representation (plain lists of floats)."""
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}

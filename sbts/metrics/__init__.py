@@ -3,6 +3,7 @@
 ``sbts.metrics.anomaly``: anomaly-detection metrics for labels, binary predictions and anomaly scores.
 ``sbts.metrics.thresholds``: thresholds fitted on training or validation scores (percentile, POT, SPOT),
 and the paper's leaky protocol, labelled as such.
+``sbts.metrics.forecasting``: point-forecast errors on the standardised scale and in original units.
 Each module's public names are re-exported here with one import statement (``name as name`` marks a re-export).
 """
 
@@ -20,6 +21,10 @@ from sbts.metrics.anomaly import (
     range_metrics as range_metrics,
     segments as segments,
     vus as vus,
+)
+from sbts.metrics.forecasting import (
+    FORECAST_METRIC_NOTES as FORECAST_METRIC_NOTES,
+    forecast_errors as forecast_errors,
 )
 from sbts.metrics.thresholds import (
     PAPER_ANOMALY_RATIOS as PAPER_ANOMALY_RATIOS,

@@ -6,17 +6,14 @@ Reads a run directory's ``test_scores.csv`` and ``metrics.json``; needs matplotl
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from sbts.atomic import atomic_write_bytes
-from sbts.errors import ConfigError, DataError
+from sbts.errors import DataError
 from sbts.metrics.anomaly import segments
+from sbts.report.figure import pyplot, save, step_range
 from sbts.training.checkpoint import read_json
-
-IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, float, str]:
@@ -43,20 +40,9 @@ def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, flo
 def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end: int | None = None,
                 log_scale: bool = True) -> Path:
     """Draw steps ``start`` to ``end`` of the test scores to ``output`` (png, pdf or svg, by its suffix)."""
-    output = Path(output)
-    if output.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ConfigError(f"{output}: the image type comes from the suffix; use one of {', '.join(IMAGE_SUFFIXES)}")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")  # files only: no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("plotting needs matplotlib: pip install 'sbts[plot]'") from None
+    plt = pyplot(output)
     scores, labels, threshold, method = read_scores(run_dir)
-    end = len(scores) if end is None else end
-    if not 0 <= start < end <= len(scores):
-        raise ConfigError(f"--start/--end must satisfy 0 <= start < end <= {len(scores)} (the test steps); "
-                          f"got {start} and {end}")
+    start, end = step_range(start, end, len(scores))
     steps = np.arange(start, end)
     figure, axes = plt.subplots(figsize=(12, 3.5), constrained_layout=True)
     if labels is not None:
@@ -72,8 +58,4 @@ def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end:
     axes.set_ylabel("score (reconstruction MSE)")
     axes.set_title(f"{Path(run_dir).name}: test scores")
     axes.legend(loc="upper right", fontsize="small")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=output.suffix.lower()[1:], dpi=120)
-    plt.close(figure)
-    atomic_write_bytes(output, buffer.getvalue())
-    return output
+    return save(figure, output)

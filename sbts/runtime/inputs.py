@@ -12,7 +12,7 @@ import numpy as np
 from sbts.atomic import atomic_write_bytes
 from sbts.data.ts_format import read_ts
 from sbts.errors import DataError
-from sbts.runtime.model import AnomalyRuntime, ClassifierRuntime, RuntimeModel
+from sbts.runtime.model import AnomalyRuntime, ClassifierRuntime, ForecastRuntime, RuntimeModel
 
 
 def read_cases(path: str | Path) -> tuple[list[np.ndarray], list[str] | None]:
@@ -62,6 +62,21 @@ def write_anomaly_scores(model: AnomalyRuntime, series: np.ndarray, source: str 
     if threshold is not None:
         print(f"sbts: {int(np.sum(scores > threshold))} of {len(scores)} steps of {source} above the threshold "
               f"{threshold:.6g}", file=sys.stderr)
+
+
+def write_forecasts(model: ForecastRuntime, series: np.ndarray, source: str | Path, output: str | Path | None,
+                    context: np.ndarray | None = None, context_source: str | Path = "context") -> None:
+    """One CSV row per step of the series and one more: ``step`` and each variable's one-step-ahead forecast of
+    that step from the rows before it; the last row (step n) forecasts the step after the series. Without
+    context the first step has no history and its cells are empty."""
+    every = model.predict_every_step(series, context, str(source), str(context_source))
+    forecasts = np.concatenate([every, model.predict(series, str(source))[None]])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step"] + model.columns)
+    for step, row in enumerate(forecasts):
+        writer.writerow([step] + ["" if np.isnan(v) else f"{v:.9g}" for v in row])
+    _write(buffer.getvalue(), output)
 
 
 def write_predictions(model: RuntimeModel, cases: list[np.ndarray], labels: list[str] | None, source: str | Path,

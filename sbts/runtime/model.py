@@ -14,9 +14,10 @@ import numpy as np
 
 from sbts.config import ModelConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
-from sbts.errors import ArtifactError, DataError
+from sbts.errors import ArtifactError, DataError, SBTSError
 from sbts.runtime.anomaly import ScoreStream, check_series, score_series
 from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
+from sbts.runtime.forecasting import Formulation, forecast_every_step, forecast_next
 from sbts.runtime.network import MacCounter, forward
 
 BATCH = 256  # cases per forward call: bounds memory on long inputs
@@ -167,7 +168,59 @@ class AnomalyRuntime(RuntimeModel):
         return ScoreStream(self.reconstruct_last, self.window, self.config.in_channels, self._scale, context)
 
 
-RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime, "anomaly": AnomalyRuntime}
+class ForecastRuntime(RuntimeModel):
+    """One-step-ahead forecasts of every variable, prepared as in training (``sbts.runtime.forecasting``);
+    inputs and forecasts are in the data's own units."""
+
+    def __init__(self, artifact: Artifact):
+        super().__init__(artifact)
+        if self.config.in_channels != self.config.out_dim:
+            raise ArtifactError(f"{artifact.source}: a forecaster forecasts its inputs, but the network maps "
+                                f"{self.config.in_channels} variables to {self.config.out_dim}")
+        try:
+            self.formulation = Formulation(**self.task_state.get("formulation", {}))
+        except (TypeError, SBTSError) as exc:
+            raise ArtifactError(f"{artifact.source}: bad forecast formulation: {exc}") from None
+        columns = self.task_state.get("columns")
+        if not (isinstance(columns, list) and len(columns) == self.config.in_channels
+                and all(isinstance(c, str) for c in columns)):
+            raise ArtifactError(f"{artifact.source}: a forecaster needs {self.config.in_channels} variable names, "
+                                f"the document has {columns!r}")
+
+    @property
+    def window(self) -> int:
+        return self.config.max_len
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.task_state["columns"])
+
+    def forward_last(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x, last_step_only=True)[:, 0]
+
+    def _scale(self, rows: np.ndarray) -> np.ndarray:
+        return rows.astype(np.float32) if self.scaler is None else self.scaler.transform_rows(rows)
+
+    def _unscale(self, rows: np.ndarray) -> np.ndarray:
+        return rows.astype(np.float64) if self.scaler is None else self.scaler.inverse_transform_rows(rows)
+
+    def predict(self, history: np.ndarray, where: str = "input") -> np.ndarray:
+        """The forecast (n_variables,) of the step after ``history`` (n_steps >= 1, n_variables)."""
+        scaled = self._scale(check_series(history, self.config.in_channels, where))
+        return self._unscale(forecast_next(self.forward_last, scaled, self.window, self.formulation)[None])[0]
+
+    def predict_every_step(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
+                           context_where: str = "context") -> np.ndarray:
+        """The one-step-ahead forecast (n_steps, n_variables) of every row of ``series`` from the rows before it
+        (``context``: rows that precede the series; without it the first row stands in for them)."""
+        scaled = self._scale(check_series(series, self.config.in_channels, where))
+        before = None if context is None else self._scale(check_series(context, self.config.in_channels,
+                                                                       context_where, allow_empty=True))
+        return self._unscale(forecast_every_step(self.forward_last, scaled, self.window, self.formulation, before))
+
+
+RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime, "anomaly": AnomalyRuntime,
+                                           "forecasting": ForecastRuntime}
 
 
 def load(path: str | Path) -> RuntimeModel:

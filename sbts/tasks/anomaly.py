@@ -38,7 +38,8 @@ from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
 from sbts.models import create_model, model_config
 from sbts.runtime.anomaly import ReconstructLast, ScoreStream, check_series, score_series
-from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, reload_trained, training_record
+from sbts.tasks.runs import (TaskHooks, TrainedRun, check_files_unchanged, fit_run, load_run_model, reload_trained,
+                             training_record)
 from sbts.training import Trainer, atomic_write_json, seed_everything
 from sbts.training.checkpoint import read_json
 
@@ -517,12 +518,7 @@ def resolve_run(spec: dict[str, Any]) -> tuple[RunConfig, AnomalySplits, dict[st
 def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> AnomalySplits:
     """The run's data exactly as it was split and scaled when the run started (the files must not change)."""
     splits = _splits_of(load_anomaly(run.data), run, ChannelScaler.from_dict(task_state["scaler"]))
-    for role, recorded in task_state.get("files", {}).items():
-        current = splits.files.get(role, {})
-        if current.get("sha256") != recorded.get("sha256"):
-            raise DataError(f"{current.get('path', recorded.get('path'))}: differs from the {role} data this run was "
-                            f"trained on (sha256 {str(recorded.get('sha256'))[:12]}...); its split and scaling no "
-                            "longer apply")
+    check_files_unchanged(task_state.get("files", {}), splits.files)
     return splits
 
 

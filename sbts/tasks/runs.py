@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from sbts.config import ModelConfig, RunConfig, TrainConfig, read_config_file
 from sbts.data.preprocessing import ChannelScaler
-from sbts.errors import CheckpointError, ConfigError, SBTSError
+from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
 from sbts.models import create_model
 from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
 from sbts.training.checkpoint import read_json
@@ -225,6 +225,16 @@ def load_run_model(hooks: TaskHooks, run_dir: str | Path, checkpoint: str = "bes
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({mismatch_reason(exc)})") from None
     return run, model.eval(), state
+
+
+def check_files_unchanged(recorded: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> None:
+    """Refuse to re-split a run's data when a file differs from the one it was trained on (by sha256)."""
+    for role, record in recorded.items():
+        now = current.get(role, {})
+        if now.get("sha256") != record.get("sha256"):
+            raise DataError(f"{now.get('path', record.get('path'))}: differs from the {role} data this run was "
+                            f"trained on (sha256 {str(record.get('sha256'))[:12]}...); its split and scaling no "
+                            "longer apply")
 
 
 def reload_trained(load_trained: Callable[[str | Path, str], TrainedRun], hooks: TaskHooks, run_dir: str | Path,

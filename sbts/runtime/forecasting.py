@@ -1,0 +1,119 @@
+"""One-step-ahead forecasts from a network that fills in a window's last step (numpy only).
+
+A forecast of step t reads the window of ``w`` rows ending at t: the ``w - 1`` observed rows before t
+and a target slot at t whose input is zeroed, so the value being forecast is never visible
+(paper-spec §1.4). The network's output at the last step becomes the forecast through the run's
+*formulation*:
+
+* ``target="value"`` (the paper): the output is the forecast itself.
+* ``target="change"``: the output is the change from the last observed row, so an output of zero is
+  persistence (repeat the last value), the baseline that short training struggles to beat.
+* ``input_norm="window"``: each window is centred and scaled by its own observed rows' per-channel
+  mean and standard deviation before the network, and the forecast mapped back, which takes level
+  shifts between training and test periods out of what the network must learn.
+
+Both the torch task and the exported runtime build their inputs here, so they cannot drift apart.
+Series are scaled rows ``(n_steps, n_channels)``; the first forecasts of a series take their earlier
+rows from ``context`` (see ``sbts.data.windows``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sbts.data.windows import history_for, windows_ending_at_every_step
+from sbts.errors import ConfigError, DataError
+
+TARGETS = ("value", "change")
+INPUT_NORMS = ("none", "window")
+WINDOW_NORM_EPS = 1e-5  # added to each window's variance: a flat window is not divided by zero
+FORECAST_BATCH = 256  # windows per forward call: bounds memory on long series
+
+ForwardLast = Callable[[np.ndarray], np.ndarray]  # prepared windows (B, w, D) float32 -> last-step outputs (B, D)
+
+
+@dataclass(frozen=True)
+class Formulation:
+    """What the network's last-step output means (see the module docstring)."""
+
+    target: str = "value"
+    input_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ConfigError(f"input_norm must be one of {', '.join(INPUT_NORMS)}; got {self.input_norm!r}")
+
+    @property
+    def is_paper(self) -> bool:
+        return self.target == "value" and self.input_norm == "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "input_norm": self.input_norm}
+
+
+@dataclass
+class PreparedWindows:
+    """Network input and the map back from its output: ``forecast = (base + output) * scale + offset``."""
+
+    x: np.ndarray  # (B, w, D) float32, the target slot zeroed
+    base: np.ndarray  # (B, D) float32
+    scale: np.ndarray  # (B, D) float32
+    offset: np.ndarray  # (B, D) float32
+
+    def forecast(self, output: np.ndarray) -> np.ndarray:
+        return (self.base + output) * self.scale + self.offset
+
+
+def prepare_windows(windows: np.ndarray, formulation: Formulation) -> PreparedWindows:
+    """Network inputs for scaled windows (B, w, D) whose last row is the step to forecast (its values are
+    never read)."""
+    observed = np.asarray(windows[:, :-1], dtype=np.float32)
+    batch, channels = len(windows), windows.shape[2]
+    if formulation.input_norm == "window":
+        offset = observed.mean(axis=1)
+        scale = np.sqrt(observed.var(axis=1) + WINDOW_NORM_EPS).astype(np.float32)
+        observed = (observed - offset[:, None]) / scale[:, None]
+    else:
+        offset = np.zeros((batch, channels), np.float32)
+        scale = np.ones((batch, channels), np.float32)
+    x = np.concatenate([observed, np.zeros((batch, 1, channels), np.float32)], axis=1)
+    base = observed[:, -1].copy() if formulation.target == "change" else np.zeros((batch, channels), np.float32)
+    return PreparedWindows(x, base, scale, offset)
+
+
+def forecast_windows(forward_last: ForwardLast, windows: np.ndarray, formulation: Formulation) -> np.ndarray:
+    """Forecasts (B, D) of the last row of each scaled window (B, w, D)."""
+    prepared = prepare_windows(windows, formulation)
+    return prepared.forecast(np.asarray(forward_last(prepared.x), dtype=np.float32))
+
+
+def forecast_every_step(forward_last: ForwardLast, scaled: np.ndarray, window: int, formulation: Formulation,
+                        context: np.ndarray | None = None, batch_size: int = FORECAST_BATCH) -> np.ndarray:
+    """The one-step-ahead forecast of every row of ``scaled`` (n, D) from the rows before it; ``context``:
+    scaled rows that precede the series. Without context the first row has no history: its forecast is NaN
+    (a stand-in history would be the row itself)."""
+    if context is None or not len(context):
+        rest = forecast_every_step(forward_last, scaled[1:], window, formulation, scaled[:1], batch_size)
+        return np.concatenate([np.full((1, scaled.shape[1]), np.nan, np.float32), rest])
+    views = windows_ending_at_every_step(history_for(scaled, window, context), window)
+    forecasts = np.empty((len(views), scaled.shape[1]), dtype=np.float32)
+    for start in range(0, len(views), batch_size):
+        chunk = np.array(views[start:start + batch_size], dtype=np.float32)
+        forecasts[start:start + len(chunk)] = forecast_windows(forward_last, chunk, formulation)
+    return forecasts
+
+
+def forecast_next(forward_last: ForwardLast, scaled_history: np.ndarray, window: int,
+                  formulation: Formulation) -> np.ndarray:
+    """The forecast (D,) of the step after the scaled history (n >= 1 rows; with fewer than ``window - 1``
+    the earliest row stands in for the missing ones)."""
+    if not len(scaled_history):
+        raise DataError("no history to forecast from: give at least one row")
+    slot = np.zeros((1, scaled_history.shape[1]), np.float32)  # the target slot: never read
+    return forecast_every_step(forward_last, slot, window, formulation, context=scaled_history)[0]
