@@ -20,8 +20,9 @@ from sbts.models import create_model
 from sbts.runtime import ForecastRuntime, load
 from sbts.runtime.forecasting import Formulation, forecast_every_step, forecast_next, prepare_windows
 from sbts.tasks import forecasting
+from sbts.tasks.runs import last_step_function
 from sbts.tasks.forecasting import (ForecastOptions, ForecastTask, SBTForecaster, build_model_config,
-                                    forecast_split, split_and_scale, torch_forward_last, train_run)
+                                    forecast_split, split_and_scale, train_run)
 from tests.conftest import randomise
 
 WINDOW = 12
@@ -90,35 +91,41 @@ def test_prepared_windows_zero_the_target_and_never_read_it(formulation):
 @pytest.mark.parametrize("model_name,attention", [("sbt", "step_t"), ("dense", "full"), ("sbt", "full"),
                                                    ("dense", "step_t")])
 @pytest.mark.parametrize("formulation", FORMULATIONS, ids=lambda f: f"{f.target}-{f.input_norm}")
-def test_forecasts_do_not_depend_on_the_true_value(model_name, attention, formulation):
+def test_forecasts_do_not_depend_on_the_true_value(model_name, attention, formulation, tmp_path):
     """Through the torch model and the exported runtime, on every attention and formulation."""
+    from sbts.export.artifact import export_model
+
     config = build_model_config(model_name, {**TINY, "attention": attention}, n_channels=3)
     model = randomise(create_model(config))
     with torch.no_grad():  # lift the last norm's output so the ReLU before the head passes it: the output varies
         model.layers[-1].norm2.bias += 2.0
-    forward_last = torch_forward_last(model, torch.device("cpu"))
+    export_model(model, tmp_path / "m.sbts", task="forecasting",
+                 inference_state={"formulation": formulation.to_dict(), "columns": ["a", "b", "c"]})
     series = np.random.default_rng(1).standard_normal((40, 3)).astype(np.float32)
-    base = forecast_every_step(forward_last, series, WINDOW, formulation, context=series[:5])
-    for t in (0, 17, 39):  # each row's forecast ignores that row's own value
-        changed = series.copy()
-        changed[t] += 100.0
-        again = forecast_every_step(forward_last, changed, WINDOW, formulation, context=series[:5])
-        np.testing.assert_allclose(again[t], base[t], rtol=1e-5, atol=1e-6)
-        assert t == 39 or not np.allclose(again[t + 1], base[t + 1], rtol=0, atol=1e-7)  # the next row reads it
+    for forward_last in (last_step_function(model, torch.device("cpu")), load(tmp_path / "m.sbts").last_step):
+        base = forecast_every_step(forward_last, series, WINDOW, formulation, context=series[:5])
+        for t in (0, 17, 39):  # each row's forecast ignores that row's own value
+            changed = series.copy()
+            changed[t] += 100.0
+            again = forecast_every_step(forward_last, changed, WINDOW, formulation, context=series[:5])
+            np.testing.assert_allclose(again[t], base[t], rtol=1e-5, atol=1e-6)
+            assert t == 39 or not np.allclose(again[t + 1], base[t + 1], rtol=0, atol=1e-7)  # the next row reads it
 
 
 def test_without_context_the_first_row_has_no_forecast():
     model = create_model(build_model_config("sbt", TINY, n_channels=2))
     series = np.random.default_rng(2).standard_normal((20, 2)).astype(np.float32)
-    forecasts = forecast_every_step(torch_forward_last(model, torch.device("cpu")), series, WINDOW, Formulation())
+    forecasts = forecast_every_step(last_step_function(model, torch.device("cpu")), series, WINDOW, Formulation())
     assert np.isnan(forecasts[0]).all() and np.isfinite(forecasts[1:]).all()
+    one_row = forecast_every_step(last_step_function(model, torch.device("cpu")), series[:1], WINDOW, Formulation())
+    assert one_row.shape == (1, 2) and np.isnan(one_row).all()
     with pytest.raises(DataError, match="no history"):
-        forecast_next(torch_forward_last(model, torch.device("cpu")), series[:0], WINDOW, Formulation())
+        forecast_next(last_step_function(model, torch.device("cpu")), series[:0], WINDOW, Formulation())
 
 
 def test_next_step_forecast_equals_the_every_step_forecast_of_an_appended_row():
     model = randomise(create_model(build_model_config("dense", TINY, n_channels=2)))
-    forward_last = torch_forward_last(model, torch.device("cpu"))
+    forward_last = last_step_function(model, torch.device("cpu"))
     series = np.random.default_rng(3).standard_normal((30, 2)).astype(np.float32)
     appended = np.concatenate([series, np.full((1, 2), 7.0, np.float32)])
     every = forecast_every_step(forward_last, appended[10:], WINDOW, Formulation("change", "window"),
@@ -286,7 +293,7 @@ def test_predictions_file_has_every_test_step_in_original_units(trained_run, val
     assert np.mean((forecast - truth) ** 2) == pytest.approx(metrics["test"]["mse_original"], rel=1e-4)
 
 
-def test_evaluate_reproduces_the_run_and_refuses_changed_data(trained_run, tmp_path, values):
+def test_evaluate_reproduces_the_run(trained_run):
     run_dir, metrics = trained_run
     again = forecasting.evaluate_run(run_dir, device="cpu")
     assert again["test"]["mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-6)
@@ -315,18 +322,19 @@ def test_resume_continues_to_the_same_result(tmp_path, csv_path):
     assert resumed["test"]["mse"] == pytest.approx(full["test"]["mse"], rel=1e-6)
 
 
-@pytest.mark.parametrize("formulation", FORMULATIONS, ids=lambda f: f"{f.target}-{f.input_norm}")
-def test_exported_forecaster_matches_torch(tmp_path, values, formulation):
+@pytest.mark.parametrize("model_name,formulation", [("sbt", f) for f in FORMULATIONS] + [("dense", FORMULATIONS[3])],
+                         ids=lambda v: f"{v.target}-{v.input_norm}" if isinstance(v, Formulation) else v)
+def test_exported_forecaster_matches_torch(tmp_path, values, model_name, formulation):
     path = write_csv(tmp_path / "series.csv", values)
     run_dir = tmp_path / "run"
-    train_run(spec(path, epochs=1, **formulation.to_dict()), run_dir, verbose=False)
+    train_run(spec(path, model_name, epochs=1, **formulation.to_dict()), run_dir, verbose=False)
     assert main(["export", str(run_dir), "-o", str(tmp_path / "m.sbts")]) == 0
     runtime = load(tmp_path / "m.sbts")
     assert isinstance(runtime, ForecastRuntime) and runtime.formulation == formulation
     trained = forecasting.load_trained(run_dir)
     history = values[:200]
     expected = trained.scaler.inverse_transform_rows(forecast_next(
-        torch_forward_last(trained.model, torch.device("cpu")), trained.scaler.transform_rows(history), WINDOW,
+        last_step_function(trained.model, torch.device("cpu")), trained.scaler.transform_rows(history), WINDOW,
         formulation)[None])[0]
     np.testing.assert_allclose(runtime.predict(history), expected, rtol=1e-4, atol=1e-5)
     every = runtime.predict_every_step(values[200:260], context=values[:200])
@@ -363,6 +371,47 @@ def test_cli_train_evaluate_export_predict_and_plot(tmp_path, csv_path, values, 
     assert (tmp_path / "f.png").stat().st_size > 1000
     assert main(["plot", str(run_dir), "-o", str(tmp_path / "g.png"), "--variables", "v9"]) == 2
     assert "unknown variable" in capsys.readouterr().err
+
+
+def test_predict_reads_dated_inputs_uses_the_context_and_checks_columns(tmp_path, trained_run, values, capsys):
+    run_dir, _ = trained_run
+    assert main(["export", str(run_dir), "-o", str(tmp_path / "m.sbts")]) == 0
+    runtime = load(tmp_path / "m.sbts")
+    write_csv(tmp_path / "context.csv", values[:300])
+    write_csv(tmp_path / "short.csv", values[300:302], start="2020-01-13T12:00")  # shorter than the window
+    assert main(["predict", str(tmp_path / "m.sbts"), "--input", str(tmp_path / "short.csv"), "--context",
+                 str(tmp_path / "context.csv"), "-o", str(tmp_path / "out.csv")]) == 0
+    rows = list(csv.reader(open(tmp_path / "out.csv")))
+    assert rows[0] == ["step", "v0", "v1", "v2"] and len(rows) == 4
+    np.testing.assert_allclose([float(v) for v in rows[3][1:]], runtime.predict(values[:302]), rtol=1e-5)
+    np.testing.assert_allclose([float(v) for v in rows[1][1:]], runtime.predict(values[:300]), rtol=1e-5)
+    np.savetxt(tmp_path / "one.csv", values[:1], delimiter=",")
+    assert main(["predict", str(tmp_path / "m.sbts"), "--input", str(tmp_path / "one.csv"), "-o",
+                 str(tmp_path / "one_out.csv")]) == 0
+    rows = list(csv.reader(open(tmp_path / "one_out.csv")))
+    assert rows[1][1:] == ["", "", ""] and len(rows) == 3 and all(rows[2][1:])
+    swapped = (tmp_path / "context.csv").read_text().replace("date,v0,v1,v2", "date,v1,v0,v2", 1)
+    (tmp_path / "swapped.csv").write_text(swapped)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m.sbts"), "--input", str(tmp_path / "swapped.csv")]) == 2
+    assert "columns v1,v0,v2 are not the model's variables v0,v1,v2" in capsys.readouterr().err
+
+
+def test_without_validation_rows_selection_is_on_training_loss_and_says_so(tmp_path, values):
+    np.savetxt(tmp_path / "train.csv", values[:400], delimiter=",")
+    np.savetxt(tmp_path / "test.csv", values[400:], delimiter=",")
+    metrics = train_run(spec(f"{tmp_path / 'train.csv'},{tmp_path / 'test.csv'}", epochs=1), tmp_path / "run",
+                        verbose=False)
+    assert metrics["split"]["rows"] == {"train": 400, "val": 0, "test": 100} and metrics["val"] == {}
+    assert metrics["selection"].startswith("lowest training loss (no validation rows)")
+    assert "val" not in metrics["baselines"]["ridge"] and metrics["baselines"]["ridge"]["alpha"] == 1.0
+
+
+def test_comparison_with_a_perfect_baseline():
+    report = forecasting.comparison({"mse": 0.5}, {"persistence": {"test": {"mse": 0.0}},
+                                                   "ridge": {"test": {"mse": 1.0}}})
+    assert report == {"mse_ratio_to": {"persistence": float("inf"), "ridge": 0.5}, "best_baseline": "persistence",
+                      "beats_every_baseline": False}
 
 
 def bad_line_file(tmp_path, values):
@@ -402,7 +451,7 @@ def test_cli_refuses_short_series_mismatched_files_and_misplaced_options(tmp_pat
     assert "train.csv" in err and "test.csv" in err
     assert main(["train", "forecasting", "--data", str(short), "--val-fraction", "0.2", "--quiet", "--out",
                  str(tmp_path / "run")]) == 2
-    assert "--val-fraction does not apply" in capsys.readouterr().err
+    assert "val_fraction does not apply" in capsys.readouterr().err
     assert main(["train", "forecasting", "--data", str(short), "--split-fractions", "0.7,x", "--quiet", "--out",
                  str(tmp_path / "run")]) == 2
     assert "--split-fractions" in capsys.readouterr().err
@@ -434,7 +483,7 @@ def test_task_loss_is_the_mse_of_the_forecast_of_the_last_row(values):
                              formulation=Formulation("change", "window"))
     model = randomise(create_model(build_model_config("sbt", TINY, n_channels=3)))
     batch = tuple(torch.stack(items) for items in zip(*[splits.train_set()[i] for i in range(4)]))
-    forward_last = torch_forward_last(model, torch.device("cpu"))
+    forward_last = last_step_function(model, torch.device("cpu"))
     windows = np.stack([splits.rows[e - WINDOW + 1:e + 1] for e in splits.train_set().ends[:4]])
     expected = np.mean((prepare_windows(windows, splits.formulation).forecast(
         forward_last(prepare_windows(windows, splits.formulation).x)) - windows[:, -1]) ** 2)

@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from sbts.errors import ConfigError, SBTSError, one_line
+from sbts.errors import ConfigError, DataError, SBTSError, one_line
 
 EXIT_USAGE = 2
 FLAG_OF = {"max_len": "--window", "fractions": "--split-fractions"}  # settings whose flag is not named after them
@@ -105,9 +105,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     model_overrides, train_overrides, task_overrides = _overrides(args)
-    if args.task == "forecasting" and "val_fraction" in train_overrides:
-        raise ConfigError("--val-fraction does not apply to forecasting: the split decides the validation rows "
-                          "(--split, --split-fractions)")
     if "sparsity" in model_overrides:
         model_overrides["density"] = resolve_density(None, model_overrides.pop("sparsity"))
     elif "density" in model_overrides:
@@ -199,19 +196,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     if isinstance(model, (AnomalyRuntime, ForecastRuntime)):
-        from sbts.data.tables import read_series
-
         if args.proba:
             raise ConfigError("--proba applies to classifiers; detectors and forecasters write one row per step")
-        context = read_series(args.context) if args.context else None
+        context = _series_input(args.context, model) if args.context else None
         write = write_anomaly_scores if isinstance(model, AnomalyRuntime) else write_forecasts
-        write(model, read_series(args.input), args.input, args.output, context, args.context)
+        write(model, _series_input(args.input, model), args.input, args.output, context, args.context)
         return 0
     if args.context:
         raise ConfigError("--context applies to anomaly detectors and forecasters")
     cases, labels = read_cases(args.input)
     write_predictions(model, cases, labels, args.input, args.output, proba=args.proba)
     return 0
+
+
+def _series_input(path: str, model) -> Any:
+    """A series file for a detector or forecaster (a leading date column is skipped); named columns must be the
+    forecaster's variables, in its order."""
+    from sbts.data.tables import read_table
+
+    table = read_table(path, date_column="auto")
+    expected = getattr(model, "columns", None)
+    if table.columns is not None and expected is not None and table.columns != expected:
+        raise DataError(f"{path}: columns {','.join(table.columns)} are not the model's variables "
+                        f"{','.join(expected)} (in that order)")
+    return table.values
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from sbts.data.tables import Table, read_bytes, read_series, read_table, shown
-from sbts.data.uea import _data_dir
+from sbts.data.uea import _data_dir, require_data_dir
 from sbts.errors import DataError, one_line
 
 __all__ = ["AnomalyData", "available_anomaly_datasets", "canonical_anomaly_spec", "load_anomaly", "read_series"]
@@ -166,13 +166,6 @@ def _natural_key(name: str) -> list[object]:
 def _few(names: list[str]) -> str:
     shown = ", ".join(names[:_SHOWN_NAMES])
     return f"{shown}, ... ({len(names)} in all)" if len(names) > _SHOWN_NAMES else shown or "none"
-
-
-def _root(spec: str, data_dir: str | Path | None) -> Path:
-    root = _data_dir(data_dir)
-    if root is None:
-        raise DataError(f"dataset {spec!r}: no data dir; set SBTS_DATA_DIR or pass data_dir")
-    return root
 
 
 def _find(folder: Path, stem: str, suffix: str) -> Path | None:
@@ -394,7 +387,7 @@ def load_anomaly(spec: str, data_dir: str | Path | None = None) -> AnomalyData:
     archive, _, member = name.partition("/")
     if _NAME_SPEC_RE.match(name) is None:
         return _load_user(str(spec).strip(), name)
-    root = _root(name, data_dir)
+    root = require_data_dir(name, data_dir)
     if archive in _ENTITY_ARCHIVES:
         return _load_entity(archive, member, root)
     if member:

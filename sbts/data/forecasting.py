@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sbts.data.tables import Table, is_date, read_table
-from sbts.data.uea import _data_dir
+from sbts.data.uea import _data_dir, require_data_dir
 from sbts.errors import ConfigError, DataError
 
 __all__ = ["SPLIT_METHODS", "ForecastData", "SplitBounds", "available_forecasting_datasets",
@@ -182,13 +182,6 @@ def _find(folder: Path, file_name: str) -> Path | None:
     return next((p for p in (folder / file_name, folder / f"{file_name}.gz") if p.is_file()), None)
 
 
-def _root(spec: str, data_dir: str | Path | None) -> Path:
-    root = _data_dir(data_dir)
-    if root is None:
-        raise DataError(f"dataset {spec!r}: no data dir; set SBTS_DATA_DIR or pass data_dir")
-    return root
-
-
 def _load_named(name: str, root: Path) -> ForecastData:
     folder_name, file_name, date_column = _ARCHIVE_FILES[name]
     folder = root / "forecasting" / folder_name
@@ -312,7 +305,7 @@ def load_forecasting(spec: str, data_dir: str | Path | None = None) -> ForecastD
     """Load a series for forecasting (spec forms: see the module doc); values are not scaled."""
     name = canonical_forecasting_spec(spec)
     if name in _ARCHIVE_FILES:
-        return _load_named(name, _root(name, data_dir))
+        return _load_named(name, require_data_dir(name, data_dir))
     paths = _user_paths(str(spec).strip())
     tables = [read_table(path, "auto") for path in paths]
     roles = ("series",) if len(paths) == 1 else _SPLIT_FILE_ROLES[len(paths)]

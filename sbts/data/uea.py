@@ -148,6 +148,14 @@ def _data_dir(data_dir: str | Path | None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
+def require_data_dir(spec: str, data_dir: str | Path | None) -> Path:
+    """The data dir a named dataset is looked up in (``data_dir``, else ``$SBTS_DATA_DIR``); an error without one."""
+    root = _data_dir(data_dir)
+    if root is None:
+        raise DataError(f"dataset {spec!r}: no data dir; set SBTS_DATA_DIR or pass data_dir")
+    return root
+
+
 def _data_dir_folders(root: Path, name: str) -> list[Path]:
     return [root / "classification" / "UEA" / name, root / "UEA" / name, root / name]
 

@@ -29,7 +29,9 @@ def read_predictions(run_dir: str | Path) -> tuple[list[str], dict[str, np.ndarr
     try:
         with open(path, encoding="utf-8", newline="") as handle:
             header = next(csv.reader([handle.readline()]))
-            numeric = [i for i, name in enumerate(header) if name != "date"]
+            # "step", then "date" when the series has dates (unless "date" is a variable, whose forecast follows it)
+            has_dates = header[1:2] == ["date"] and header[2:3] != ["date" + FORECAST_SUFFIX]
+            numeric = [i for i in range(len(header)) if not (has_dates and i == 1)]
             table = np.loadtxt(handle, delimiter=",", ndmin=2, usecols=numeric, dtype=np.float64)
     except FileNotFoundError:
         raise DataError(f"{path}: predictions file not found") from None

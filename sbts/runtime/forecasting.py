@@ -99,8 +99,11 @@ def forecast_every_step(forward_last: ForwardLast, scaled: np.ndarray, window: i
     scaled rows that precede the series. Without context the first row has no history: its forecast is NaN
     (a stand-in history would be the row itself)."""
     if context is None or not len(context):
-        rest = forecast_every_step(forward_last, scaled[1:], window, formulation, scaled[:1], batch_size)
-        return np.concatenate([np.full((1, scaled.shape[1]), np.nan, np.float32), rest])
+        first = np.full((1, scaled.shape[1]), np.nan, np.float32)
+        if len(scaled) < 2:
+            return first[:len(scaled)]
+        return np.concatenate([first, forecast_every_step(forward_last, scaled[1:], window, formulation, scaled[:1],
+                                                          batch_size)])
     views = windows_ending_at_every_step(history_for(scaled, window, context), window)
     forecasts = np.empty((len(views), scaled.shape[1]), dtype=np.float32)
     for start in range(0, len(views), batch_size):

@@ -70,7 +70,7 @@ def write_forecasts(model: ForecastRuntime, series: np.ndarray, source: str | Pa
     that step from the rows before it; the last row (step n) forecasts the step after the series. Without
     context the first step has no history and its cells are empty."""
     every = model.predict_every_step(series, context, str(source), str(context_source))
-    forecasts = np.concatenate([every, model.predict(series, str(source))[None]])
+    forecasts = np.concatenate([every, model.predict(series, str(source), context, str(context_source))[None]])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["step"] + model.columns)

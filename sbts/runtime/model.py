@@ -75,16 +75,19 @@ class RuntimeModel:
         return pad_to_length(scaled, self.config.max_len)
 
 
+def _check_names(artifact: Artifact, key: str, count: int, what: str) -> None:
+    """The task state's ``key`` must list ``count`` names (``what``: e.g. "class names")."""
+    names = artifact.document.get("task_state", {}).get(key)
+    if not (isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names)):
+        raise ArtifactError(f"{artifact.source}: needs {count} {what} in {key!r}, the document has {names!r}")
+
+
 class ClassifierRuntime(RuntimeModel):
     """Per-step logits averaged over the valid steps, as the classification task trains them."""
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
-        classes = self.task_state.get("classes")
-        if not (isinstance(classes, list) and len(classes) == self.config.out_dim
-                and all(isinstance(c, str) for c in classes)):
-            raise ArtifactError(f"{artifact.source}: a classifier needs {self.config.out_dim} class names, "
-                                f"the document has {classes!r}")
+        _check_names(artifact, "classes", self.config.out_dim, "class names")
 
     @property
     def classes(self) -> list[str]:
@@ -115,7 +118,31 @@ class ClassifierRuntime(RuntimeModel):
         return np.asarray(self.classes, dtype=object)[scores.argmax(1)]
 
 
-class AnomalyRuntime(RuntimeModel):
+class SeriesRuntime(RuntimeModel):
+    """A network over windows of one long series that outputs every channel at a window's last step."""
+
+    def __init__(self, artifact: Artifact):
+        super().__init__(artifact)
+        if self.config.in_channels != self.config.out_dim:
+            raise ArtifactError(f"{artifact.source}: a {self.task} model outputs its input channels, but the network "
+                                f"maps {self.config.in_channels} channels to {self.config.out_dim}")
+
+    @property
+    def window(self) -> int:
+        return self.config.max_len
+
+    def last_step(self, windows: np.ndarray) -> np.ndarray:
+        """The network's outputs (B, D) at the last step of prepared windows (B, w, D)."""
+        return self.forward(windows, last_step_only=True)[:, 0]
+
+    def _scale(self, rows: np.ndarray) -> np.ndarray:
+        return rows.astype(np.float32) if self.scaler is None else self.scaler.transform_rows(rows)
+
+    def _unscale(self, rows: np.ndarray) -> np.ndarray:
+        return rows.astype(np.float64) if self.scaler is None else self.scaler.inverse_transform_rows(rows)
+
+
+class AnomalyRuntime(SeriesRuntime):
     """Scores every step of a series by how badly the network reconstructs it from the window ending there
     (``sbts.runtime.anomaly``); ``predict`` compares the scores with the threshold fitted in training."""
 
@@ -125,25 +152,12 @@ class AnomalyRuntime(RuntimeModel):
         value = threshold.get("value") if isinstance(threshold, dict) else None
         if threshold is not None and not (isinstance(value, (int, float)) and np.isfinite(value)):
             raise ArtifactError(f"{artifact.source}: the anomaly threshold must be a finite number, got {value!r}")
-        if self.config.in_channels != self.config.out_dim:
-            raise ArtifactError(f"{artifact.source}: a detector reconstructs its input, but the network maps "
-                                f"{self.config.in_channels} channels to {self.config.out_dim}")
-
-    @property
-    def window(self) -> int:
-        return self.config.max_len
 
     @property
     def threshold(self) -> float | None:
         """The threshold fitted in training (None when the artifact was exported without one)."""
         threshold = self.task_state.get("threshold")
         return None if threshold is None else float(threshold["value"])
-
-    def reconstruct_last(self, windows: np.ndarray) -> np.ndarray:
-        return self.forward(windows, last_step_only=True)[:, 0]
-
-    def _scale(self, rows: np.ndarray) -> np.ndarray:
-        return rows.astype(np.float32) if self.scaler is None else self.scaler.transform_rows(rows)
 
     def decision_function(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                           context_where: str = "context") -> np.ndarray:
@@ -152,7 +166,7 @@ class AnomalyRuntime(RuntimeModel):
         scaled = self._scale(check_series(series, self.config.in_channels, where))
         before = None if context is None else self._scale(check_series(context, self.config.in_channels,
                                                                        context_where, allow_empty=True))
-        return score_series(self.reconstruct_last, scaled, self.window, before)
+        return score_series(self.last_step, scaled, self.window, before)
 
     def predict(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                 threshold: float | None = None) -> np.ndarray:
@@ -165,58 +179,44 @@ class AnomalyRuntime(RuntimeModel):
 
     def stream(self, context: np.ndarray | None = None) -> ScoreStream:
         """Score observations one at a time (``update(x_t)``), the same numbers as ``decision_function``."""
-        return ScoreStream(self.reconstruct_last, self.window, self.config.in_channels, self._scale, context)
+        return ScoreStream(self.last_step, self.window, self.config.in_channels, self._scale, context)
 
 
-class ForecastRuntime(RuntimeModel):
+class ForecastRuntime(SeriesRuntime):
     """One-step-ahead forecasts of every variable, prepared as in training (``sbts.runtime.forecasting``);
     inputs and forecasts are in the data's own units."""
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
-        if self.config.in_channels != self.config.out_dim:
-            raise ArtifactError(f"{artifact.source}: a forecaster forecasts its inputs, but the network maps "
-                                f"{self.config.in_channels} variables to {self.config.out_dim}")
-        try:
-            self.formulation = Formulation(**self.task_state.get("formulation", {}))
-        except (TypeError, SBTSError) as exc:
+        try:  # required: a missing one must not silently read as the paper's
+            self.formulation = Formulation(**self.task_state["formulation"])
+        except (KeyError, TypeError, SBTSError) as exc:
             raise ArtifactError(f"{artifact.source}: bad forecast formulation: {exc}") from None
-        columns = self.task_state.get("columns")
-        if not (isinstance(columns, list) and len(columns) == self.config.in_channels
-                and all(isinstance(c, str) for c in columns)):
-            raise ArtifactError(f"{artifact.source}: a forecaster needs {self.config.in_channels} variable names, "
-                                f"the document has {columns!r}")
-
-    @property
-    def window(self) -> int:
-        return self.config.max_len
+        _check_names(artifact, "columns", self.config.in_channels, "variable names")
 
     @property
     def columns(self) -> list[str]:
         return list(self.task_state["columns"])
 
-    def forward_last(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x, last_step_only=True)[:, 0]
-
-    def _scale(self, rows: np.ndarray) -> np.ndarray:
-        return rows.astype(np.float32) if self.scaler is None else self.scaler.transform_rows(rows)
-
-    def _unscale(self, rows: np.ndarray) -> np.ndarray:
-        return rows.astype(np.float64) if self.scaler is None else self.scaler.inverse_transform_rows(rows)
-
-    def predict(self, history: np.ndarray, where: str = "input") -> np.ndarray:
-        """The forecast (n_variables,) of the step after ``history`` (n_steps >= 1, n_variables)."""
+    def predict(self, history: np.ndarray, where: str = "input", context: np.ndarray | None = None,
+                context_where: str = "context") -> np.ndarray:
+        """The forecast (n_variables,) of the step after ``history`` (n_steps >= 1, n_variables), which
+        ``context`` (earlier rows, if given) precedes."""
         scaled = self._scale(check_series(history, self.config.in_channels, where))
-        return self._unscale(forecast_next(self.forward_last, scaled, self.window, self.formulation)[None])[0]
+        if context is not None:
+            scaled = np.concatenate([self._scale(check_series(context, self.config.in_channels, context_where,
+                                                              allow_empty=True)), scaled])
+        return self._unscale(forecast_next(self.last_step, scaled, self.window, self.formulation)[None])[0]
 
     def predict_every_step(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                            context_where: str = "context") -> np.ndarray:
         """The one-step-ahead forecast (n_steps, n_variables) of every row of ``series`` from the rows before it
-        (``context``: rows that precede the series; without it the first row stands in for them)."""
+        (``context``: rows that precede the series; without it the first row has no forecast (NaN) and stands in
+        for the missing history of the next ``window - 2`` rows)."""
         scaled = self._scale(check_series(series, self.config.in_channels, where))
         before = None if context is None else self._scale(check_series(context, self.config.in_channels,
                                                                        context_where, allow_empty=True))
-        return self._unscale(forecast_every_step(self.forward_last, scaled, self.window, self.formulation, before))
+        return self._unscale(forecast_every_step(self.last_step, scaled, self.window, self.formulation, before))
 
 
 RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime, "anomaly": AnomalyRuntime,

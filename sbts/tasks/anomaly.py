@@ -37,9 +37,9 @@ from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, poi
 from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
 from sbts.models import create_model, model_config
-from sbts.runtime.anomaly import ReconstructLast, ScoreStream, check_series, score_series
-from sbts.tasks.runs import (TaskHooks, TrainedRun, check_files_unchanged, fit_run, load_run_model, reload_trained,
-                             training_record)
+from sbts.runtime.anomaly import ScoreStream, check_series, score_series
+from sbts.tasks.runs import (TaskHooks, TrainedRun, check_files_unchanged, fit_run, last_step_function, load_run_model,
+                             reload_trained, training_record)
 from sbts.training import Trainer, atomic_write_json, seed_everything
 from sbts.training.checkpoint import read_json
 
@@ -271,16 +271,6 @@ class AnomalyTask:
         return (-metrics["loss"],)
 
 
-def torch_reconstructor(model: torch.nn.Module, device: torch.device) -> ReconstructLast:
-    """A model's last-step reconstructions of numpy windows, for ``sbts.runtime.anomaly``."""
-    model.eval()
-
-    def reconstruct(windows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(windows).to(device), last_step_only=True)[:, 0].cpu().numpy()
-    return reconstruct
-
-
 @dataclass
 class SplitScores:
     fit: np.ndarray
@@ -293,7 +283,7 @@ def score_splits(model: torch.nn.Module, splits: AnomalySplits, device: torch.de
                  batch_size: int = 256) -> SplitScores:
     """One score per step of every split: each validation part continues its fit part, and each test series
     continues its training series (a pooled set's members each their own)."""
-    reconstruct = torch_reconstructor(model, device)
+    reconstruct = last_step_function(model, device)
     fit = np.concatenate([score_series(reconstruct, part, splits.window, None, batch_size)
                           for part in splits.fit_parts])
     val = np.concatenate([score_series(reconstruct, part, splits.window, before, batch_size) if len(part)
@@ -464,7 +454,7 @@ class SBTAnomalyDetector(OutlierMixin, BaseEstimator):
         scaled = self._scale(check_series(X, self.n_features_in_, "X"))
         before = None if context is None else self._scale(check_series(context, self.n_features_in_, "context"))
         device = next(self.model_.parameters()).device
-        return score_series(torch_reconstructor(self.model_, device), scaled, self.config_.max_len, before)
+        return score_series(last_step_function(self.model_, device), scaled, self.config_.max_len, before)
 
     def score_samples(self, X, context=None) -> np.ndarray:
         """The negated anomaly score (scikit-learn's convention: the lower, the more abnormal)."""
@@ -479,7 +469,7 @@ class SBTAnomalyDetector(OutlierMixin, BaseEstimator):
         stream (with the same context)."""
         self._check_fitted()
         device = next(self.model_.parameters()).device
-        return ScoreStream(torch_reconstructor(self.model_, device), self.config_.max_len, self.n_features_in_,
+        return ScoreStream(last_step_function(self.model_, device), self.config_.max_len, self.n_features_in_,
                            self._scale, context)
 
     def export(self, path: str | Path, float_dtype: str = "float32"):

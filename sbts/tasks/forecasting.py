@@ -40,8 +40,8 @@ from sbts.models import create_model, model_config
 from sbts.runtime.anomaly import check_series
 from sbts.runtime.forecasting import (ForwardLast, Formulation, forecast_every_step, forecast_next,
                                       prepare_windows)
-from sbts.tasks.runs import (TaskHooks, TrainedRun, check_files_unchanged, fit_run, load_run_model, reload_trained,
-                             training_record)
+from sbts.tasks.runs import (TaskHooks, TrainedRun, check_files_unchanged, fit_run, last_step_function, load_run_model,
+                             reload_trained, training_record)
 from sbts.training import Trainer, atomic_write_json, seed_everything
 
 TASK = "forecasting"
@@ -219,16 +219,6 @@ class ForecastTask:
         return (-metrics["loss"],)
 
 
-def torch_forward_last(model: torch.nn.Module, device: torch.device) -> ForwardLast:
-    """A model's last-step outputs for prepared numpy windows, for ``sbts.runtime.forecasting``."""
-    model.eval()
-
-    def forward_last(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(x).to(device), last_step_only=True)[:, 0].cpu().numpy()
-    return forward_last
-
-
 def forecast_split(forward_last: ForwardLast, splits: ForecastSplits, split: str) -> np.ndarray:
     """The scaled forecast of every row of a split, each from the rows before it."""
     start, end = splits.span(split)
@@ -242,7 +232,7 @@ def baseline_report(splits: ForecastSplits) -> dict[str, Any]:
     """Persistence, the window mean and ridge regression, fitted on training windows (ridge's penalty on
     validation), evaluated on every validation and test row."""
     std = splits.scaler.std
-    train_windows = splits.windows("train")[::splits.stride]
+    train_windows = splits.windows("train")[splits.train_set().ends - (splits.window - 1)]  # the model's windows
     val_windows = splits.windows("val")
     report: dict[str, Any] = {}
     for baseline in BASELINES:
@@ -262,11 +252,13 @@ def _errors(forecasts: np.ndarray, splits: ForecastSplits, split: str, std: np.n
 
 
 def comparison(test: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any]:
-    """The model's test MSE against each baseline's (ratio below 1: the model is better)."""
-    ratios = {name: test["mse"] / entry["test"]["mse"] for name, entry in baselines.items()
-              if entry.get("test", {}).get("mse")}
-    best = min(baselines, key=lambda name: baselines[name]["test"]["mse"])
-    return {"mse_ratio_to": ratios, "best_baseline": best, "beats_every_baseline": all(r < 1 for r in ratios.values())}
+    """The model's test MSE against each baseline's (ratio below 1: the model is better; a baseline without
+    error gives an infinite ratio, or 1 when the model has none either)."""
+    errors = {name: entry["test"]["mse"] for name, entry in baselines.items()}
+    ratios = {name: test["mse"] / mse if mse > 0 else (float("inf") if test["mse"] > 0 else 1.0)
+              for name, mse in errors.items()}
+    return {"mse_ratio_to": ratios, "best_baseline": min(errors, key=errors.get),
+            "beats_every_baseline": all(test["mse"] < mse for mse in errors.values())}
 
 
 def split_record(splits: ForecastSplits) -> dict[str, Any]:
@@ -302,7 +294,7 @@ def write_predictions_csv(path: Path, splits: ForecastSplits, forecasts: np.ndar
 def forecast_report(run: RunConfig, model: torch.nn.Module, splits: ForecastSplits, device: torch.device
                     ) -> tuple[dict[str, Any], np.ndarray]:
     """metrics.json's task part, and the scaled test forecasts."""
-    forward_last = torch_forward_last(model, device)
+    forward_last = last_step_function(model, device)
     std = splits.scaler.std
     val = _errors(forecast_split(forward_last, splits, "val"), splits, "val", std) if splits.span("val")[1] > \
         splits.span("val")[0] else {}
@@ -318,8 +310,8 @@ def forecast_report(run: RunConfig, model: torch.nn.Module, splits: ForecastSpli
         "paper_formulation": splits.formulation.is_paper, "split": split_record(splits),
         "val": val, "test": test, "baselines": baselines, "compared_with_baselines": comparison(test, baselines),
         "test_forecast_seconds": round(test_seconds, 3), "context_rule": CONTEXT_RULE,
-        "selection": "lowest validation MSE (every stride-th validation row, during training); test data is never "
-                     "used to select",
+        "selection": ("lowest validation MSE (every stride-th validation row, during training)" if val else
+                      "lowest training loss (no validation rows)") + "; test data is never used to select",
         "metric_notes": FORECAST_METRIC_NOTES,
     }
     return metrics, test_forecasts
@@ -415,7 +407,7 @@ class SBTForecaster(BaseEstimator):
             raise SBTSError("this SBTForecaster is not fitted yet; call fit(y) first")
 
     def _forward_last(self) -> ForwardLast:
-        return torch_forward_last(self.model_, next(self.model_.parameters()).device)
+        return last_step_function(self.model_, next(self.model_.parameters()).device)
 
     def _scaled(self, rows, where: str) -> np.ndarray:
         return self.scaler_.transform_rows(check_series(rows, self.n_features_in_, where))
@@ -455,6 +447,9 @@ def _splits_of(data: ForecastData, run: RunConfig, scaler: ChannelScaler | None 
 
 def resolve_run(spec: dict[str, Any]) -> tuple[RunConfig, ForecastSplits, dict[str, Any]]:
     """A run specification -> its full config, its data split and scaled, and the state its checkpoints keep."""
+    if "val_fraction" in spec.get("train", {}):
+        raise ConfigError("val_fraction does not apply to forecasting: the split decides the validation rows "
+                          "(task option split and fractions; --split, --split-fractions)")
     train = TrainConfig.from_dict({**TRAIN_DEFAULTS, **spec.get("train", {})}, "train config")
     options = ForecastOptions.from_dict(spec.get("task_options", {}))
     data_spec = canonical_forecasting_spec(spec["data"])

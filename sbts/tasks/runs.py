@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -225,6 +226,17 @@ def load_run_model(hooks: TaskHooks, run_dir: str | Path, checkpoint: str = "bes
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({mismatch_reason(exc)})") from None
     return run, model.eval(), state
+
+
+def last_step_function(model: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """A model (put in eval mode) as the torch-free scoring and forecasting code calls networks: prepared numpy
+    windows (B, w, D) -> the outputs (B, out_dim) at their last step."""
+    model.eval()
+
+    def last_step(windows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(windows).to(device), last_step_only=True)[:, 0].cpu().numpy()
+    return last_step
 
 
 def check_files_unchanged(recorded: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> None:
