@@ -465,4 +465,6 @@ def test_window_and_preset_errors():
     with pytest.raises(ConfigError, match="step_t attention needs windows of at least 2"):
         anomaly.build_model_config("sbt", {"max_len": 1}, n_channels=3)
     assert preset_path("anomaly", "SMD/machine-1-6", "sbt").name == "anomaly_SMD_sbt.yaml"
+    assert preset_path("anomaly", "smd/machine-1-6", "sbt").name == "anomaly_SMD_sbt.yaml"  # as the loader: any case
+    assert preset_path("forecasting", "ett/ettm1", "dense").name == "forecasting_ETTm1_dense.yaml"
     assert preset_path("anomaly", "SMD/train.csv,SMD/test.csv", "sbt") is None  # files, not a dataset name

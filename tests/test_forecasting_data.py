@@ -174,7 +174,8 @@ def test_split_files(tmp_path: Path, with_val: bool) -> None:
     expected = (4, 6, 9) if with_val else (4, 4, 9)
     assert split_bounds(data) == SplitBounds(*expected, "files")
     for method in ("informer", "fraction", "dates"):
-        assert f"split method {method!r} does not apply to split files" in split_error(data, method=method)
+        assert f"split method {method!r} cannot be used with split files" in split_error(data, method=method)
+    assert "split fractions cannot be used with split files" in split_error(data, fractions=(0.6, 0.2, 0.2))
 
 
 def test_split_files_without_dates_may_mix_formats(tmp_path: Path) -> None:
@@ -353,13 +354,24 @@ def test_fraction_split() -> None:
     assert split_bounds(series(7588)).to_dict() == {"train_end": 5311, "val_end": 6071, "test_end": 7588,
                                                     "method": "fraction"}
     for bad, expected in [((0.7, 0.1), "must be three numbers"), ((0.7, "x", 0.2), "must be three numbers"),
-                          (None, "must be three numbers"), ((0.8, 0.1, 0.2), "must sum to 1, not 1.1"),
+                          ((0.8, 0.1, 0.2), "must sum to 1, not 1.1"),
                           ((1.2, -0.4, 0.2), "must be non-negative"), ((0.7, float("nan"), 0.3), "non-negative"),
                           ((0.0, 0.5, 0.5), "train and test fractions must be above 0"),
                           ((0.9, 0.1, 0.0), "train and test fractions must be above 0")]:
         assert expected in split_error(series(100), fractions=bad), bad
     assert "3 rows leave the train or the test split empty" in split_error(series(3), DataError,
                                                                           fractions=(0.9, 0.0, 0.1))
+
+
+def test_fractions_are_refused_by_the_other_methods_not_ignored() -> None:
+    dates = hourly(17_420)
+    ett = series(17_420, dates, name="ETT/ETTh1")
+    assert split_error(ett, fractions=(0.6, 0.2, 0.2)) == (
+        "split fractions apply to split method 'fraction', not 'informer' (ETT/ETTh1's default); choose the split "
+        "method 'fraction' to use them")
+    assert "not 'dates'" in split_error(series(100, hourly(100)), method="dates", fractions=(0.6, 0.2, 0.2),
+                                        train_end="2016-07-02", val_end="2016-07-03")
+    assert split_bounds(ett, "fraction", fractions=(0.6, 0.2, 0.2)) == SplitBounds(10452, 13936, 17420, "fraction")
 
 
 def test_dates_split() -> None:

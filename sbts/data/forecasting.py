@@ -38,6 +38,7 @@ _NAMES = {spec.lower(): spec for spec in _ARCHIVE_FILES}
 _SPLIT_FILE_ROLES = {2: ("train", "test"), 3: ("train", "val", "test")}
 
 SPLIT_METHODS = ("auto", "informer", "fraction", "dates")
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)  # train, validation, test
 _DAY_S = 86_400
 # The Informer benchmark split of ETT: 12 months train, 4 validation, 4 test, months of 30 days.
 _INFORMER_MONTHS = (12, 16, 20)
@@ -321,12 +322,13 @@ def available_forecasting_datasets(data_dir: str | Path | None = None) -> list[s
             if _find(root / "forecasting" / folder, file_name) is not None]
 
 
-def split_bounds(data: ForecastData, method: str = "auto", *, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+def split_bounds(data: ForecastData, method: str = "auto", *, fractions: tuple[float, float, float] | None = None,
                  train_end: str | None = None, val_end: str | None = None, test_end: str | None = None) -> SplitBounds:
     """Train/validation/test row bounds of a series.
 
     ``informer``: 12/4/4 months of 30 days, counted in rows of the series' (regular) step; ``fraction``: train
-    ``int(n * f_train)`` rows, test ``int(n * f_test)``, validation the rest; ``dates``: rows dated before
+    ``int(n * f_train)`` rows, test ``int(n * f_test)``, validation the rest (``fractions``, default 0.7/0.1/0.2;
+    refused for the other methods rather than ignored); ``dates``: rows dated before
     ``train_end`` train, before ``val_end`` validation, before ``test_end`` (default: the end) test; ``auto``: the
     split files' own split, ``informer`` for the ETT archive, else ``fraction``.
     """
@@ -337,14 +339,18 @@ def split_bounds(data: ForecastData, method: str = "auto", *, fractions: tuple[f
     if date_options and method != "dates":
         raise ConfigError(f"{', '.join(date_options)} only apply to split method 'dates', not {method!r}")
     if data.file_lengths is not None:
-        if method != "auto":
-            raise ConfigError(f"split method {method!r} does not apply to split files: their files are the split "
-                              f"(use 'auto')")
+        if method != "auto" or fractions is not None:
+            what = "split fractions" if method == "auto" else f"split method {method!r}"
+            raise ConfigError(f"{what} cannot be used with split files: their files are the split (use split 'auto')")
         return _files_split(data.file_lengths)
     if method == "auto":
         method = "informer" if data.name in _ETT_SPECS else "fraction"
+    if fractions is not None and method != "fraction":
+        raise ConfigError(f"split fractions apply to split method 'fraction', not {method!r}"
+                          + (f" ({data.name}'s default)" if data.name in _ETT_SPECS else "")
+                          + "; choose the split method 'fraction' to use them")
     if method == "informer":
         return _informer_split(data)
     if method == "fraction":
-        return _fraction_split(data, fractions)
+        return _fraction_split(data, DEFAULT_FRACTIONS if fractions is None else fractions)
     return _dates_split(data, train_end, val_end, test_end)

@@ -64,7 +64,7 @@ class ForecastOptions:
     """How the series is split and what the network's output means (``task_options`` of a run)."""
 
     split: str = "auto"  # auto: the Informer split for ETT, the files' split for split files, else fractions
-    fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # train, validation, test
+    fractions: list[float] | None = None  # split "fraction": train, validation, test (default 0.7, 0.1, 0.2)
     train_end: str | None = None  # split "dates": the first validation date
     val_end: str | None = None  # split "dates": the first test date
     test_end: str | None = None  # split "dates": the first date after the test period (default: the end)
@@ -74,10 +74,11 @@ class ForecastOptions:
     def __post_init__(self) -> None:
         if self.split not in SPLIT_METHODS:
             raise ConfigError(f"split must be one of {', '.join(SPLIT_METHODS)}; got {self.split!r}")
-        if (not isinstance(self.fractions, (list, tuple)) or len(self.fractions) != 3
-                or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in self.fractions)):
-            raise ConfigError(f"fractions must be three numbers (train, validation, test); got {self.fractions!r}")
-        self.fractions = [float(f) for f in self.fractions]
+        if self.fractions is not None:
+            if (not isinstance(self.fractions, (list, tuple)) or len(self.fractions) != 3
+                    or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in self.fractions)):
+                raise ConfigError(f"fractions must be three numbers (train, validation, test); got {self.fractions!r}")
+            self.fractions = [float(f) for f in self.fractions]
         for name in ("train_end", "val_end", "test_end"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a date string, got {getattr(self, name)!r}")
@@ -90,7 +91,8 @@ class ForecastOptions:
         return Formulation(self.target, self.input_norm)
 
     def bounds(self, data: ForecastData) -> SplitBounds:
-        return split_bounds(data, self.split, fractions=tuple(self.fractions), train_end=self.train_end,
+        return split_bounds(data, self.split, fractions=None if self.fractions is None else tuple(self.fractions),
+                            train_end=self.train_end,
                             val_end=self.val_end, test_end=self.test_end)
 
     def to_dict(self) -> dict[str, Any]:

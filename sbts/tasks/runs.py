@@ -54,9 +54,11 @@ def preset_path(task: str, dataset: str, model_name: str) -> Path | None:
     for file paths)."""
     parts = [part for part in dataset.split("/") if part]
     archive_member = len(parts) == 2 and "," not in dataset and not Path(dataset).expanduser().exists()
+    # Case-insensitive, as the loaders are: ``ett/ettm1`` is the same dataset as ``ETT/ETTm1``.
+    presets = {entry.name.lower(): entry for entry in resources.files(PRESET_PACKAGE).joinpath("paper").iterdir()}
     for name in parts[-1:] + (parts[:1] if archive_member else []):
-        candidate = resources.files(PRESET_PACKAGE).joinpath("paper", f"{task}_{name}_{model_name}.yaml")
-        if candidate.is_file():
+        candidate = presets.get(f"{task}_{name}_{model_name}.yaml".lower())
+        if candidate is not None and candidate.is_file():
             return Path(str(candidate))
     return None
 
