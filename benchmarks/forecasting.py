@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -44,7 +45,21 @@ VARIANTS = ([(m, d, f) for m, d in (("dense", None), ("sbt", 0.5)) for f in FORM
             + [("sbt", 0.25, f) for f in ("paper", "change+window")])
 BASELINES = {"persistence": "persistence (last value)", "window_mean": "window mean", "ridge": "ridge on the window"}
 PATIENCE = 3
-NUMBER = ".4g"  # errors span 0.004 (exchange_rate) to 1+: significant digits, not decimals
+
+
+def error_format(value: float) -> str:
+    """Errors span 0.004 (exchange_rate) to 1+: four significant digits of ``value``, as fixed decimals so that a
+    std printed with the same format lines up with its mean."""
+    magnitude = math.floor(math.log10(abs(value))) if value else 0
+    return f".{max(0, 3 - magnitude)}f"
+
+
+def error(value: float) -> str:
+    return f"{value:{error_format(value)}}"
+
+
+def errors_mean_std(values: list[float]) -> str:
+    return mean_std(values, error_format(statistics.mean(values)))
 
 
 def stride_of(dataset: str, args: argparse.Namespace) -> int:
@@ -101,17 +116,17 @@ def dataset_table(results: list[dict], dataset: str) -> list[str]:
     for name, title in BASELINES.items():
         entry = first["baselines"][name]  # the same in every run of the dataset: same split, windows and scaling
         note = f" (alpha {entry['alpha']:g})" if "alpha" in entry else ""
-        lines.append(f"| {title}{note} | – | {entry['test']['mse']:{NUMBER}} | {entry['test']['mae']:{NUMBER}} | "
-                     f"{entry['test']['mse'] / persistence:.2f} | – | {entry['val']['mse']:{NUMBER}} | – |")
+        lines.append(f"| {title}{note} | – | {error(entry['test']['mse'])} | {error(entry['test']['mae'])} | "
+                     f"{entry['test']['mse'] / persistence:.2f} | – | {error(entry['val']['mse'])} | – |")
     for model, density, formulation in VARIANTS:
         group = [r for r in runs if r["model"] == model and r["density"] == density and r["formulation"] == formulation]
         if not group:
             continue
         ratio = statistics.mean(r["test_mse"] for r in group) / persistence
         wins = sum(r["test_mse"] < persistence for r in group)
-        lines.append(f"| {label(model, density)} | {formulation} | {mean_std([r['test_mse'] for r in group], NUMBER)} | "
-                     f"{mean_std([r['test_mae'] for r in group], NUMBER)} | {ratio:.2f} | {wins}/{len(group)} | "
-                     f"{mean_std([r['val_mse'] for r in group], NUMBER)} | "
+        lines.append(f"| {label(model, density)} | {formulation} | {errors_mean_std([r['test_mse'] for r in group])} | "
+                     f"{errors_mean_std([r['test_mae'] for r in group])} | {ratio:.2f} | {wins}/{len(group)} | "
+                     f"{errors_mean_std([r['val_mse'] for r in group])} | "
                      f"{statistics.mean(r['epochs_run'] for r in group):.1f} "
                      f"({statistics.mean(r['best_epoch'] for r in group):.1f}) |")
     return lines + [""]

@@ -23,14 +23,18 @@ def machine_info() -> dict[str, object]:
                 model = value.strip()
             if key.strip() in ("flags", "Features") and not flags:
                 flags = set(value.split())
+    from sbts.tasks.runs import git_commit
+
     return {"cpu": model, "cores": os.cpu_count(), "simd": [f for f in SIMD_FLAGS if f in flags],
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "commit": git_commit()}
 
 
 def machine_line(info: dict[str, object] | None = None) -> str:
     info = info or machine_info()
     return (f"{info['cpu']}, {info['cores']} cores, SIMD {' '.join(info['simd']) or 'unknown'}, "
-            f"torch {info['torch']}, Python {info['python']}")
+            f"torch {info['torch']}, Python {info['python']}"
+            + (f", sbts commit {info['commit']}" if info.get("commit") else ""))
 
 
 def mean_std(values: list[float], fmt: str = ".3f") -> str:

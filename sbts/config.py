@@ -76,6 +76,18 @@ def dataclass_from_dict(cls, data: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {exc}") from None
 
 
+class TaskOptions:
+    """Base of a task's options dataclass (a run's ``task_options``): saved as a plain mapping, read back with
+    one-line errors for unknown or missing keys."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "task_options"):
+        return dataclass_from_dict(cls, data, where)
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to build one encoder-only Transformer, dense or sparse-binary."""

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from sbts.atomic import atomic_write_bytes
-from sbts.config import ModelConfig, RunConfig, TrainConfig, dataclass_from_dict
+from sbts.config import ModelConfig, RunConfig, TaskOptions, TrainConfig
 from sbts.data.anomaly import AnomalyData, canonical_anomaly_spec, load_anomaly
 from sbts.data.preprocessing import ChannelScaler
 from sbts.data.windows import check_window_fits, history_for, training_window_starts
@@ -57,7 +57,7 @@ CONTEXT_RULE = ("every test step scored once; the windows of the first w-1 test 
 
 
 @dataclass
-class AnomalyOptions:
+class AnomalyOptions(TaskOptions):
     """How the detector turns scores into decisions and what the report adds (``task_options`` of a run)."""
 
     # Fitted on threshold_scores only: "percentile" (the default: it did better than POT on SMD, MSL and SMAP in
@@ -115,13 +115,6 @@ class AnomalyOptions:
             except SBTSError as exc:
                 fitted[method] = str(exc)
         return fitted
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "task_options") -> AnomalyOptions:
-        return dataclass_from_dict(cls, data, where)
 
 
 # --- data: splits, scaling, windows ------------------------------------------------------------

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sbts.atomic import atomic_write_bytes
 from sbts.baselines.forecasting import BASELINES
-from sbts.config import ModelConfig, RunConfig, TrainConfig, dataclass_from_dict
+from sbts.config import ModelConfig, RunConfig, TaskOptions, TrainConfig
 from sbts.data.forecasting import (SPLIT_METHODS, ForecastData, SplitBounds, canonical_forecasting_spec,
                                    load_forecasting, split_bounds)
 from sbts.data.preprocessing import ChannelScaler
@@ -60,7 +60,7 @@ CONTEXT_RULE = ("every validation and test row forecast exactly once, from the w
 
 
 @dataclass
-class ForecastOptions:
+class ForecastOptions(TaskOptions):
     """How the series is split and what the network's output means (``task_options`` of a run)."""
 
     split: str = "auto"  # auto: the Informer split for ETT, the files' split for split files, else fractions
@@ -92,15 +92,7 @@ class ForecastOptions:
 
     def bounds(self, data: ForecastData) -> SplitBounds:
         return split_bounds(data, self.split, fractions=None if self.fractions is None else tuple(self.fractions),
-                            train_end=self.train_end,
-                            val_end=self.val_end, test_end=self.test_end)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "task_options") -> ForecastOptions:
-        return dataclass_from_dict(cls, data, where)
+                            train_end=self.train_end, val_end=self.val_end, test_end=self.test_end)
 
 
 # --- data: windows over the scaled series ------------------------------------------------------
