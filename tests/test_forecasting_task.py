@@ -455,6 +455,11 @@ def test_cli_refuses_short_series_mismatched_files_and_misplaced_options(tmp_pat
     assert main(["train", "forecasting", "--data", str(short), "--split-fractions", "0.7,x", "--quiet", "--out",
                  str(tmp_path / "run")]) == 2
     assert "--split-fractions" in capsys.readouterr().err
+    np.savetxt(tmp_path / "test.csv", values[300:], delimiter=",")
+    assert main(["train", "forecasting", "--data", f"{tmp_path / 'train.csv'},{tmp_path / 'test.csv'}",
+                 "--split-fractions", "0.6,0.2,0.2", "--quiet", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "split fractions cannot be used with split files" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
