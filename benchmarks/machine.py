@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from sbts.tasks.runs import git_commit
+
 SIMD_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "neon", "asimd")
 
 
@@ -23,8 +25,6 @@ def machine_info() -> dict[str, object]:
                 model = value.strip()
             if key.strip() in ("flags", "Features") and not flags:
                 flags = set(value.split())
-    from sbts.tasks.runs import git_commit
-
     return {"cpu": model, "cores": os.cpu_count(), "simd": [f for f in SIMD_FLAGS if f in flags],
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "commit": git_commit()}

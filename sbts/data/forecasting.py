@@ -18,6 +18,7 @@ time order; :func:`split_bounds` cuts them into train, validation and test rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -230,7 +231,7 @@ def _informer_split(data: ForecastData) -> SplitBounds:
     return SplitBounds(train_end, val_end, test_end, "informer")
 
 
-def _fraction_split(data: ForecastData, fractions: tuple[float, float, float]) -> SplitBounds:
+def _fraction_split(data: ForecastData, fractions: Sequence[float]) -> SplitBounds:
     try:
         f_train, f_val, f_test = (float(f) for f in fractions)
     except (TypeError, ValueError):
@@ -322,7 +323,7 @@ def available_forecasting_datasets(data_dir: str | Path | None = None) -> list[s
             if _find(root / "forecasting" / folder, file_name) is not None]
 
 
-def split_bounds(data: ForecastData, method: str = "auto", *, fractions: tuple[float, float, float] | None = None,
+def split_bounds(data: ForecastData, method: str = "auto", *, fractions: Sequence[float] | None = None,
                  train_end: str | None = None, val_end: str | None = None, test_end: str | None = None) -> SplitBounds:
     """Train/validation/test row bounds of a series.
 

@@ -91,8 +91,8 @@ class ForecastOptions(TaskOptions):
         return Formulation(self.target, self.input_norm)
 
     def bounds(self, data: ForecastData) -> SplitBounds:
-        return split_bounds(data, self.split, fractions=None if self.fractions is None else tuple(self.fractions),
-                            train_end=self.train_end, val_end=self.val_end, test_end=self.test_end)
+        return split_bounds(data, self.split, fractions=self.fractions, train_end=self.train_end,
+                            val_end=self.val_end, test_end=self.test_end)
 
 
 # --- data: windows over the scaled series ------------------------------------------------------
