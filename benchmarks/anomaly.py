@@ -77,7 +77,7 @@ def one_run(job: dict) -> dict:
                           train_overrides={"epochs": job["epochs"], "stride": job["stride"], "seed": job["seed"],
                                            "device": "cpu"})
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = anomaly.train_run(spec, Path(tmp) / "run", verbose=False)
+        metrics = anomaly.AnomalyTask().train_run(spec, Path(tmp) / "run", verbose=False)
     return {**job, **summary(metrics), "epochs_run": metrics["epochs"], "best_epoch": metrics["best_epoch"],
             "seconds_per_epoch": metrics["seconds_per_epoch"], "test_scoring_seconds": metrics["test_scoring_seconds"],
             "window": metrics["window"], "d_model": metrics["config"]["model"]["d_model"]}
@@ -93,7 +93,7 @@ def baseline_run(job: dict) -> dict:
 
     spec = build_run_spec("anomaly", data=job["dataset"], model_name="sbt", config_file=None,
                           model_overrides=model_overrides(job), train_overrides={"stride": job["stride"]})
-    run, splits, _ = anomaly.resolve_run(spec)
+    run, splits, _ = anomaly.AnomalyTask().resolve(spec)
     options = anomaly.AnomalyOptions.from_dict(run.task_options)
     if job["model"] == "distance":
         def score(rows):

@@ -49,7 +49,7 @@ def one_run(job: dict) -> dict:
     spec = build_run_spec("classification", data=f"UEA/{job['dataset']}", model_name=job["model"], config_file=None,
                           model_overrides=model_overrides, train_overrides=train_overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = classification.train_run(spec, Path(tmp) / "run", verbose=False)
+        metrics = classification.ClassificationTask().train_run(spec, Path(tmp) / "run", verbose=False)
     return {**job, "epochs": metrics["epochs"], "test_accuracy": metrics["test"]["accuracy"], "val_accuracy": metrics["val"].get("accuracy"),
             "best_epoch": metrics["best_epoch"], "seconds_per_epoch": metrics["seconds_per_epoch"],
             "d_model": metrics["config"]["model"]["d_model"], "attention": metrics["config"]["model"]["attention"]}

@@ -85,7 +85,6 @@ def float16_effect(epochs: int) -> list[dict]:
 
     from sbts.data import resolve_classification
     from sbts.data.ts_format import read_ts
-    from sbts.export.artifact import export_run
     from sbts.runtime import load
     from sbts.tasks import classification
     from sbts.tasks.runs import build_run_spec
@@ -98,11 +97,11 @@ def float16_effect(epochs: int) -> list[dict]:
             spec = build_run_spec("classification", data="UEA/JapaneseVowels", model_name=model_name,
                                   config_file=None, model_overrides={"seed": 0},
                                   train_overrides={"epochs": epochs, "seed": 0, "device": "cpu"})
-            metrics = classification.train_run(spec, run_dir, verbose=False)
+            metrics = classification.ClassificationTask().train_run(spec, run_dir, verbose=False)
             row = {"model": model_name, "epochs": epochs, "torch_test_accuracy": metrics["test"]["accuracy"]}
             logits = {}
             for dtype in ("float32", "float16"):
-                result = export_run(run_dir, Path(tmp) / f"{model_name}-{dtype}.sbts", float_dtype=dtype)
+                result = classification.ClassificationTask().export_run(run_dir, Path(tmp) / f"{model_name}-{dtype}.sbts", float_dtype=dtype)
                 runtime = load(result.path)
                 logits[dtype] = runtime.decision_function(test.series)
                 predicted = np.asarray(runtime.classes)[logits[dtype].argmax(1)]

@@ -82,7 +82,7 @@ def one_run(job: dict) -> dict:
                                            "seed": job["seed"], "device": "cpu"},
                           task_overrides={"target": target, "input_norm": input_norm})
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = forecasting.train_run(spec, Path(tmp) / "run", verbose=False)
+        metrics = forecasting.ForecastTask().train_run(spec, Path(tmp) / "run", verbose=False)
     baselines = {name: {split: {k: entry[split][k] for k in ("mse", "mae", "mse_original", "mae_original")}
                         for split in ("val", "test")} | ({"alpha": entry["alpha"]} if "alpha" in entry else {})
                  for name, entry in metrics["baselines"].items()}

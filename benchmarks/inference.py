@@ -57,13 +57,13 @@ def engines(task: str, dataset: str, batch: int, threads: int, folder: Path) -> 
     from sbts.compression import config_pair
     from sbts.export.artifact import export_model
     from sbts.export.onnx import export_onnx
+    from sbts.registry import runtime_class
     from sbts.runtime import load
-    from sbts.tasks import LAST_STEP_TASKS
 
     sbt_side, dense_side, _ = config_pair(ROOT / "sbts" / "configs" / "paper" / f"{task}_{dataset}_sbt.yaml")
     torch.manual_seed(0)
     fns = {}
-    last_step = task in LAST_STEP_TASKS
+    last_step = runtime_class(task).last_step_only
     for name, model in (("dense", dense_side.model), ("sbt", sbt_side.model)):
         model.eval()
         config = model.config

@@ -17,6 +17,10 @@ _LAZY = {
     "create_model": "sbts.models",
     "list_models": "sbts.models",
     "SBTClassifier": "sbts.tasks.classification",
+    "SBTAnomalyDetector": "sbts.tasks.anomaly",
+    "SBTForecaster": "sbts.tasks.forecasting",
+    "register_task": "sbts.registry",
+    "task_names": "sbts.registry",
 }
 
 __all__ = ["__version__", *_LAZY]

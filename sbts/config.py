@@ -94,21 +94,25 @@ class ModelConfig:
 
     in_channels: int
     out_dim: int
-    max_len: int
-    d_model: int = 64
-    n_heads: int = 2
-    n_layers: int = 2
-    d_ff: int = 256
-    linear: str = "sparse_binary"
-    density: float | None = None  # None: 0.5 for sparse_binary linears, 1 (every weight) for dense
-    attention: str = "full"
-    step_t_self: bool = False
-    qkv_density: float = 0.5
-    norm: str = "batch"
-    pos_encoding: str = "sinusoidal"
-    attention_bias: bool = True
-    linear_bias: bool = False  # biases on the embedding, feed-forward and head linears (the paper's dense has them)
-    seed: int = 0
+    max_len: int = field(metadata={"help": "steps per window (a classifier: the longest series it takes)"})
+    d_model: int = field(default=64, metadata={"help": "width of the encoder"})
+    n_heads: int = field(default=2, metadata={"help": "attention heads (must divide d_model)"})
+    n_layers: int = field(default=2, metadata={"help": "encoder layers"})
+    d_ff: int = field(default=256, metadata={"help": "width of the feed-forward block"})
+    linear: str = field(default="sparse_binary", metadata={"help": "kind of every linear layer", "choices": LINEAR_KINDS})
+    density: float | None = field(default=None, metadata={
+        "help": "fraction of weights kept, in (0, 1] (--sparsity = 1 - density); sparse-binary models only"})
+    attention: str = field(default="full", metadata={"help": "attention mode", "choices": ATTENTION_MODES})
+    step_t_self: bool = field(default=False, metadata={"help": "under step_t, the last step also attends to itself"})
+    qkv_density: float = field(default=0.5, metadata={
+        "help": "qkv_mask attention: fraction of Q/K/V activations kept per step"})
+    norm: str = field(default="batch", metadata={"help": "normalisation after attention and feed-forward",
+                                                 "choices": NORMS})
+    pos_encoding: str = field(default="sinusoidal", metadata={"help": "positional encoding", "choices": POS_ENCODINGS})
+    attention_bias: bool = field(default=True, metadata={"help": "biases on the Q/K/V and output projections"})
+    linear_bias: bool = field(default=False, metadata={
+        "help": "biases on the embedding, feed-forward and head linears (the paper's dense models have them)"})
+    seed: int = field(default=0, metadata={"help": "seed of the random weights, split and shuffling"})
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_dim", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -158,17 +162,19 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation and selection settings (paper-spec §1.2 defaults for classification)."""
 
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 4.0
-    patience: int = 0  # epochs without validation improvement before stopping; 0 = never stop early
-    lr_decay_on_plateau: bool = False  # x0.75 per epoch after > 2 epochs without improvement (paper AD/forecasting)
-    val_fraction: float = 0.1
-    stride: int = 1  # steps between training windows (tasks on one long series: anomaly detection, forecasting)
+    epochs: int = field(default=100, metadata={"help": "training epochs"})
+    batch_size: int = field(default=8, metadata={"help": "examples per optimiser step"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
+    grad_clip: float = field(default=4.0, metadata={"help": "gradient norm clipping (0: none)"})
+    patience: int = field(default=0, metadata={
+        "help": "epochs without validation improvement before stopping (0: never stop early)"})
+    lr_decay_on_plateau: bool = field(default=False, metadata={
+        "help": "x0.75 learning rate per epoch after more than 2 epochs without validation improvement"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of the training data held out for validation"})
+    stride: int = field(default=1, metadata={"help": "steps between training windows"})
     seed: int = 0
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs")

@@ -19,6 +19,10 @@ class DataError(SBTSError):
     """A dataset file is missing, unreadable or malformed."""
 
 
+class InputTypeError(DataError, TypeError):
+    """Input that is not numbers at all (scikit-learn's conventions expect a TypeError there)."""
+
+
 class ConfigError(SBTSError):
     """A configuration value is out of range or unknown."""
 

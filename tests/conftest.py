@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# One thread per process: the test models are tiny, and on a loaded machine (another process on the second
+# core) two spinning OpenMP threads made single tests take minutes. Set before anything imports torch; the
+# subprocesses that tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 DATA_DIR = os.environ.get("SBTS_DATA_DIR")
 
 

@@ -17,8 +17,10 @@ from sbts.errors import DataError, SBTSError
 from sbts.models import create_model
 from sbts.runtime import load
 from sbts.tasks import anomaly
-from sbts.tasks.anomaly import (AnomalyOptions, SBTAnomalyDetector, SplitScores, detection_report, split_and_scale,
-                                train_run)
+from sbts.tasks.anomaly import (AnomalyOptions, AnomalyTask, SBTAnomalyDetector, SplitScores, detection_report,
+                                split_and_scale)
+
+train_run = AnomalyTask().train_run
 
 WINDOW = 8
 TINY = {"d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 16, "max_len": WINDOW}
@@ -126,7 +128,7 @@ def test_training_loss_is_the_last_step_reconstruction_only():
     model = create_model("sbt", in_channels=3, out_dim=3, attention="step_t", norm="none", **TINY)
     x = torch.randn(5, WINDOW, 3, generator=torch.Generator().manual_seed(1))
     expected = ((model(x)[:, -1] - x[:, -1]) ** 2).mean()
-    torch.testing.assert_close(anomaly.AnomalyTask.training_loss(model, (x,)), expected)
+    torch.testing.assert_close(anomaly.AnomalyTask().training_loss(model, (x,)), expected)
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ def test_resume_gives_the_same_run(tmp_path, series):
 
 def test_evaluate_run_reproduces_the_recorded_metrics(trained_run):
     run_dir, _, metrics = trained_run
-    again = anomaly.evaluate_run(run_dir, device="cpu")
+    again = anomaly.AnomalyTask().evaluate_run(run_dir, device="cpu")
     assert again["threshold"] == metrics["threshold"]
     assert again["test"] == pytest.approx(metrics["test"], nan_ok=True)
 
@@ -334,7 +336,7 @@ def test_bad_task_options_are_rejected(tmp_path, series):
 
 
 def test_runtime_import_stays_torch_free_for_anomaly():
-    code = ("import sys; from sbts.runtime import load, AnomalyRuntime; import sbts.runtime.anomaly; "
+    code = ("import sys; from sbts.runtime import load, AnomalyRuntime; import sbts.heads.anomaly; "
             "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -423,7 +425,7 @@ def test_a_threshold_is_exported_only_with_the_checkpoint_it_was_fitted_for(tmp_
     folder = write_folder(tmp_path / "data", *series)
     run = tmp_path / "run"
     first = train_run(spec(folder, epochs=1), run, verbose=False)
-    assert anomaly.load_trained(run).inference_state["threshold"] == first["threshold"]
+    assert anomaly.AnomalyTask().load_trained(run).inference_state["threshold"] == first["threshold"]
 
     def interrupt_after_second(epoch, record):
         if epoch == 2:
@@ -432,7 +434,7 @@ def test_a_threshold_is_exported_only_with_the_checkpoint_it_was_fitted_for(tmp_
     resumed = train_run({}, run, resume=True, verbose=False, train_overrides={"epochs": 4},
                         on_epoch_end=interrupt_after_second)
     assert resumed["interrupted"]
-    trained = anomaly.load_trained(run)
+    trained = anomaly.AnomalyTask().load_trained(run)
     assert trained.epoch == 2  # a newer best checkpoint: the first run's threshold does not belong to it
     assert "threshold" not in trained.inference_state
     assert main(["export", str(run), "-o", str(tmp_path / "m.sbts")]) == 0
@@ -459,11 +461,13 @@ def test_cli_predict_with_context_reproduces_the_run_scores(trained_run, tmp_pat
 
 
 def test_window_and_preset_errors():
+    from sbts.configs import preset_path
     from sbts.errors import ConfigError
-    from sbts.tasks.runs import preset_path
+    from sbts.tasks.base import DataSource
 
+    source = DataSource("series", anomaly.AnomalyData("series", np.zeros((50, 3)), None, None, {}))
     with pytest.raises(ConfigError, match="step_t attention needs windows of at least 2"):
-        anomaly.build_model_config("sbt", {"max_len": 1}, n_channels=3)
+        anomaly.AnomalyTask().run_config({"model": {"max_len": 1}}, source)
     assert preset_path("anomaly", "SMD/machine-1-6", "sbt").name == "anomaly_SMD_sbt.yaml"
     assert preset_path("anomaly", "smd/machine-1-6", "sbt").name == "anomaly_SMD_sbt.yaml"  # as the loader: any case
     assert preset_path("forecasting", "ett/ettm1", "dense").name == "forecasting_ETTm1_dense.yaml"

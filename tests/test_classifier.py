@@ -8,9 +8,9 @@ from conftest import synthetic_cases
 from sklearn.base import clone
 
 from sbts.errors import SBTSError
-from sbts.tasks.classification import SBTClassifier
+from sbts.tasks.classification import LENGTH_MARGIN, SBTClassifier
 
-FAST = dict(d_model=32, d_ff=32, epochs=20, batch_size=8, device="cpu", seed=0)
+FAST = dict(d_model=32, d_ff=32, epochs=20, batch_size=8, device="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,19 @@ def test_unequal_lengths_as_a_list():
     test, test_labels = synthetic_cases(15, seed=4, max_len=18)
     clf = SBTClassifier(**FAST).fit(train, labels)
     assert clf.predict(test).shape == (15,)
-    assert clf.max_len_ == max(s.shape[1] for s in train)
+    assert clf.max_len_ == LENGTH_MARGIN * max(s.shape[1] for s in train)
+
+
+def test_predicts_series_longer_than_the_training_ones():
+    """Fitted on series of 12 to 16 steps, it predicts series of 20 (within max_len) and refuses longer ones
+    than max_len with the length and the limit."""
+    train, labels = synthetic_cases(45, seed=3, min_len=12, max_len=16)
+    longer, longer_labels = synthetic_cases(15, seed=4, min_len=20, max_len=20)
+    clf = SBTClassifier(**FAST).fit(train, labels)
+    assert clf.score(longer, longer_labels) >= 0.8  # the classes are frequencies: longer series show them too
+    too_long, _ = synthetic_cases(2, seed=5, min_len=33, max_len=33)
+    with pytest.raises(SBTSError, match="33 steps; this model takes at most 32 .max_len"):
+        clf.predict(too_long)
 
 
 def test_params_follow_scikit_learn():
@@ -66,7 +78,7 @@ def test_bad_inputs(equal_length):
     with pytest.raises(SBTSError, match="channels"):
         clf.predict(X_test[:, :2])
     with pytest.raises(SBTSError, match="max_len"):
-        clf.predict(np.concatenate([X_test, X_test], axis=2))
+        clf.predict(np.concatenate([X_test, X_test, X_test], axis=2))
 
 
 def test_classes_follow_numpy_unique_order():

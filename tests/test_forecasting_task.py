@@ -16,14 +16,25 @@ from sbts.baselines import Persistence, RidgeOnWindow, WindowMean
 from sbts.cli.main import main
 from sbts.data.forecasting import ForecastData, SplitBounds
 from sbts.errors import ConfigError, DataError, SBTSError
+from sbts.heads.forecasting import Formulation, forecast_every_step, forecast_next, prepare_windows
 from sbts.models import create_model
 from sbts.runtime import ForecastRuntime, load
-from sbts.runtime.forecasting import Formulation, forecast_every_step, forecast_next, prepare_windows
 from sbts.tasks import forecasting
+from sbts.tasks.base import DataSource
+from sbts.tasks.forecasting import ForecastOptions, ForecastTask, SBTForecaster, forecast_split, split_and_scale
 from sbts.tasks.runs import last_step_function
-from sbts.tasks.forecasting import (ForecastOptions, ForecastTask, SBTForecaster, build_model_config,
-                                    forecast_split, split_and_scale, train_run)
+
 from tests.conftest import randomise
+
+train_run = ForecastTask().train_run
+
+
+def build_model_config(model_name, overrides, *, n_channels):
+    """The forecaster's model for ``n_channels`` variables, with the task's defaults for ``model_name``."""
+    columns = [f"x{i}" for i in range(n_channels)]
+    source = DataSource("series", ForecastData("series", np.zeros((100, n_channels)), columns, None, {}))
+    return ForecastTask().run_config({"model_name": model_name, "model": overrides}, source).model
+
 
 WINDOW = 12
 TINY = {"d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 16, "max_len": WINDOW}
@@ -295,7 +306,7 @@ def test_predictions_file_has_every_test_step_in_original_units(trained_run, val
 
 def test_evaluate_reproduces_the_run(trained_run):
     run_dir, metrics = trained_run
-    again = forecasting.evaluate_run(run_dir, device="cpu")
+    again = forecasting.ForecastTask().evaluate_run(run_dir, device="cpu")
     assert again["test"]["mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-6)
     assert again["baselines"]["ridge"]["test"]["mse"] == pytest.approx(metrics["baselines"]["ridge"]["test"]["mse"])
 
@@ -306,7 +317,7 @@ def test_changed_data_file_is_refused_on_evaluate(tmp_path, values):
     train_run(spec(path, epochs=1), run_dir, verbose=False)
     write_csv(path, values * 1.01)
     with pytest.raises(DataError, match="differs from the series data"):
-        forecasting.evaluate_run(run_dir, device="cpu")
+        forecasting.ForecastTask().evaluate_run(run_dir, device="cpu")
 
 
 def test_resume_continues_to_the_same_result(tmp_path, csv_path):
@@ -331,7 +342,7 @@ def test_exported_forecaster_matches_torch(tmp_path, values, model_name, formula
     assert main(["export", str(run_dir), "-o", str(tmp_path / "m.sbts")]) == 0
     runtime = load(tmp_path / "m.sbts")
     assert isinstance(runtime, ForecastRuntime) and runtime.formulation == formulation
-    trained = forecasting.load_trained(run_dir)
+    trained = forecasting.ForecastTask().load_trained(run_dir)
     history = values[:200]
     expected = trained.scaler.inverse_transform_rows(forecast_next(
         last_step_function(trained.model, torch.device("cpu")), trained.scaler.transform_rows(history), WINDOW,
@@ -451,7 +462,7 @@ def test_cli_refuses_short_series_mismatched_files_and_misplaced_options(tmp_pat
     assert "train.csv" in err and "test.csv" in err
     assert main(["train", "forecasting", "--data", str(short), "--val-fraction", "0.2", "--quiet", "--out",
                  str(tmp_path / "run")]) == 2
-    assert "val_fraction does not apply" in capsys.readouterr().err
+    assert "--val-fraction is not an option of sbts train forecasting" in capsys.readouterr().err
     assert main(["train", "forecasting", "--data", str(short), "--split-fractions", "0.7,x", "--quiet", "--out",
                  str(tmp_path / "run")]) == 2
     assert "--split-fractions" in capsys.readouterr().err
@@ -492,4 +503,4 @@ def test_task_loss_is_the_mse_of_the_forecast_of_the_last_row(values):
     windows = np.stack([splits.rows[e - WINDOW + 1:e + 1] for e in splits.train_set().ends[:4]])
     expected = np.mean((prepare_windows(windows, splits.formulation).forecast(
         forward_last(prepare_windows(windows, splits.formulation).x)) - windows[:, -1]) ** 2)
-    assert float(ForecastTask.training_loss(model, batch).detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(ForecastTask().training_loss(model, batch).detach()) == pytest.approx(expected, rel=1e-5)

@@ -7,14 +7,13 @@ import itertools
 
 import pytest
 import torch
+from conftest import randomise
 
 import sbts
 from sbts.config import ATTENTION_MODES, LINEAR_KINDS, NORMS, POS_ENCODINGS, ModelConfig
 from sbts.errors import ConfigError
 from sbts.layers import DenseLinear, MaskedBatchNorm, SparseBinaryLinear, TimeLayerNorm
 from sbts.models import TimeSeriesTransformer, model_config
-
-from conftest import randomise
 
 MODELS = sbts.list_models()
 LINEAR_CLASS = {"sparse_binary": SparseBinaryLinear, "dense": DenseLinear}

@@ -50,7 +50,7 @@ def test_runtime_block_runs(tmp_path, monkeypatch):
 
     block = next(b for b in code_blocks("python") if "sbts.runtime" in b)
     train, labels = synthetic_cases(24, seed=3)
-    clf = SBTClassifier(d_model=16, epochs=1, seed=0).fit(train, labels)
+    clf = SBTClassifier(d_model=16, epochs=1, random_state=0).fit(train, labels)
     monkeypatch.chdir(tmp_path)
     clf.export("jv.sbts")
     namespace = {"series": train[:5]}

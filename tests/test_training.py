@@ -11,9 +11,11 @@ import torch
 
 from sbts import atomic
 from sbts.errors import CheckpointError, SBTSError
-from sbts.tasks import classification
+from sbts.tasks.classification import ClassificationTask
 from sbts.tasks.runs import build_run_spec
 from sbts.training import checkpoint as ckpt
+
+CLASSIFICATION = ClassificationTask()
 
 
 def spec_for(data_dir, epochs=4, model_name="sbt", **model):
@@ -38,14 +40,14 @@ def strip_times(history):
 
 @pytest.mark.parametrize("model_name", ["sbt", "dense"])
 def test_resume_after_interruption_equals_uninterrupted_run(synthetic_ts, tmp_path, model_name):
-    straight = classification.train_run(spec_for(synthetic_ts, model_name=model_name), tmp_path / "straight",
+    straight = CLASSIFICATION.train_run(spec_for(synthetic_ts, model_name=model_name), tmp_path / "straight",
                                         verbose=False)
 
-    first = classification.train_run(spec_for(synthetic_ts, model_name=model_name), tmp_path / "resumed",
+    first = CLASSIFICATION.train_run(spec_for(synthetic_ts, model_name=model_name), tmp_path / "resumed",
                                      verbose=False, on_epoch_end=Interrupt(after=2))
     assert first["interrupted"] and first["epochs"] == 2
     assert not (tmp_path / "resumed" / "metrics.json").exists()
-    resumed = classification.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
+    resumed = CLASSIFICATION.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
 
     for name in ("last", "best"):
         a = ckpt.load_checkpoint(tmp_path / "straight" / "checkpoints" / f"{name}.pt")
@@ -60,7 +62,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(synthetic_ts, tmp_pa
 
 
 def test_run_directory_contents(synthetic_ts, tmp_path):
-    metrics = classification.train_run(spec_for(synthetic_ts, epochs=3), tmp_path / "run", verbose=False)
+    metrics = CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=3), tmp_path / "run", verbose=False)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -79,14 +81,14 @@ def test_run_directory_contents(synthetic_ts, tmp_path):
 
 
 def test_evaluate_run_reproduces_metrics(synthetic_ts, tmp_path):
-    metrics = classification.train_run(spec_for(synthetic_ts, epochs=3), tmp_path / "run", verbose=False)
-    again = classification.evaluate_run(tmp_path / "run", device="cpu")
+    metrics = CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=3), tmp_path / "run", verbose=False)
+    again = CLASSIFICATION.evaluate_run(tmp_path / "run", device="cpu")
     assert again["test"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert again["val"]["accuracy"] == pytest.approx(metrics["val"]["accuracy"])
 
 
 def test_validation_is_disjoint_from_training(synthetic_ts, tmp_path):
-    classification.train_run(spec_for(synthetic_ts, epochs=1), tmp_path / "run", verbose=False)
+    CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=1), tmp_path / "run", verbose=False)
     state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["task_state"]
     val = set(state["val_indices"])
     assert len(val) == 6  # 10 % of 60, stratified: two per class
@@ -105,7 +107,7 @@ def test_validation_is_disjoint_from_training(synthetic_ts, tmp_path):
 def test_bad_checkpoints_are_rejected(tmp_path, synthetic_ts, payload):
     path = tmp_path / "bad.pt"
     if payload == "truncated":
-        classification.train_run(spec_for(synthetic_ts, epochs=1), tmp_path / "run", verbose=False)
+        CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=1), tmp_path / "run", verbose=False)
         data = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
         path.write_bytes(data[: len(data) // 2])
     elif payload == "foreign":
@@ -140,12 +142,12 @@ def test_atomic_write_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
 
 
 def test_resume_rejects_checkpoint_of_another_model(synthetic_ts, tmp_path):
-    classification.train_run(spec_for(synthetic_ts, epochs=1), tmp_path / "a", verbose=False)
-    classification.train_run(spec_for(synthetic_ts, epochs=1, d_model=8), tmp_path / "b", verbose=False)
+    CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=1), tmp_path / "a", verbose=False)
+    CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=1, d_model=8), tmp_path / "b", verbose=False)
     other = (tmp_path / "b" / "checkpoints" / "last.pt").read_bytes()
     (tmp_path / "a" / "checkpoints" / "last.pt").write_bytes(other)
     with pytest.raises(CheckpointError):
-        classification.train_run({}, tmp_path / "a", resume=True, verbose=False)
+        CLASSIFICATION.train_run({}, tmp_path / "a", resume=True, verbose=False)
 
 
 def test_atomic_write_gives_usual_permissions(tmp_path):
@@ -158,8 +160,8 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
 
 
 def test_interruption_inside_the_first_epoch_can_resume(synthetic_ts, tmp_path, monkeypatch):
-    straight = classification.train_run(spec_for(synthetic_ts, epochs=2), tmp_path / "straight", verbose=False)
-    real_loss = classification.ClassificationTask.training_loss
+    straight = CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=2), tmp_path / "straight", verbose=False)
+    real_loss = ClassificationTask.training_loss
     calls = {"n": 0}
 
     def interrupted_loss(self, model, batch):
@@ -168,11 +170,11 @@ def test_interruption_inside_the_first_epoch_can_resume(synthetic_ts, tmp_path, 
             raise KeyboardInterrupt
         return real_loss(self, model, batch)
 
-    monkeypatch.setattr(classification.ClassificationTask, "training_loss", interrupted_loss)
-    first = classification.train_run(spec_for(synthetic_ts, epochs=2), tmp_path / "resumed", verbose=False)
+    monkeypatch.setattr(ClassificationTask, "training_loss", interrupted_loss)
+    first = CLASSIFICATION.train_run(spec_for(synthetic_ts, epochs=2), tmp_path / "resumed", verbose=False)
     assert first["interrupted"] and first["epochs"] == 0
-    monkeypatch.setattr(classification.ClassificationTask, "training_loss", real_loss)
-    resumed = classification.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
+    monkeypatch.setattr(ClassificationTask, "training_loss", real_loss)
+    resumed = CLASSIFICATION.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
     assert resumed["test"] == straight["test"] and resumed["epochs"] == 2
 
 

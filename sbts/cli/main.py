@@ -1,141 +1,140 @@
 """The ``sbts`` command: a thin layer over the Python API.
 
-Every user-fixable problem ends with one line ``sbts: error: ...`` on stderr and exit code 2.
+``sbts train <task>`` is generated from each registered task's option table (``sbts.tasks.options``):
+one flag per option, with its help and default, and nothing of another task's. Every user-fixable
+problem ends with one line ``sbts: error: ...`` on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
 import sys
 import warnings
 from typing import Any, Sequence
 
-from sbts.errors import ConfigError, DataError, SBTSError, one_line
+from sbts import __version__
+from sbts.errors import ConfigError, SBTSError, one_line
+from sbts.registry import plot_function, task_class, task_names
 
 EXIT_USAGE = 2
-FLAG_OF = {"max_len": "--window", "fractions": "--split-fractions"}  # settings whose flag is not named after them
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by a closed pipe
+RUN_FLAGS = ("data", "model", "config")  # fixed once a run exists: refused on --resume
+PLOT_FLAGS = {"linear": "anomaly: linear score axis (default: logarithmic)",
+              "variables": "forecasting: comma-separated variables to draw (default: the first two)"}
+HEADLINE = ("task", "model", "dataset", "density", "seed", "checkpoint", "epoch", "epochs", "best_epoch",
+            "train_seconds", "val", "test", "threshold", "compared_with_baselines")
 
 
-def _add_train_parser(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train a model and write a run directory")
-    train.add_argument("task", choices=["classification", "anomaly", "forecasting"], help="what to train")
-    train.add_argument("--data", help="dataset name (UEA/JapaneseVowels, SMD/machine-1-6, MSL, SMAP/P-1, ETT/ETTm1, "
-                                      "exchange_rate) or files: a .ts pair, an anomaly folder or TRAIN,TEST[,LABELS], "
-                                      "a series file or TRAIN[,VAL],TEST (csv, txt or npy)")
-    train.add_argument("--model", help="registered model: sbt (sparse binary) or dense")
-    train.add_argument("--out", required=True, help="run directory to create (or resume)")
-    train.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    density = train.add_mutually_exclusive_group()
-    density.add_argument("--density", type=float, help="fraction of weights kept, in (0, 1]")
-    density.add_argument("--sparsity", type=float, help="fraction of weights pruned (= 1 - density)")
-    train.add_argument("--seed", type=int, help="seed of the random weights, split and shuffling")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
-    train.add_argument("--val-fraction", type=float, help="fraction of training cases (anomaly: of the training "
-                                                          "series' end) held out for validation")
-    train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    train.add_argument("--d-model", type=int)
-    train.add_argument("--n-heads", type=int)
-    train.add_argument("--n-layers", type=int)
-    train.add_argument("--attention", choices=["full", "step_t", "qkv_mask"])
-    train.add_argument("--window", type=int, help="window length in steps (the model's max_len)")
-    train.add_argument("--stride", type=int, help="steps between training windows (anomaly, forecasting)")
-    anomaly = train.add_argument_group("anomaly detection: thresholds are fitted on validation or training scores")
-    anomaly.add_argument("--threshold", choices=["percentile", "pot"],
-                         help="how the threshold is fitted (default percentile)")
-    anomaly.add_argument("--threshold-scores", choices=["val", "train"], help="which scores it is fitted on")
-    anomaly.add_argument("--contamination", type=float,
-                         help="percentile: fraction of reference scores above it (default 0.01)")
-    anomaly.add_argument("--pot-risk", type=float, help="POT: probability of a normal score exceeding it")
-    anomaly.add_argument("--pot-level", type=float, help="POT: quantile above which the tail is modelled")
-    forecasting = train.add_argument_group("forecasting: the series is split in time; selection on validation")
-    forecasting.add_argument("--split", choices=["auto", "informer", "fraction", "dates"],
-                             help="auto (default): informer (12/4/4 months) for ETT, the files' split for TRAIN,VAL,"
-                                  "TEST, else fraction")
-    forecasting.add_argument("--split-fractions", help="split fraction: train,val,test (default 0.7,0.1,0.2)")
-    forecasting.add_argument("--train-end", help="split dates: the first validation date")
-    forecasting.add_argument("--val-end", help="split dates: the first test date")
-    forecasting.add_argument("--test-end", help="split dates: the first date after the test period")
-    forecasting.add_argument("--target", choices=["value", "change"],
-                             help="value (the paper) or change from the last observed step (residual to persistence)")
-    forecasting.add_argument("--input-norm", choices=["none", "window"],
-                             help="none (the paper) or window: each window on its own mean and std")
-    train.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage is behind --help)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"sbts: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
-def _given(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
-
-
-def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The model, training and task settings given on the command line."""
-    model = _given({"density": args.density, "d_model": args.d_model, "n_heads": args.n_heads,
-                    "n_layers": args.n_layers, "attention": args.attention, "max_len": args.window, "seed": args.seed})
-    if args.sparsity is not None:
-        model["sparsity"] = args.sparsity
-    train = _given({"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
-                    "val_fraction": args.val_fraction, "stride": args.stride, "device": args.device,
-                    "seed": args.seed})
-    task = _given({"threshold": args.threshold, "threshold_scores": args.threshold_scores,
-                   "contamination": args.contamination, "pot_risk": args.pot_risk, "pot_level": args.pot_level,
-                   "split": args.split, "fractions": _fractions(args.split_fractions), "train_end": args.train_end,
-                   "val_end": args.val_end, "test_end": args.test_end, "target": args.target,
-                   "input_norm": args.input_norm})
-    return model, train, task
-
-
-def _fractions(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
+def _float_list(option, text: str) -> list[float]:
     try:
         return [float(piece) for piece in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--split-fractions must be three numbers train,val,test (e.g. 0.7,0.1,0.2); got {text!r}")
+        raise ConfigError(f"{option.flag} must be comma-separated numbers (e.g. 0.7,0.1,0.2); got {text!r}") from None
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from sbts.config import resolve_density
+def _add_option(parser: argparse.ArgumentParser, option) -> None:
+    help_text = f"{option.help} (default: {option.default_text})".replace("%", "%%")  # argparse formats help with %
+    kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": help_text}
+    if option.type is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif option.type is list:  # parsed in train_spec, so that a bad list is a one-line error naming the flag
+        kwargs["metavar"] = "A,B,C"
+    else:
+        kwargs["type"] = option.type
+        if option.choices:
+            kwargs["choices"] = option.choices
+    parser.add_argument(option.flag, **kwargs)
+
+
+def _add_train_parser(subparsers, with_tasks: bool) -> None:
+    train = subparsers.add_parser("train", help="train a model and write a run directory")
+    if not with_tasks:  # other commands do not import the tasks (and torch)
+        return
+    tasks = train.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK")
+    for name in task_names():
+        task = task_class(name)
+        parser = tasks.add_parser(name, help=f"{task.data_help.split(',')[0]}...",
+                                  description=f"Train a {name} model. Options left out take the paper preset of the "
+                                              "dataset (sbts/configs/paper) when there is one, else the defaults "
+                                              "shown; --config files and flags override them.")
+        parser.add_argument("--data", help=task.data_help)
+        parser.add_argument("--out", required=True, help="run directory to create (or resume)")
+        parser.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        parser.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
+        parser.add_argument("--sparsity", type=float, help="fraction of weights pruned (= 1 - density; instead of "
+                                                           "--density)")
+        for option in task.options():
+            _add_option(parser, option)
+
+
+def _refuse_foreign_flags(args: argparse.Namespace, extra: list[str]) -> None:
+    """A flag left over from ``sbts train TASK``: name the tasks that take it."""
+    flag = next((item.split("=")[0] for item in extra if item.startswith("--")), extra[0])
+    if getattr(args, "command", None) == "train" and getattr(args, "task", None):
+        owners = [name for name in task_names() if flag in {o.flag for o in task_class(name).options()}]
+        where = f" (an option of sbts train {' and '.join(owners)})" if owners else ""
+        raise ConfigError(f"{flag} is not an option of sbts train {args.task}{where}; see sbts train {args.task} "
+                          "--help")
+    raise ConfigError(f"unrecognized arguments: {' '.join(extra)} (see sbts --help)")
+
+
+def train_spec(args: argparse.Namespace):
+    """The task and the run specification that ``sbts train`` builds from its arguments (nothing trained)."""
     from sbts.tasks import get_task
+    from sbts.tasks.options import TRAIN_SECTION, check_preset, spec_from_options
     from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, build_run_spec
 
     task = get_task(args.task)
-    model_overrides, train_overrides, task_overrides = _overrides(args)
-    if "sparsity" in model_overrides:
-        model_overrides["density"] = resolve_density(None, model_overrides.pop("sparsity"))
-    elif "density" in model_overrides:
-        model_overrides["density"] = resolve_density(model_overrides["density"])
+    given = [o for o in task.options() if getattr(args, o.name) is not None]
+    spec = spec_from_options(type(task), {o.name: _float_list(o, getattr(args, o.name)) if o.type is list
+                                          else getattr(args, o.name) for o in given})
+    if args.sparsity is not None:
+        if args.density is not None:
+            raise ConfigError("give --density or --sparsity, not both (sparsity = 1 - density)")
+        spec["model"]["sparsity"] = args.sparsity
     if args.resume:
-        fixed = [flag for flag, value in (("--data", args.data), ("--model", args.model), ("--config", args.config))
-                 if value is not None] + [FLAG_OF.get(key, f"--{key.replace('_', '-')}")
-                                          for key in [*model_overrides, *task_overrides]]
-        fixed += [f"--{key.replace('_', '-')}" for key in train_overrides if key not in RESUMABLE_TRAIN_FIELDS]
+        fixed = [f"--{name}" for name in RUN_FLAGS if getattr(args, name) is not None]
+        fixed += [o.flag for o in given if o.section != TRAIN_SECTION or o.key not in RESUMABLE_TRAIN_FIELDS]
+        fixed += ["--sparsity"] if args.sparsity is not None else []
         if fixed:
             raise ConfigError(f"{', '.join(sorted(set(fixed)))} cannot change on --resume (the run keeps its "
                               f"config.json); only {', '.join('--' + f for f in RESUMABLE_TRAIN_FIELDS)} can")
-        metrics = task.train_run({}, args.out, resume=True, verbose=not args.quiet, train_overrides=train_overrides)
+        return task, spec
+    return task, build_run_spec(task.name, data=args.data, model_name=spec.get("model_name"), config_file=args.config,
+                                model_overrides=spec["model"], train_overrides=spec["train"],
+                                task_overrides=spec["task_options"],
+                                check_file=lambda settings, where: check_preset(type(task), settings, where))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    task, spec = train_spec(args)
+    if args.resume:
+        metrics = task.train_run({}, args.out, resume=True, verbose=not args.quiet, train_overrides=spec["train"])
     else:
-        spec = build_run_spec(args.task, data=args.data, model_name=args.model, config_file=args.config,
-                              model_overrides=model_overrides, train_overrides=train_overrides,
-                              task_overrides=task_overrides)
         metrics = task.train_run(spec, args.out, verbose=not args.quiet)
     if metrics.get("interrupted"):
         print(f"sbts: interrupted after {metrics['epochs']} finished epoch(s); continue with: sbts train {args.task} "
               f"--out {args.out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(json.dumps(_headline(metrics, ("task", "model", "dataset", "density", "seed", "epochs", "best_epoch",
-                                         "train_seconds", "val", "test", "threshold", "compared_with_baselines")),
-                     indent=2))
+    print(json.dumps(_headline(metrics), indent=2))
     return 0
 
 
-def _headline(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """What the terminal shows of metrics.json: the chosen keys, without per-variable breakdowns."""
-    shown = {k: metrics[k] for k in keys if k in metrics}
+    shown = {k: metrics[k] for k in HEADLINE if k in metrics}
     for key in ("val", "test"):
         if isinstance(shown.get(key), dict):
             shown[key] = {k: v for k, v in shown[key].items() if k != "per_variable"}
@@ -143,14 +142,10 @@ def _headline(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from sbts.tasks import get_task
-    from sbts.training.checkpoint import read_json
+    from sbts.tasks import task_of_run
 
-    config = read_json(f"{args.run_dir}/config.json", "run config")
-    task = get_task(str(config.get("task")) if isinstance(config, dict) else "")
-    metrics = task.evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
-    print(json.dumps(_headline(metrics, ("task", "model", "dataset", "density", "checkpoint", "epoch", "val", "test",
-                                         "threshold", "compared_with_baselines")), indent=2))
+    metrics = task_of_run(args.run_dir).evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    print(json.dumps(_headline({k: v for k, v in metrics.items() if k not in ("epochs", "train_seconds")}), indent=2))
     return 0
 
 
@@ -162,7 +157,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         if args.density is not None or args.qkv_density is not None:
             raise ConfigError("--density and --qkv-density apply to --config; a run keeps the ones it was trained with")
-        report = summarize_run(args.run_dir, accounting=args.accounting, checkpoint=args.checkpoint)
+        from sbts.tasks import load_trained_run
+
+        report = summarize_run(load_trained_run(args.run_dir, args.checkpoint), f"run {args.run_dir} "
+                               f"({args.checkpoint} checkpoint)", accounting=args.accounting)
     else:
         report = summarize_config(args.config, accounting=args.accounting, density=args.density,
                                   qkv_density=args.qkv_density)
@@ -171,18 +169,17 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from sbts.tasks import task_of_run
+
+    task = task_of_run(args.run_dir)
     if args.format == "onnx":
         if args.float16:
             raise ConfigError("--float16 applies to the .sbts format only")
-        from sbts.export.onnx import export_onnx_run
-
-        path = export_onnx_run(args.run_dir, args.output, checkpoint=args.checkpoint)
+        path = task.export_onnx_run(args.run_dir, args.output, checkpoint=args.checkpoint)
         print(json.dumps({"path": str(path), "format": "onnx", "size_bytes": path.stat().st_size}, indent=2))
         return 0
-    from sbts.export.artifact import export_run
-
-    result = export_run(args.run_dir, args.output, checkpoint=args.checkpoint,
-                        float_dtype="float16" if args.float16 else "float32")
+    result = task.export_run(args.run_dir, args.output, checkpoint=args.checkpoint,
+                             float_dtype="float16" if args.float16 else "float32")
     print(json.dumps({"path": str(result.path), "format": "sbts", "size_bytes": result.size_bytes,
                       "float_dtype": result.float_dtype,
                       "probe_max_relative_difference": result.probe_max_relative_difference}, indent=2))
@@ -191,53 +188,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     # Only the torch-free runtime and the data readers: predicting must not import torch.
-    from sbts.runtime import AnomalyRuntime, ForecastRuntime, load
-    from sbts.runtime.inputs import read_cases, write_anomaly_scores, write_forecasts, write_predictions
+    from sbts.runtime import load
 
-    model = load(args.model)
-    if isinstance(model, (AnomalyRuntime, ForecastRuntime)):
-        if args.proba:
-            raise ConfigError("--proba applies to classifiers; detectors and forecasters write one row per step")
-        context = _series_input(args.context, model) if args.context else None
-        write = write_anomaly_scores if isinstance(model, AnomalyRuntime) else write_forecasts
-        write(model, _series_input(args.input, model), args.input, args.output, context, args.context)
-        return 0
-    if args.context:
-        raise ConfigError("--context applies to anomaly detectors and forecasters")
-    cases, labels = read_cases(args.input)
-    write_predictions(model, cases, labels, args.input, args.output, proba=args.proba)
+    load(args.model).predict_file(args.input, args.output, context=args.context, proba=args.proba)
     return 0
-
-
-def _series_input(path: str, model) -> Any:
-    """A series file for a detector or forecaster (a leading date column is skipped); named columns must be the
-    forecaster's variables, in its order."""
-    from sbts.data.tables import read_table
-
-    table = read_table(path, date_column="auto")
-    expected = getattr(model, "columns", None)
-    if table.columns is not None and expected is not None and table.columns != expected:
-        raise DataError(f"{path}: columns {','.join(table.columns)} are not the model's variables "
-                        f"{','.join(expected)} (in that order)")
-    return table.values
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from sbts.tasks.runs import read_run_config
 
-    if read_run_config(args.run_dir).task == "forecasting":
-        from sbts.report.forecast_plot import plot_forecasts
-
-        if args.linear:
-            raise ConfigError("--linear applies to anomaly score plots")
-        variables = args.variables.split(",") if args.variables else None
-        path = plot_forecasts(args.run_dir, args.output, variables=variables, start=args.start, end=args.end)
-    else:
-        from sbts.report.anomaly_plot import plot_scores
-
-        if args.variables:
-            raise ConfigError("--variables applies to forecasting runs")
-        path = plot_scores(args.run_dir, args.output, start=args.start, end=args.end, log_scale=not args.linear)
+    task = read_run_config(args.run_dir).task
+    plot = plot_function(task)
+    extras = {name: getattr(args, name) for name in PLOT_FLAGS if getattr(args, name) not in (None, False)}
+    foreign = sorted(set(extras) - set(inspect.signature(plot).parameters))
+    if foreign:
+        raise ConfigError(f"--{foreign[0]} does not apply to {task} runs")
+    if "variables" in extras:
+        extras["variables"] = extras["variables"].split(",")
+    path = plot(args.run_dir, args.output, start=args.start, end=args.end, **extras)
     print(json.dumps({"path": str(path)}))
     return 0
 
@@ -249,21 +217,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the full usage is behind --help)."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"sbts: error: {one_line(message)} (see {self.prog} --help)\n")
-
-
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"sbts: warning: {one_line(message)}", file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
+    """The command's parser; ``with_tasks=False`` leaves out the per-task train options (which import torch)."""
     parser = _Parser(prog="sbts", description="Sparse Binary Transformers for multivariate time series")
+    parser.add_argument("--version", action="version", version=f"sbts {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_train_parser(subparsers)
+    _add_train_parser(subparsers, with_tasks)
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a saved run on its validation and test data")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
@@ -296,11 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="the .sbts artifact")
     predict.add_argument("--input", required=True,
                          help="classifier: .ts file or .npy array (cases, channels, length); detector or "
-                              "forecaster: one series (csv, txt or npy: steps x channels)")
+                              "forecaster: one series (csv, txt or npy: steps x channels; a csv header names them)")
     predict.add_argument("--context", help="detector or forecaster: the series' preceding steps (same format), for "
                                            "its first window - 1 steps")
     predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
-    predict.add_argument("--proba", action="store_true", help="add one probability column per class")
+    predict.add_argument("--proba", action="store_true", help="classifier: add one probability column per class")
 
     plot = subparsers.add_parser("plot", help="an anomaly run's test scores against its threshold, anomalies shaded, "
                                               "or a forecasting run's forecasts against the truth (needs matplotlib: "
@@ -309,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", required=True, help="image file to write (.png, .pdf or .svg)")
     plot.add_argument("--start", type=int, default=0, help="first test step to show")
     plot.add_argument("--end", type=int, help="one past the last test step to show (default: all)")
-    plot.add_argument("--linear", action="store_true", help="anomaly: linear score axis (default: logarithmic)")
-    plot.add_argument("--variables", help="forecasting: comma-separated variables to draw (default: the first two)")
+    plot.add_argument("--linear", action="store_true", help=PLOT_FLAGS["linear"])
+    plot.add_argument("--variables", help=PLOT_FLAGS["variables"])
     return parser
 
 
@@ -318,18 +281,31 @@ COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_model
             "export": _cmd_export, "predict": _cmd_predict, "plot": _cmd_plot}
 
 
+def _first_command(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        with warnings.catch_warnings():  # restores the process's warning display afterwards
-            warnings.showwarning = _one_line_warning
-            return COMMANDS[args.command](args)
-    except SBTSError as exc:
-        print(f"sbts: error: {one_line(exc) or exc.__class__.__name__}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("sbts: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        try:
+            parser = build_parser(with_tasks=_first_command(argv) == "train")
+            args, extra = parser.parse_known_args(argv)
+            with warnings.catch_warnings():  # restores the process's warning display afterwards
+                warnings.showwarning = _one_line_warning
+                if extra:
+                    _refuse_foreign_flags(args, extra)
+                return COMMANDS[args.command](args)
+        except SBTSError as exc:
+            print(f"sbts: error: {one_line(exc) or exc.__class__.__name__}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("sbts: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (`sbts ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not raise again
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

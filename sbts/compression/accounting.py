@@ -18,42 +18,17 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from sbts.config import ModelConfig
-from sbts.layers.storage import FLOAT_BITS, LayerStorage
+from sbts.layers.kinds import layer_kind
+from sbts.layers.storage import LayerCount, LayerStorage
+
+__all__ = ["ACCOUNTINGS", "LayerCount", "ModelCount", "honest_count", "paper_count"]
 
 ACCOUNTINGS = ("paper", "honest")
-PAPER_LEARNABLE_TABLE_ROWS = 1024  # the official dense model allocates 1024 positions whatever the window
-PAPER_LAYER_NORM_DENSITY = 0.5  # the official SubnetLayerNorm keeps half of its gains
-QKV_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 SCALER_BITS = 64  # the artifact keeps the training statistics in float64, as training applied them
-
-
-@dataclass
-class LayerCount:
-    """One row of a summary: a layer's counts under one accounting."""
-
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    positions: int = 0
-    kept: int = 0
-    params: int = 0
-    nonzero: int = 0
-    bits: int = 0
-    flops: float = 0
-
-    @property
-    def density(self) -> float | None:
-        return self.kept / self.positions if self.positions else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, without the name (the summary keys rows by name)."""
-        fields = {key: value for key, value in asdict(self).items() if key != "name"}
-        return {**fields, "shape": list(self.shape), "density": self.density}
 
 
 @dataclass
@@ -78,86 +53,14 @@ def _exact(value: float) -> int | float:
     return int(round(value)) if abs(value - round(value)) < 1e-6 else value
 
 
-# --- paper rules (paper-spec §6.1, §6.2) -----------------------------------------------------------
-
-def _trained(st: LayerStorage) -> int:
-    """The dense counter's rule: every trained parameter (PyTorch's ``named_parameters``)."""
-    return sum(t.count for t in st.tensors if t.trainable)
-
-
-def _paper_linear(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
-    out_features, in_features = st.shape
-    positions = config.max_len if name.rsplit(".", 1)[-1] in QKV_PROJECTIONS else 1
-    dense_flops = in_features * out_features * positions
-    row = LayerCount(name, st.kind, st.shape, positions=st.positions, kept=st.kept)
-    if st.kind == "sparse_binary_linear":
-        # The official counters use the configured kept fraction k, truncated per layer: int(k * n)
-        # non-zeros and int(k * dense FLOPs), whatever the mask actually keeps.
-        row.params, row.nonzero, row.bits = st.positions, int(config.density * st.positions), st.positions
-        row.flops = int(config.density * dense_flops)
-    else:
-        row.params = st.positions + _trained(st)
-        row.nonzero, row.bits, row.flops = row.params, FLOAT_BITS * row.params, dense_flops
-    return row
-
-
-def _paper_norm(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
-    row = LayerCount(name, st.kind, st.shape)
-    gains = st.tensor("weight").count
-    if st.kind == "layer_time_norm":
-        values = config.d_model * config.max_len
-        if sparse_model:  # counted as the official SubnetLayerNorm: 1 bit per gain, half of them kept
-            row.params, row.nonzero, row.bits = gains, int(PAPER_LAYER_NORM_DENSITY * gains), gains
-            row.flops = PAPER_LAYER_NORM_DENSITY * values
-        else:
-            row.params = _trained(st)
-            row.flops = 2 * values
-    elif sparse_model:  # batch norm in a sparse model: the gain only
-        row.params = gains
-    else:
-        row.params = _trained(st)
-    if not row.bits:
-        row.nonzero, row.bits = row.params, FLOAT_BITS * row.params
-    return row
-
-
-def _paper_positional(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
-    row = LayerCount(name, st.kind, st.shape)
-    if st.kind == "positional_sinusoidal":
-        row.flops = config.max_len * config.d_model
-    elif not sparse_model:  # the official sparse model's size counter only visits modules with weights
-        row.params = row.nonzero = PAPER_LEARNABLE_TABLE_ROWS * config.d_model
-        row.bits = FLOAT_BITS * row.params
-    return row
-
-
-def _paper_attention(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
-    w, d = config.max_len, config.d_model
-    h, dh, mode = st.details["n_heads"], st.details["head_dim"], st.details["mode"]
-    if mode == "step_t":
-        core = w * d + h * ((w - 1) * dh + w + (w - 1) * dh)
-    elif mode == "qkv_mask":
-        a = st.details["qkv_density"]
-        kept_steps = math.floor(w * a)
-        core = w * d * a + 3 * w * d + h * (kept_steps ** 2 * dh + w ** 2 + w * kept_steps * dh)
-    else:
-        core = w * d + h * (w * w * dh + w * w + w * w * dh)
-    return LayerCount(name, st.kind, st.shape, flops=core)
-
-
-PAPER_RULES: dict[str, Callable[[str, LayerStorage, ModelConfig, bool], LayerCount]] = {
-    "sparse_binary_linear": _paper_linear, "dense_linear": _paper_linear,
-    "batch_norm": _paper_norm, "layer_time_norm": _paper_norm,
-    "positional_sinusoidal": _paper_positional, "positional_learnable": _paper_positional,
-    "attention": _paper_attention,
-}
-
+# --- paper rules (paper-spec §6.1, §6.2): each kind's rule is its ``paper`` in sbts.layers.kinds ----------
 
 def paper_count(storage: dict[str, LayerStorage], config: ModelConfig) -> ModelCount:
     """The official code's size and FLOP counters, applied to a model's declarations."""
-    # The official code has one counter for dense models and one for sparse ones.
-    sparse_model = any(st.kind == "sparse_binary_linear" for st in storage.values())
-    return ModelCount("paper", [PAPER_RULES[st.kind](name, st, config, sparse_model) for name, st in storage.items()])
+    # The official code has one counter for dense models and one for sparse-binary ones.
+    sparse_model = config.linear == "sparse_binary"
+    return ModelCount("paper", [layer_kind(st.kind).paper(name, st, config, sparse_model)
+                                for name, st in storage.items()])
 
 
 # --- honest rules --------------------------------------------------------------------------------

@@ -16,11 +16,15 @@ import numpy as np
 
 from sbts.compression.accounting import ACCOUNTINGS, ModelCount, honest_count, paper_count
 from sbts.config import ModelConfig, check_density, read_config_file, resolve_density
+from sbts.configs import preset_path
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import ConfigError
+from sbts.export.artifact import artifact_bytes, build_artifact
 from sbts.models import create_model, model_config
 from sbts.models.transformer import TimeSeriesTransformer
-from sbts.tasks import LAST_STEP_TASKS, TASK_NAMES
+from sbts.registry import runtime_class, task_names
+from sbts.runtime.artifact import load_artifact_bytes, network_tensors
+from sbts.runtime.network import MacCounter, forward
 
 STRUCTURE = ("in_channels", "out_dim", "max_len", "d_model", "n_heads", "n_layers", "d_ff")
 RULES = {
@@ -63,8 +67,6 @@ def _model_from_spec(spec: dict[str, Any], source: str, sbt_overrides: dict[str,
 
 def _counterpart(config: ModelConfig, task: str, data: str | None, sbt_overrides: dict[str, Any]) -> SummarySide:
     """The other model of the pair: the shipped paper partner if its structure matches, else derived."""
-    from sbts.tasks.runs import preset_path
-
     other = "sbt" if config.linear == "dense" else "dense"
     preset = preset_path(task, data, other) if data else None
     if preset is not None:
@@ -82,10 +84,6 @@ def _count(side: SummarySide, accounting: str, task: str) -> ModelCount:
     storage = model.storage()
     if accounting == "paper":
         return paper_count(storage, model.config)
-    from sbts.export.artifact import artifact_bytes, build_artifact
-    from sbts.runtime.artifact import load_artifact_bytes, network_tensors
-    from sbts.runtime.network import MacCounter, forward
-
     config = model.config
     scaler = side.scaler or ChannelScaler(np.zeros(config.in_channels), np.ones(config.in_channels))
     data = artifact_bytes(*build_artifact(model.eval(), task=task, inference_state=side.inference_state,
@@ -93,7 +91,7 @@ def _count(side: SummarySide, accounting: str, task: str) -> ModelCount:
     counter = MacCounter()
     forward(config, network_tensors(load_artifact_bytes(data, side.source)),
             np.zeros((1, config.max_len, config.in_channels), dtype=np.float32),
-            last_step_only=task in LAST_STEP_TASKS, counter=counter)
+            last_step_only=runtime_class(task).last_step_only, counter=counter)
     count = honest_count(storage, config, counter.by_layer, config.in_channels)
     density = {name: st.kept / st.positions for name, st in storage.items() if st.kind == "sparse_binary_linear"}
     header_bytes = 8 + int.from_bytes(data[:8], "little")  # safetensors: u64 length, then the JSON header
@@ -131,8 +129,8 @@ def config_pair(path: str | Path, *, density: float | None = None,
     override the sparse-binary model's kept fractions. Models are untrained (sizes do not depend on training)."""
     spec = read_config_file(path)
     task = spec.get("task", "classification")
-    if task not in TASK_NAMES:
-        raise ConfigError(f"{path}: task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
+    if task not in task_names():
+        raise ConfigError(f"{path}: task must be one of {', '.join(task_names())}, got {task!r}")
     if not isinstance(spec.get("data", ""), str):
         raise ConfigError(f"{path}: data must be a dataset name or path, got {spec['data']!r}")
     sbt_overrides = {key: resolve_density(value) if key == "density" else check_density(value, key)
@@ -148,13 +146,12 @@ def summarize_config(path: str | Path, *, accounting: str, density: float | None
     return summarize(first, second, task=task, accounting=accounting)
 
 
-def summarize_run(run_dir: str | Path, *, accounting: str, checkpoint: str = "best") -> dict[str, Any]:
-    """Summary of a saved run's trained model (its artifact as ``sbts export`` writes it) and its counterpart."""
-    from sbts.tasks import load_trained_run
+def summarize_run(trained: Any, source: str, *, accounting: str) -> dict[str, Any]:
+    """Summary of a saved run's trained model (its artifact as ``sbts export`` writes it) and its counterpart.
 
-    trained = load_trained_run(run_dir, checkpoint)
-    first = SummarySide(trained.model, f"run {run_dir} ({checkpoint} checkpoint)", trained.inference_state,
-                        trained.scaler)
+    ``trained``: the run reloaded (``sbts.tasks.load_trained_run``: its ``run``, ``model``, ``inference_state`` and
+    ``scaler``); ``source`` names it in the report."""
+    first = SummarySide(trained.model, source, trained.inference_state, trained.scaler)
     config, task = trained.model.config, trained.run.task
     sbt_overrides = {} if config.linear == "dense" else {"density": config.density, "qkv_density": config.qkv_density}
     second = _counterpart(config, task, trained.run.data, sbt_overrides)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sbts.errors import DataError
+from sbts.errors import DataError, InputTypeError
 
 
 def check_window_fits(n_steps: int, window: int, where: str) -> None:
@@ -47,3 +47,39 @@ def windows_ending_at_every_step(history: np.ndarray, window: int) -> np.ndarray
     """Read-only view ``(len(history) - window + 1, window, n_channels)``: the window ending at each row
     from ``history[window - 1]`` on (no copy)."""
     return np.lib.stride_tricks.sliding_window_view(history, window, axis=0).transpose(0, 2, 1)
+
+
+def check_series(series: np.ndarray, n_channels: int | None, where: str, allow_empty: bool = False,
+                 one_d: bool = True, owner: str = "the model") -> np.ndarray:
+    """A raw (n_steps, n_channels) series of finite numbers, as float64. ``n_channels=None``: any number of
+    channels (at least one); a 1-D array is one channel unless ``one_d`` is False; ``owner`` names what expects
+    ``n_channels`` in the error."""
+    if type(series).__module__.startswith("scipy.sparse"):
+        raise DataError(f"{where}: sparse input is not supported; pass a dense array")
+    try:
+        raw = np.asarray(series)
+        if np.iscomplexobj(raw):  # float64 would silently drop the imaginary part
+            raise DataError(f"{where}: Complex data not supported")
+        array = raw.astype(np.float64)
+    except TypeError as exc:
+        raise InputTypeError(f"{where}: not an array of numbers ({exc})") from None
+    except ValueError as exc:
+        raise DataError(f"{where}: not an array of numbers ({exc})") from None
+    if array.ndim == 1 and one_d and n_channels in (None, 1):
+        array = array[:, None]
+    expected = "n_channels" if n_channels is None else n_channels
+    if array.ndim != 2:
+        raise DataError(f"{where}: expected shape (n_steps, {expected}), got {array.shape}; Reshape your data: one "
+                        "step is x[None], a univariate series x[:, None]")
+    if n_channels is not None and array.shape[1] != n_channels:
+        raise DataError(f"{where}: X has {array.shape[1]} features, but {owner} is expecting {n_channels} features "
+                        f"as input (expected shape (n_steps, {n_channels}), got {array.shape})")
+    if not array.shape[1]:
+        raise DataError(f"{where}: 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
+    if not allow_empty and not len(array):
+        raise DataError(f"{where}: no steps to score")
+    if not np.isfinite(array).all():
+        row, column = np.argwhere(~np.isfinite(array))[0]
+        raise DataError(f"{where}: Input contains NaN or infinity: non-finite value {array[row, column]} at row "
+                        f"{row}, column {column}")
+    return array

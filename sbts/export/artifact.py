@@ -1,8 +1,8 @@
 """Writing the compact ``.sbts`` artifact from a PyTorch model or a saved run (format: ``sbts.runtime.artifact``).
 
-Each layer's declared kind picks what is stored: a sparse-binary linear keeps its encoded mask, its
-alpha and its weight seed; float tensors (dense weights, norms, a learnable table) are stored as
-float32 or, on request, float16. Before the file is written, the artifact is decoded again and run
+Each layer's declared kind (``sbts.layers.kinds``) picks what is stored: a sparse-binary linear keeps
+its encoded mask, its alpha and its weight seed; float tensors (dense weights, norms, a learnable
+table) are stored as float32 or, on request, float16. Before the file is written, the artifact is decoded again and run
 by the numpy runtime against the PyTorch model on a probe batch, so an export that would not
 reproduce the model fails instead of leaving a wrong file.
 """
@@ -10,75 +10,26 @@ reproduce the model fails instead of leaving a wrong file.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sbts import __version__
 from sbts.atomic import atomic_write_bytes
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import SBTSError
-from sbts.layers.storage import LayerStorage
+from sbts.layers.kinds import ALPHA, MASK, layer_kind
 from sbts.models.transformer import TimeSeriesTransformer
-from sbts.runtime.artifact import (
-    ALPHAS,
-    MASKS,
-    Artifact,
-    artifact_bytes,
-    encode_mask,
-    load_artifact_bytes,
-    network_tensors,
-)
+from sbts.runtime.artifact import (ALPHAS, MASKS, Artifact, artifact_bytes, encode_mask, load_artifact_bytes,
+                                   network_tensors)
 from sbts.runtime.network import forward
 
 FLOAT_DTYPES = {"float32": np.float32, "float16": np.float16}
 # The runtime must match PyTorch to this relative tolerance on the probe (float16 rounds the stored floats).
 PROBE_RTOL = {"float32": 1e-5, "float16": 1e-2}
-
-
-def _array(tensor: torch.Tensor, dtype) -> np.ndarray:
-    return tensor.detach().cpu().numpy().astype(dtype)
-
-
-def _sparse_binary_linear(name: str, module: nn.Module, st: LayerStorage, dtype) -> tuple[dict, dict]:
-    encoding, code = encode_mask(module.mask().cpu().numpy())
-    entry = {"seed": str(module.seed), "kept": st.kept, "bias": module.bias is not None, "mask_encoding": encoding}
-    # alpha stays float32 whatever the float dtype: it is one value and scales every weight.
-    return entry, {MASKS: code, ALPHAS: _array(module.alpha().reshape(1), np.float32)}
-
-
-def _module_floats(*keys: str) -> Callable[[str, nn.Module, LayerStorage, Any], tuple[dict, dict]]:
-    def take(name: str, module: nn.Module, st: LayerStorage, dtype) -> tuple[dict, dict]:
-        tensors = {f"{name}.{key}": _array(getattr(module, key), dtype) for key in keys
-                   if getattr(module, key, None) is not None}
-        return {}, tensors
-    return take
-
-
-def _sinusoidal(name: str, module: nn.Module, st: LayerStorage, dtype) -> tuple[dict, dict]:
-    return {}, {}  # regenerated from its shape
-
-
-def _attention(name: str, module: nn.Module, st: LayerStorage, dtype) -> tuple[dict, dict]:
-    if not module.mask_seeds:
-        return {}, {}
-    return {"mask_seeds": {key: str(seed) for key, seed in module.mask_seeds.items()}}, {}
-
-
-EXPORTERS: dict[str, Callable[[str, nn.Module, LayerStorage, Any], tuple[dict, dict]]] = {
-    "sparse_binary_linear": _sparse_binary_linear,
-    "dense_linear": _module_floats("weight", "bias"),
-    "batch_norm": _module_floats("weight", "bias", "running_mean", "running_var"),
-    "layer_time_norm": _module_floats("weight", "bias"),
-    "positional_learnable": _module_floats("table"),
-    "positional_sinusoidal": _sinusoidal,
-    "attention": _attention,
-}
 
 
 @dataclass
@@ -100,12 +51,13 @@ def build_artifact(model: TimeSeriesTransformer, *, task: str, inference_state: 
     masks, alphas = [], []
     with torch.no_grad():
         for name, st in model.storage().items():
-            entry, stored = EXPORTERS[st.kind](name, modules[name], st, dtype)
-            if MASKS in stored:  # one tensor for all masks and one for all alphas: fewer header entries
-                code = stored.pop(MASKS)
-                entry.update(mask_offset=sum(len(m) for m in masks), mask_bytes=len(code), alpha_index=len(alphas))
+            entry, stored = layer_kind(st.kind).export(name, modules[name], st, dtype)
+            if MASK in stored:  # one tensor for all masks and one for all alphas: fewer header entries
+                encoding, code = encode_mask(stored.pop(MASK))
+                entry.update(mask_encoding=encoding, mask_offset=sum(len(m) for m in masks), mask_bytes=len(code),
+                             alpha_index=len(alphas))
                 masks.append(code)
-                alphas.append(stored.pop(ALPHAS))
+                alphas.append(stored.pop(ALPHA))
             layers[name] = {"kind": st.kind, "shape": list(st.shape), **entry}
             tensors.update(stored)
     if masks:
@@ -156,13 +108,3 @@ def export_model(model: TimeSeriesTransformer, path: str | Path, *, task: str,
                         f"(max relative difference {difference:.2e} > {tolerance:.2g})")
     atomic_write_bytes(path, data)
     return ExportResult(Path(path), len(data), float_dtype, difference)
-
-
-def export_run(run_dir: str | Path, path: str | Path, *, checkpoint: str = "best",
-               float_dtype: str = "float32") -> ExportResult:
-    """Export a saved run's checkpoint with what inference needs (class names, input scaling)."""
-    from sbts.tasks import load_trained_run
-
-    trained = load_trained_run(run_dir, checkpoint)
-    return export_model(trained.model, path, task=trained.run.task, inference_state=trained.inference_state,
-                        scaler=trained.scaler, float_dtype=float_dtype)

@@ -142,13 +142,6 @@ def export_onnx(model: TimeSeriesTransformer, path: str | Path, *, length: int |
     return path
 
 
-def export_onnx_run(run_dir: str | Path, path: str | Path, *, checkpoint: str = "best") -> Path:
-    """Export a saved run's checkpoint as ONNX (the per-step network; inputs are scaled as in training)."""
-    from sbts.tasks import load_trained_run
-
-    return export_onnx(load_trained_run(run_dir, checkpoint).model, path)
-
-
 def run_onnx(path: str | Path, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
     """Run an exported model with onnxruntime on the CPU: x (B, T, C) -> (B, T, out_dim).
 

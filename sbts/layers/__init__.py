@@ -1,12 +1,31 @@
-"""Building blocks: the sparse-binary and dense linears, attention modes, norms, positional encodings."""
+"""Building blocks: the sparse-binary and dense linears, attention modes, norms, positional encodings.
 
-from sbts.layers.attention import MultiHeadAttention, fixed_activation_mask
-from sbts.layers.linear import DenseLinear, SparseBinaryLinear, make_linear
-from sbts.layers.norms import MaskedBatchNorm, NoNorm, TimeLayerNorm, make_norm
-from sbts.layers.positional import PositionalEncoding
-from sbts.layers.storage import LayerStorage, StoredTensor
+The names are imported lazily, so that the torch-free submodules (``storage``, ``kinds``), which the
+numpy runtime reads, import without torch.
+"""
 
-__all__ = [
-    "DenseLinear", "LayerStorage", "MaskedBatchNorm", "MultiHeadAttention", "NoNorm", "PositionalEncoding",
-    "SparseBinaryLinear", "StoredTensor", "TimeLayerNorm", "fixed_activation_mask", "make_linear", "make_norm",
-]
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "MultiHeadAttention": "sbts.layers.attention",
+    "fixed_activation_mask": "sbts.layers.attention",
+    "DenseLinear": "sbts.layers.linear",
+    "SparseBinaryLinear": "sbts.layers.linear",
+    "make_linear": "sbts.layers.linear",
+    "MaskedBatchNorm": "sbts.layers.norms",
+    "NoNorm": "sbts.layers.norms",
+    "TimeLayerNorm": "sbts.layers.norms",
+    "make_norm": "sbts.layers.norms",
+    "PositionalEncoding": "sbts.layers.positional",
+    "LayerStorage": "sbts.layers.storage",
+    "StoredTensor": "sbts.layers.storage",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sbts.layers' has no attribute {name!r}")

@@ -14,17 +14,26 @@ from sbts.errors import ConfigError
 from sbts.models.transformer import TimeSeriesTransformer
 
 _REGISTRY: dict[str, Callable[..., ModelConfig]] = {}
+_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def register_model(name: str):
+def register_model(name: str, defaults: dict[str, Any]):
+    """Register a model name: the ModelConfig fields it sets unless the caller gives them."""
     def decorator(fn: Callable[..., ModelConfig]):
-        _REGISTRY[name] = fn
+        _REGISTRY[name], _DEFAULTS[name] = fn, dict(defaults)
         return fn
     return decorator
 
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The fields a registered model name sets (its linear kind, positional encoding, density)."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    return dict(_DEFAULTS[name])
 
 
 def model_config(name: str, **kwargs: Any) -> ModelConfig:
@@ -44,20 +53,21 @@ def create_model(config: ModelConfig | str, **kwargs: Any) -> TimeSeriesTransfor
     return TimeSeriesTransformer(config)
 
 
-def _with(defaults: dict[str, Any], kwargs: dict[str, Any]) -> ModelConfig:
+def _with(name: str, kwargs: dict[str, Any]) -> ModelConfig:
     kwargs = dict(kwargs)
+    defaults = dict(_DEFAULTS[name])
     if "sparsity" in kwargs:  # resolved against the caller's density only, not a registry default
         kwargs["density"] = resolve_density(kwargs.get("density"), kwargs.pop("sparsity"))
     return ModelConfig.from_dict({**defaults, **kwargs})
 
 
-@register_model("sbt")
+@register_model("sbt", {"linear": "sparse_binary", "pos_encoding": "sinusoidal", "density": 0.5})
 def sbt(**kwargs: Any) -> ModelConfig:
     """Sparse Binary Transformer: Biprop linears, fixed sinusoidal positions (paper-spec §1.2, §2)."""
-    return _with({"linear": "sparse_binary", "pos_encoding": "sinusoidal"}, kwargs)
+    return _with("sbt", kwargs)
 
 
-@register_model("dense")
+@register_model("dense", {"linear": "dense", "pos_encoding": "learnable"})
 def dense(**kwargs: Any) -> ModelConfig:
     """Dense float32 Transformer of the same structure, learnable positions (paper's baseline)."""
-    return _with({"linear": "dense", "pos_encoding": "learnable"}, kwargs)
+    return _with("dense", kwargs)

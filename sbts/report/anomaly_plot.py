@@ -38,7 +38,7 @@ def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, flo
 
 
 def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end: int | None = None,
-                log_scale: bool = True) -> Path:
+                linear: bool = False) -> Path:
     """Draw steps ``start`` to ``end`` of the test scores to ``output`` (png, pdf or svg, by its suffix)."""
     plt = pyplot(output)
     scores, labels, threshold, method = read_scores(run_dir)
@@ -50,7 +50,7 @@ def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end:
             axes.axvspan(start + first - 0.5, start + last - 0.5, color="tab:red", alpha=0.2, linewidth=0)
     axes.plot(steps, scores[start:end], linewidth=0.7, color="tab:blue", label="anomaly score")
     axes.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold ({method})")
-    if log_scale and scores[start:end].min() > 0:
+    if not linear and scores[start:end].min() > 0:  # a log axis shows the spread of small scores
         axes.set_yscale("log")
     if labels is not None:
         axes.fill_between([], [], color="tab:red", alpha=0.2, label="labelled anomalies")

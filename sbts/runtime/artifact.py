@@ -18,9 +18,11 @@ Layout (format version 1):
   Q/K/V activation masks (from the seeds in their layer entries) and a sinusoidal table are
   regenerated; their sizes come from the model config.
 
-Reading checks the container, the format and version, the checksum and every tensor's shape and
-kept count before anything is built, so a truncated, corrupted, tampered or newer file is refused
-with a one-line error instead of giving a wrong model. numpy and the standard library only.
+Each layer entry's ``kind`` names a kind of ``sbts.layers.kinds``, which says what the layer stores
+and how it becomes the network's tensors. Reading checks the container, the format and version, the
+checksum, every layer's kind and every tensor's shape and kept count before anything is built, so a
+truncated, corrupted, tampered or newer file is refused with a one-line error instead of giving a
+wrong model. numpy, the standard library and torch-free sbts modules only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import hashlib
 import json
 import lzma
 import struct
-from collections.abc import Callable, Mapping
+from collections import ChainMap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,15 +41,13 @@ import numpy as np
 
 from sbts.config import ModelConfig
 from sbts.errors import ArtifactError, ConfigError
-from sbts.frozen_tensors import activation_mask, seeded_weight_and_bias, sinusoidal_table
+from sbts.layers.kinds import ALPHA, MASK, LayerKind, layer_kind
 
 FORMAT = "sbts-artifact"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 MASKS = "sparse_binary.masks"  # every sparse-binary layer's encoded mask, one after another
 ALPHAS = "sparse_binary.alphas"  # their alphas, in the same order
-# How one layer's stored form becomes the network's tensors: (name, layer entry, stored tensors, config).
-Materializer = Callable[[str, dict[str, Any], Mapping[str, np.ndarray], ModelConfig], dict[str, np.ndarray]]
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0, "pb": 0}]
 
 
@@ -213,83 +214,45 @@ def load_artifact_bytes(data: bytes, where: str) -> Artifact:
         artifact.config  # noqa: B018 -- validates the model config
     except ConfigError as exc:
         raise ArtifactError(f"{where}: invalid model config ({exc})") from None
+    for name, entry in document["layers"].items():
+        _kind(where, name, entry)
     return artifact
 
 
 # --- from stored tensors to the network's tensors -------------------------------------------------------
 
-def _sparse_binary_linear(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
-                          config: ModelConfig) -> dict[str, np.ndarray]:
-    out_features, in_features = entry["shape"]
+def _kind(where: str, name: str, entry: Any) -> LayerKind:
+    """The kind a layer entry names; an unknown one is refused naming the file, the layer and the kind."""
+    try:
+        return layer_kind(entry.get("kind") if isinstance(entry, dict) else None)
+    except ValueError as exc:
+        raise ArtifactError(f"{where}: layer {name}: {exc}") from None
+
+
+def _mask_and_alpha(entry: dict[str, Any], stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A sparse-binary layer's 0/1 mask and alpha, decoded from the pooled masks and alphas."""
     start, length = entry["mask_offset"], entry["mask_bytes"]
     code = stored[MASKS][start:start + length]
     if len(code) != length:
         raise ValueError(f"mask bytes {start}..{start + length} lie outside the stored masks")
-    mask = decode_mask(entry["mask_encoding"], code, (out_features, in_features))
-    if int(mask.sum()) != entry["kept"]:
-        raise ValueError(f"mask keeps {int(mask.sum())} weights, the layer declares {entry['kept']}")
-    weight, bias = seeded_weight_and_bias(int(entry["seed"]), out_features, in_features, entry["bias"])
-    alpha = stored[ALPHAS][entry["alpha_index"]].astype(np.float32)
-    sign = np.where(weight >= 0, np.float32(1.0), np.float32(-1.0))
-    tensors = {f"{name}.weight": sign * (alpha * mask)}  # the same float32 products as the torch layer
-    if bias is not None:
-        tensors[f"{name}.bias"] = bias
-    return tensors
-
-
-def _stored_floats(*names: str) -> Materializer:
-    """Float tensors stored as they are; each must have the layer's shape (a bias: its first dimension)."""
-    def take(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
-             config: ModelConfig) -> dict[str, np.ndarray]:
-        out = {}
-        for key in names:
-            if f"{name}.{key}" not in stored and key == "bias":  # a linear without bias
-                continue
-            value = stored[f"{name}.{key}"]
-            shape = tuple(entry["shape"][:1] if key == "bias" else entry["shape"])
-            if value.shape != shape:
-                raise ValueError(f"{key} has shape {value.shape}, the layer needs {shape}")
-            out[f"{name}.{key}"] = value.astype(np.float32)
-        return out
-    return take
-
-
-def _sinusoidal(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
-                config: ModelConfig) -> dict[str, np.ndarray]:
-    return {f"{name}.table": sinusoidal_table(config.max_len, config.d_model)}
-
-
-def _attention(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
-               config: ModelConfig) -> dict[str, np.ndarray]:
-    """Q/K/V masks regenerated from their seeds; their size and kept fraction come from the model config."""
-    if config.attention != "qkv_mask":
-        return {}
-    seeds = entry["mask_seeds"]
-    if set(seeds) != {"q_mask", "k_mask", "v_mask"}:
-        raise ValueError(f"needs the seeds of q_mask, k_mask and v_mask, has {sorted(seeds)}")
-    return {f"{name}.{key}": activation_mask(int(seed), config.max_len, config.d_model, config.qkv_density)
-            for key, seed in seeds.items()}
-
-
-MATERIALIZERS: dict[str, Materializer] = {
-    "sparse_binary_linear": _sparse_binary_linear,
-    "dense_linear": _stored_floats("weight", "bias"),
-    "batch_norm": _stored_floats("weight", "bias", "running_mean", "running_var"),
-    "layer_time_norm": _stored_floats("weight", "bias"),
-    "positional_learnable": _stored_floats("table"),
-    "positional_sinusoidal": _sinusoidal,
-    "attention": _attention,
-}
+    return {MASK: decode_mask(entry["mask_encoding"], code, tuple(entry["shape"])),
+            ALPHA: stored[ALPHAS][entry["alpha_index"]]}
 
 
 def network_tensors(artifact: Artifact) -> dict[str, np.ndarray]:
     """Every tensor the numpy network needs, regenerated or decoded from the artifact."""
+    config = artifact.config
     tensors: dict[str, np.ndarray] = {}
     for name, entry in artifact.document["layers"].items():
+        kind = _kind(artifact.source, name, entry)
         try:
-            tensors.update(MATERIALIZERS[entry["kind"]](name, entry, artifact.tensors, artifact.config))
+            stored: Mapping[str, np.ndarray] = artifact.tensors
+            if "mask_offset" in entry:  # the file pools all masks and alphas; the layer gets its own, decoded
+                stored = ChainMap(_mask_and_alpha(entry, artifact.tensors), artifact.tensors)
+            tensors.update(kind.read(name, entry, stored, config))
         except KeyError as exc:
-            raise ArtifactError(f"{artifact.source}: layer {name}: missing {exc}") from None
+            raise ArtifactError(f"{artifact.source}: layer {name}: missing {exc} (a {kind.name} layer stores "
+                                f"{kind.stores})") from None
         except (ValueError, TypeError, IndexError, lzma.LZMAError) as exc:
             raise ArtifactError(f"{artifact.source}: layer {name}: {exc}") from None
     return tensors

@@ -7,6 +7,7 @@ artifact, series padded to the model's length with a padding mask.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,10 +15,13 @@ import numpy as np
 
 from sbts.config import ModelConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
-from sbts.errors import ArtifactError, DataError, SBTSError
-from sbts.runtime.anomaly import ScoreStream, check_series, score_series
+from sbts.data.windows import check_series
+from sbts.errors import ArtifactError, ConfigError, DataError, SBTSError
+from sbts.heads.anomaly import ScoreStream, score_series
+from sbts.heads.forecasting import Formulation, forecast_every_step, forecast_next
+from sbts.registry import entry, runtime_class
 from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
-from sbts.runtime.forecasting import Formulation, forecast_every_step, forecast_next
+from sbts.runtime.inputs import read_cases, read_series, write_rows
 from sbts.runtime.network import MacCounter, forward
 
 BATCH = 256  # cases per forward call: bounds memory on long inputs
@@ -34,7 +38,12 @@ def _scaler(artifact: Artifact, channels: int) -> ChannelScaler | None:
 
 
 class RuntimeModel:
-    """A verified artifact ready to run: the network, its input scaling and its task facts."""
+    """A verified artifact ready to run: the network, its input scaling and its task facts.
+
+    A task's runtime class (named in ``sbts.registry``) adds what its outputs mean and ``predict_file``, what
+    ``sbts predict`` runs."""
+
+    last_step_only = False  # the task reads only the last step's output (the summary counts that work)
 
     def __init__(self, artifact: Artifact):
         self.artifact = artifact
@@ -72,7 +81,13 @@ class RuntimeModel:
                                 f"{self.config.max_len}")
         filled = fill_missing(series, where)
         scaled = self.scaler.transform(filled) if self.scaler is not None else [c.astype(np.float32) for c in filled]
-        return pad_to_length(scaled, self.config.max_len)
+        # Padded to the longest case given, not to max_len: padded steps change nothing but the work.
+        return pad_to_length(scaled, max(np.shape(case)[1] for case in series))
+
+    def predict_file(self, input_path: str, output: str | None, *, context: str | None = None,
+                     proba: bool = False) -> None:
+        """``sbts predict``: read ``input_path``, write the predictions as CSV to ``output`` (or stdout)."""
+        raise NotImplementedError
 
 
 def _check_names(artifact: Artifact, key: str, count: int, what: str) -> None:
@@ -117,9 +132,27 @@ class ClassifierRuntime(RuntimeModel):
         """The class with the highest score (logit or probability) of each row."""
         return np.asarray(self.classes, dtype=object)[scores.argmax(1)]
 
+    def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
+        """One CSV row per case: its index, prediction (and label, and class probabilities if asked)."""
+        if context:
+            raise ConfigError("--context applies to anomaly detectors and forecasters")
+        cases, labels = read_cases(input_path)
+        probabilities = self.predict_proba(cases, str(input_path))
+        predicted = self.class_names(probabilities)
+        header = ["case", "prediction"] + (["label"] if labels else []) + ([f"p_{c}" for c in self.classes] if proba
+                                                                            else [])
+        write_rows(header, ([i, prediction] + ([labels[i]] if labels else []) +
+                            ([f"{p:.6g}" for p in probabilities[i]] if proba else [])
+                            for i, prediction in enumerate(predicted)), output)
+        if labels:
+            accuracy = float(np.mean([p == label for p, label in zip(predicted, labels)]))
+            print(f"sbts: accuracy {accuracy:.4f} on {len(labels)} labelled cases of {input_path}", file=sys.stderr)
+
 
 class SeriesRuntime(RuntimeModel):
     """A network over windows of one long series that outputs every channel at a window's last step."""
+
+    last_step_only = True
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
@@ -141,10 +174,21 @@ class SeriesRuntime(RuntimeModel):
     def _unscale(self, rows: np.ndarray) -> np.ndarray:
         return rows.astype(np.float64) if self.scaler is None else self.scaler.inverse_transform_rows(rows)
 
+    @property
+    def columns(self) -> list[str] | None:
+        """The variables' names, when the model knows them."""
+        return None
+
+    def _series_inputs(self, input_path: str, context: str | None, proba: bool):
+        if proba:
+            raise ConfigError("--proba applies to classifiers; detectors and forecasters write one row per step")
+        before = None if context is None else read_series(context, self.columns)
+        return read_series(input_path, self.columns), before
+
 
 class AnomalyRuntime(SeriesRuntime):
     """Scores every step of a series by how badly the network reconstructs it from the window ending there
-    (``sbts.runtime.anomaly``); ``predict`` compares the scores with the threshold fitted in training."""
+    (``sbts.heads.anomaly``); ``predict`` compares the scores with the threshold fitted in training."""
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
@@ -181,9 +225,21 @@ class AnomalyRuntime(SeriesRuntime):
         """Score observations one at a time (``update(x_t)``), the same numbers as ``decision_function``."""
         return ScoreStream(self.last_step, self.window, self.config.in_channels, self._scale, context)
 
+    def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
+        """One CSV row per step of the series: step, score and, when the model has a threshold, predicted (0/1)."""
+        series, before = self._series_inputs(input_path, context, proba)
+        scores = self.decision_function(series, before, str(input_path), str(context))
+        threshold = self.threshold
+        write_rows(["step", "score"] + (["predicted"] if threshold is not None else []),
+                   ([step, f"{score:.9g}"] + ([int(score > threshold)] if threshold is not None else [])
+                    for step, score in enumerate(scores)), output)
+        if threshold is not None:
+            print(f"sbts: {int(np.sum(scores > threshold))} of {len(scores)} steps of {input_path} above the "
+                  f"threshold {threshold:.6g}", file=sys.stderr)
+
 
 class ForecastRuntime(SeriesRuntime):
-    """One-step-ahead forecasts of every variable, prepared as in training (``sbts.runtime.forecasting``);
+    """One-step-ahead forecasts of every variable, prepared as in training (``sbts.heads.forecasting``);
     inputs and forecasts are in the data's own units."""
 
     def __init__(self, artifact: Artifact):
@@ -218,15 +274,23 @@ class ForecastRuntime(SeriesRuntime):
                                                                        context_where, allow_empty=True))
         return self._unscale(forecast_every_step(self.last_step, scaled, self.window, self.formulation, before))
 
-
-RUNTIMES: dict[str, type[RuntimeModel]] = {"classification": ClassifierRuntime, "anomaly": AnomalyRuntime,
-                                           "forecasting": ForecastRuntime}
+    def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
+        """One CSV row per step of the series and one more: ``step`` and each variable's one-step-ahead forecast of
+        that step from the rows before it; the last row (step n) forecasts the step after the series. Without
+        context the first step has no history and its cells are empty."""
+        series, before = self._series_inputs(input_path, context, proba)
+        every = self.predict_every_step(series, before, str(input_path), str(context))
+        forecasts = np.concatenate([every, self.predict(series, str(input_path), before, str(context))[None]])
+        write_rows(["step"] + self.columns, ([step] + ["" if np.isnan(v) else f"{v:.9g}" for v in row]
+                                             for step, row in enumerate(forecasts)), output)
 
 
 def load(path: str | Path) -> RuntimeModel:
-    """Load and verify an ``.sbts`` artifact; returns the runtime for its task."""
+    """Load and verify an ``.sbts`` artifact; returns the runtime of its task (``sbts.registry``)."""
     artifact = read_artifact(path)
     task = artifact.document.get("task")
-    if task not in RUNTIMES:
-        raise ArtifactError(f"{path}: task {task!r} has no runtime in this sbts (known: {', '.join(RUNTIMES)})")
-    return RUNTIMES[task](artifact)
+    try:
+        entry(task)
+    except ConfigError:
+        raise ArtifactError(f"{path}: task {task!r} has no runtime in this sbts") from None
+    return runtime_class(task)(artifact)

@@ -8,7 +8,9 @@ ternary weight alpha * sign(W) * M -- and ``{linear}.bias``, ``layers.{i}.attent
 Only what the output needs is computed: under step_t attention the queries of the last step alone,
 and with ``last_step_only`` the last encoder layer after its attention on the last row alone (unless
 the norm mixes time steps). ``MacCounter`` counts the multiply-accumulates of the matrix products
-actually executed. No torch here: this module must import with numpy and the standard library only.
+actually executed. The norm and the positional encoding run as their kind in ``sbts.layers.kinds``
+says. No torch here: this module must import with numpy, the standard library and torch-free sbts
+modules only.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from sbts.config import ModelConfig
-
-NORM_EPS = 1e-5  # torch's BatchNorm1d and LayerNorm default, which the model uses
+from sbts.layers.kinds import kind_for_option
 
 
 class MacCounter:
@@ -57,14 +58,14 @@ def _check_inputs(config: ModelConfig, x: np.ndarray, padding_mask: np.ndarray |
         raise ValueError(f"sequence length {steps} must be between 1 and the model's max_len {config.max_len}")
     if config.attention == "step_t" and steps < 2 and not config.step_t_self:
         raise ValueError("step_t attention needs at least 2 steps (the last step attends to the past ones)")
-    if config.norm == "layer_time" and steps != config.max_len:
-        raise ValueError(f"layer_time norm needs windows of exactly {config.max_len} steps, got {steps}")
+    if _norm_mixes_steps(config) and steps != config.max_len:
+        raise ValueError(f"{config.norm} norm needs windows of exactly {config.max_len} steps, got {steps}")
     if padding_mask is None:
         return None
     if config.attention == "step_t":
         raise ValueError("step_t attention takes fixed-length windows, not a padding mask")
-    if config.norm == "layer_time":
-        raise ValueError("layer_time norm mixes all steps of a window; it cannot take padded input")
+    if _norm_mixes_steps(config):
+        raise ValueError(f"{config.norm} norm mixes all steps of a window; it cannot take padded input")
     padding_mask = np.asarray(padding_mask, dtype=bool)
     if padding_mask.shape != x.shape[:2]:
         raise ValueError(f"padding mask of shape {padding_mask.shape} does not match the input's (batch, time) "
@@ -72,11 +73,19 @@ def _check_inputs(config: ModelConfig, x: np.ndarray, padding_mask: np.ndarray |
     return padding_mask
 
 
+def _norm_mixes_steps(config: ModelConfig) -> bool:
+    """Whether the norm mixes a window's steps: then windows are whole, unpadded, and no row is independent."""
+    norm = kind_for_option("norm", config.norm)
+    return norm is not None and norm.mixes_steps
+
+
 class _Network:
     """One forward pass: the named tensors, the config and the MAC counter in one place."""
 
     def __init__(self, config: ModelConfig, tensors: Mapping[str, np.ndarray], counter: MacCounter):
         self.config, self.tensors, self.counter = config, tensors, counter
+        self.norm_kind = kind_for_option("norm", config.norm)
+        self.positional_kind = kind_for_option("pos_encoding", config.pos_encoding)
 
     def tensor(self, name: str) -> np.ndarray:
         if name not in self.tensors:
@@ -86,10 +95,10 @@ class _Network:
     def run(self, x: np.ndarray, padding_mask: np.ndarray | None, last_step_only: bool) -> np.ndarray:
         config = self.config
         h = self.linear("embedding", x) * np.float32(math.sqrt(config.d_model))
-        if config.pos_encoding != "none":
-            h = h + self.tensor("positional.table")[: x.shape[1]]
+        if self.positional_kind is not None:
+            h = self.positional_kind.forward(self.tensor, "positional", h, padding_mask)
         # Per-row norms keep rows independent after attention, so the last layer can shrink to one row.
-        last_row_only = last_step_only and config.norm != "layer_time"
+        last_row_only = last_step_only and not _norm_mixes_steps(config)
         for i in range(config.n_layers):
             h = self.encoder_layer(f"layers.{i}", h, padding_mask, last_row_only and i == config.n_layers - 1)
         if last_step_only:
@@ -164,18 +173,6 @@ class _Network:
         return mixed.transpose(0, 2, 1, 3).reshape(batch, query_rows, d_model)
 
     def norm(self, name: str, h: np.ndarray, padding_mask: np.ndarray | None) -> np.ndarray:
-        kind = self.config.norm
-        if kind == "batch":  # eval mode: the running statistics, per channel
-            scale = self.tensor(f"{name}.weight") / np.sqrt(self.tensor(f"{name}.running_var") + np.float32(NORM_EPS))
-            shift = self.tensor(f"{name}.bias") - self.tensor(f"{name}.running_mean") * scale
-            out = h * scale + shift
-            if padding_mask is not None:
-                out[padding_mask] = 0.0  # as MaskedBatchNorm: padded outputs are zero
-            return out
-        if kind == "layer_time":  # every channel normalised across the time axis; weight and bias per step
-            mean = h.mean(axis=1, keepdims=True)
-            centred = h - mean
-            variance = np.mean(centred * centred, axis=1, keepdims=True)
-            normalised = centred / np.sqrt(variance + np.float32(NORM_EPS))
-            return normalised * self.tensor(f"{name}.weight")[:, None] + self.tensor(f"{name}.bias")[:, None]
-        return h
+        if self.norm_kind is None:
+            return h
+        return self.norm_kind.forward(self.tensor, name, h, padding_mask)

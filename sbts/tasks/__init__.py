@@ -1,38 +1,30 @@
-"""Tasks: what the model's per-step outputs mean, how they are trained, evaluated and reported."""
+"""Tasks: what the model's per-step outputs mean, how they are trained, evaluated and reported.
+
+Each task is a ``sbts.tasks.base.Task`` subclass in its own module, named in ``sbts.registry``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
-from sbts.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sbts.tasks.runs import TrainedRun
-
-TASK_NAMES = ("classification", "anomaly", "forecasting")  # the paper's three
-LAST_STEP_TASKS = ("anomaly", "forecasting")  # tasks that read only the last step's output
+from sbts.registry import task_class, task_names
+from sbts.tasks.base import Task
+from sbts.tasks.runs import TrainedRun, read_run_config
 
 
-def get_task(name: str) -> ModuleType:
-    """The module implementing a task's ``train_run``, ``evaluate_run`` and ``load_trained``."""
-    if name == "classification":
-        from sbts.tasks import classification
-        return classification
-    if name == "anomaly":
-        from sbts.tasks import anomaly
-        return anomaly
-    if name == "forecasting":
-        from sbts.tasks import forecasting
-        return forecasting
-    raise ConfigError(f"unknown task {name!r}; available: {', '.join(TASK_NAMES)}")
+def get_task(name: str) -> Task:
+    """The registered task ``name``, ready to train, evaluate, reload and export runs."""
+    return task_class(name)()
+
+
+def task_of_run(run_dir: str | Path) -> Task:
+    """The task of a saved run (read from its config.json)."""
+    return get_task(read_run_config(run_dir).task)
 
 
 def load_trained_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
-    """A saved run's trained model and inference facts, whatever its task (read from its config.json)."""
-    from sbts.training.checkpoint import read_json
+    """A saved run's trained model and inference facts, whatever its task."""
+    return task_of_run(run_dir).load_trained(run_dir, checkpoint)
 
-    config = read_json(Path(run_dir) / "config.json", "run config")
-    task = config.get("task") if isinstance(config, dict) else None
-    return get_task(str(task)).load_trained(run_dir, checkpoint)
+
+__all__ = ["Task", "get_task", "load_trained_run", "task_names", "task_of_run"]

@@ -19,39 +19,35 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin
+from scipy.special import erf
+from scipy.stats import binom
+from sklearn.base import OutlierMixin
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sbts.atomic import atomic_write_bytes
-from sbts.config import ModelConfig, RunConfig, TaskOptions, TrainConfig
+from sbts.config import RunConfig, TaskOptions
 from sbts.data.anomaly import AnomalyData, canonical_anomaly_spec, load_anomaly
 from sbts.data.preprocessing import ChannelScaler
-from sbts.data.windows import check_window_fits, history_for, training_window_starts
+from sbts.data.windows import check_series, check_window_fits, history_for, training_window_starts
 from sbts.errors import ConfigError, DataError, SBTSError
+from sbts.heads.anomaly import ScoreStream, score_series
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
 from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
-from sbts.models import create_model, model_config
-from sbts.runtime.anomaly import ScoreStream, check_series, score_series
-from sbts.tasks.runs import (TaskHooks, TrainedRun, check_files_unchanged, fit_run, last_step_function, load_run_model,
-                             reload_trained, training_record)
-from sbts.training import Trainer, atomic_write_json, seed_everything
+from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
+from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
+from sbts.tasks.runs import last_step_function
 from sbts.training.checkpoint import read_json
 
 TASK = "anomaly"
 DEFAULT_WINDOW = 100  # without a paper preset; the paper uses 200 (SMD) and 50 (MSL, SMAP)
+MIN_D_MODEL = 16  # the paper's width rule (2 x channels) has this floor for series of few channels
 
-# Paper-spec §1.3: the SBT uses Step-T attention and no norms; the dense baseline full attention and
-# LayerNorm over time.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sbt": {"attention": "step_t", "norm": "none"},
-    "dense": {"attention": "full", "norm": "layer_time"},
-}
 CONTEXT_RULE = ("every test step scored once; the windows of the first w-1 test steps take their earlier rows from "
                 "the end of the training series (of a pooled set: of the same member's)")
 
@@ -60,15 +56,21 @@ CONTEXT_RULE = ("every test step scored once; the windows of the first w-1 test 
 class AnomalyOptions(TaskOptions):
     """How the detector turns scores into decisions and what the report adds (``task_options`` of a run)."""
 
-    # Fitted on threshold_scores only: "percentile" (the default: it did better than POT on SMD, MSL and SMAP in
-    # benchmarks/anomaly.py, where POT's fitted tails often put the threshold far above the anomalies) or "pot".
-    threshold: str = "percentile"
-    threshold_scores: str = "val"  # "val": the held-out end of the training series; "train": the training part
-    contamination: float = 0.01  # percentile: the fraction of reference scores above the threshold
-    pot_risk: float = 1e-3  # POT: the probability of a normal score exceeding the threshold
-    pot_level: float = 0.98  # POT: the quantile of the reference scores above which the tail is modelled
-    pa_k: float = 20.0  # PA%K: the percentage of a segment that must be flagged to credit it
-    paper_anomaly_ratio: float | None = None  # the paper protocol's ratio; None: the paper's per dataset, else 0.01
+    # "percentile" is the default: it did better than POT on SMD, MSL and SMAP in benchmarks/anomaly.py, where
+    # POT's fitted tails often put the threshold far above the anomalies.
+    threshold: str = field(default="percentile", metadata={
+        "help": "how the threshold is fitted on the reference scores (never on test data)",
+        "choices": THRESHOLD_METHODS})
+    threshold_scores: str = field(default="val", metadata={
+        "help": "reference scores: val (the held-out end of the training series) or train",
+        "choices": ("val", "train")})
+    contamination: float = field(default=0.01, metadata={
+        "help": "percentile: the fraction of reference scores above the threshold"})
+    pot_risk: float = field(default=1e-3, metadata={"help": "POT: probability of a normal score exceeding it"})
+    pot_level: float = field(default=0.98, metadata={"help": "POT: quantile above which the tail is modelled"})
+    pa_k: float = field(default=20.0, metadata={"help": "PA%K: percentage of a segment that must be flagged"})
+    paper_anomaly_ratio: float | None = field(default=None, metadata={
+        "help": "the paper protocol's anomaly ratio (leaky: reported for comparison only)"})
 
     def __post_init__(self) -> None:
         if self.threshold not in THRESHOLD_METHODS:
@@ -208,7 +210,7 @@ def split_and_scale(train: np.ndarray, test: np.ndarray | None, labels: np.ndarr
                     member_test_lengths: list[int] | None = None) -> AnomalySplits:
     """Hold out the end of the training series (of each member, for a pooled set), fit the scaler on the rest
     of the training data only, scale everything."""
-    train = check_series(train, np.shape(train)[1] if np.ndim(train) == 2 else 1, f"{name} (training series)")
+    train = check_series(train, None, f"{name} (training series)")
     if test is not None:
         test = check_series(test, train.shape[1], f"{name} (test series)")
         if labels is not None and len(labels) != len(test):
@@ -237,32 +239,7 @@ def split_and_scale(train: np.ndarray, test: np.ndarray | None, labels: np.ndarr
                          member_test_lengths)
 
 
-# --- the training objective and scoring ---------------------------------------------------------
-
-class AnomalyTask:
-    """Reconstruct each window's last step: MSE on that step only; selection on the validation loss."""
-
-    @staticmethod
-    def training_loss(model, batch):
-        (x,) = batch
-        return F.mse_loss(model(x, last_step_only=True)[:, 0], x[:, -1])
-
-    @torch.no_grad()
-    def evaluate(self, model, dataset, batch_size, device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        for (x,) in DataLoader(dataset, batch_size=batch_size):
-            x = x.to(device)
-            errors = (model(x, last_step_only=True)[:, 0] - x[:, -1]).square().mean(1)
-            total, count = total + float(errors.sum()), count + len(x)
-        model.train(was_training)
-        return {"loss": total / max(count, 1), "n": count}
-
-    @staticmethod
-    def selection_key(metrics: dict[str, float]) -> tuple[float, ...]:
-        return (-metrics["loss"],)
-
+# --- scoring ---------------------------------------------------------
 
 @dataclass
 class SplitScores:
@@ -340,177 +317,7 @@ def detection_report(scores: SplitScores, splits: AnomalySplits, options: Anomal
     return threshold, report
 
 
-# --- models -----------------------------------------------------------------------------------
-
-def build_model_config(model_name: str, overrides: dict[str, Any], *, n_channels: int) -> ModelConfig:
-    """The detector for a series of ``n_channels``: it reconstructs every channel; the window is ``max_len``
-    (default 100); ``d_model`` defaults to the paper's 2 x channels (at least 16, a multiple of n_heads)."""
-    for key in ("in_channels", "out_dim"):
-        if key in overrides and overrides[key] != n_channels:
-            raise ConfigError(f"model {key} is {overrides[key]!r} in the config, but the data has {n_channels} "
-                              "channels")
-    fields = {**MODEL_DEFAULTS.get(model_name, {}), **overrides, "in_channels": n_channels, "out_dim": n_channels}
-    fields.setdefault("max_len", DEFAULT_WINDOW)
-    if "d_model" not in fields:
-        heads, width = fields.get("n_heads", 2), max(2 * n_channels, 16)
-        fields["d_model"] = width + (-width % heads) if isinstance(heads, int) and heads > 0 else width
-    return model_config(model_name, **fields)
-
-
-# --- scikit-learn / PyOD style estimator -------------------------------------------------------
-
-class SBTAnomalyDetector(OutlierMixin, BaseEstimator):
-    """Sparse binary (or dense) Transformer anomaly detector for one multivariate series, PyOD style.
-
-    ``fit(X)`` trains on ``X`` (n_steps, n_channels), holding out its last ``val_fraction`` to select
-    the epoch and fit the threshold. ``decision_function(X)`` gives one anomaly score per step (higher
-    is more anomalous), ``predict(X)`` 1 for anomalies and 0 otherwise (score > ``threshold_``),
-    ``score_samples(X)`` the negated score (scikit-learn's convention: lower is more abnormal).
-    ``context`` (raw rows preceding ``X``, e.g. the training series) fills the windows of X's first
-    ``window - 1`` steps; without it the first row stands in for the steps before it.
-    """
-
-    def __init__(self, model: str = "sbt", density: float = 0.25, window: int = DEFAULT_WINDOW,
-                 d_model: int | None = None, n_heads: int = 2, n_layers: int = 2, d_ff: int = 256,
-                 attention: str | None = None, norm: str | None = None, epochs: int = 10, batch_size: int = 128,
-                 lr: float = 1e-3, patience: int = 5, stride: int = 1, val_fraction: float = 0.2,
-                 threshold: str = "percentile", contamination: float = 0.01, pot_risk: float = 1e-3,
-                 pot_level: float = 0.98, seed: int = 0, device: str = "auto", verbose: bool = False):
-        self.model = model
-        self.density = density
-        self.window = window
-        self.d_model = d_model
-        self.n_heads = n_heads
-        self.n_layers = n_layers
-        self.d_ff = d_ff
-        self.attention = attention
-        self.norm = norm
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.patience = patience
-        self.stride = stride
-        self.val_fraction = val_fraction
-        self.threshold = threshold
-        self.contamination = contamination
-        self.pot_risk = pot_risk
-        self.pot_level = pot_level
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
-
-    def _model_overrides(self) -> dict[str, Any]:
-        overrides = {"max_len": self.window, "n_heads": self.n_heads, "n_layers": self.n_layers, "d_ff": self.d_ff,
-                     "seed": self.seed}
-        for key in ("d_model", "attention", "norm"):
-            if getattr(self, key) is not None:
-                overrides[key] = getattr(self, key)
-        if self.model != "dense":
-            overrides["density"] = self.density
-        return overrides
-
-    def fit(self, X, y=None):
-        """Train on the series ``X`` (n_steps, n_channels); ``y`` is ignored (unsupervised)."""
-        train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                                   val_fraction=self.val_fraction, stride=self.stride, seed=self.seed,
-                                   device=self.device)
-        self.options_ = AnomalyOptions(threshold=self.threshold, contamination=self.contamination,
-                                       pot_risk=self.pot_risk, pot_level=self.pot_level)
-        array = np.asarray(X, dtype=np.float64)
-        splits = split_and_scale(array, None, None, window=self.window, val_fraction=self.val_fraction,
-                                 stride=self.stride, name="X")
-        self.options_.check_reference_size(*splits.reference_size(self.options_))
-        self.config_ = build_model_config(self.model, self._model_overrides(), n_channels=splits.n_channels)
-        seed_everything(self.seed)
-        trainer = Trainer(create_model(self.config_), AnomalyTask(), train_config, verbose=self.verbose)
-        result = trainer.fit(splits.train_set(), splits.val_set())
-        self.model_, self.scaler_, self.n_features_in_ = trainer.model.eval(), splits.scaler, splits.n_channels
-        self.history_, self.best_epoch_ = result.history, result.best_epoch
-        scores = score_splits(self.model_, splits, trainer.device)
-        reference, fitted_on = reference_scores(scores, splits, self.options_)
-        self.threshold_info_ = self.options_.fit(reference, fitted_on)
-        self.threshold_ = self.threshold_info_.value
-        self.decision_scores_ = np.concatenate([scores.fit, scores.val])  # PyOD: the training series' scores
-        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int8)
-        return self
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise SBTSError("this SBTAnomalyDetector is not fitted yet; call fit(X) first")
-
-    def _scale(self, rows: np.ndarray) -> np.ndarray:
-        return self.scaler_.transform_rows(rows)
-
-    def decision_function(self, X, context=None) -> np.ndarray:
-        """One anomaly score per step of ``X`` (higher is more anomalous)."""
-        self._check_fitted()
-        scaled = self._scale(check_series(X, self.n_features_in_, "X"))
-        before = None if context is None else self._scale(check_series(context, self.n_features_in_, "context"))
-        device = next(self.model_.parameters()).device
-        return score_series(last_step_function(self.model_, device), scaled, self.config_.max_len, before)
-
-    def score_samples(self, X, context=None) -> np.ndarray:
-        """The negated anomaly score (scikit-learn's convention: the lower, the more abnormal)."""
-        return -self.decision_function(X, context)
-
-    def predict(self, X, context=None) -> np.ndarray:
-        """1 where the score exceeds ``threshold_`` (an anomaly), else 0."""
-        return (self.decision_function(X, context) > self.threshold_).astype(np.int8)
-
-    def stream(self, context=None) -> ScoreStream:
-        """Score observations one at a time: ``stream.update(x_t)`` equals ``decision_function`` on the whole
-        stream (with the same context)."""
-        self._check_fitted()
-        device = next(self.model_.parameters()).device
-        return ScoreStream(last_step_function(self.model_, device), self.config_.max_len, self.n_features_in_,
-                           self._scale, context)
-
-    def export(self, path: str | Path, float_dtype: str = "float32"):
-        """Write the fitted detector (model, scaling and threshold) as a ``.sbts`` artifact for ``sbts.runtime``."""
-        from sbts.export.artifact import export_model
-
-        self._check_fitted()
-        return export_model(self.model_, path, task=TASK, inference_state={"threshold": self.threshold_info_.to_dict()},
-                            scaler=self.scaler_, float_dtype=float_dtype)
-
-
-# --- runs: the CLI's ``sbts train anomaly`` and ``sbts evaluate`` --------------------------------
-
-def _splits_of(data: AnomalyData, run: RunConfig, scaler: ChannelScaler | None = None) -> AnomalySplits:
-    """A loaded dataset split and scaled as the run says (with a saved scaler when reloading)."""
-    return split_and_scale(data.train, data.test, data.labels, window=run.model.max_len,
-                           val_fraction=run.train.val_fraction, stride=run.train.stride, name=data.name,
-                           scaler=scaler, files=data.files, member_lengths=data.train_lengths,
-                           member_test_lengths=data.test_lengths)
-
-
-def resolve_run(spec: dict[str, Any]) -> tuple[RunConfig, AnomalySplits, dict[str, Any]]:
-    """A run specification -> its full config, its data split and scaled, and the state its checkpoints keep."""
-    train = TrainConfig.from_dict(spec.get("train", {}), "train config")
-    options = AnomalyOptions.from_dict(spec.get("task_options", {}))
-    data_spec = canonical_anomaly_spec(spec["data"])
-    data = load_anomaly(data_spec)
-    model = build_model_config(spec["model_name"], spec.get("model", {}), n_channels=data.n_channels)
-    run = RunConfig(task=TASK, data=data_spec, model=model, train=train, model_name=spec["model_name"],
-                    task_options=options.to_dict())
-    splits = _splits_of(data, run)
-    options.check_reference_size(*splits.reference_size(options))
-    return run, splits, {"scaler": splits.scaler.to_dict(), "files": data.files}
-
-
-def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> AnomalySplits:
-    """The run's data exactly as it was split and scaled when the run started (the files must not change)."""
-    splits = _splits_of(load_anomaly(run.data), run, ChannelScaler.from_dict(task_state["scaler"]))
-    check_files_unchanged(task_state.get("files", {}), splits.files)
-    return splits
-
-
-HOOKS = TaskHooks(name=TASK, state_keys=frozenset({"scaler", "files"}), resolve=resolve_run,
-                  reload=_reload_data, objective=lambda run: AnomalyTask(),
-                  datasets=lambda splits: (splits.train_set(), splits.val_set()))
-
-
-def write_scores_csv(path: Path, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
+def write_scores_csv(scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> bytes:
     """One row per test step: step, score, predicted (score > threshold) and the label when known."""
     columns = [np.arange(len(scores)), scores, (scores > threshold).astype(np.int8)]
     header = "step,score,predicted"
@@ -521,71 +328,220 @@ def write_scores_csv(path: Path, scores: np.ndarray, threshold: float, labels: n
     table = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
     np.savetxt(buffer, table, delimiter=",", header=header, comments="", fmt=["%d", "%.9g", "%d"] + (
         ["%d"] if labels is not None else []))
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    return buffer.getvalue().encode()
 
 
-def _evaluate(run: RunConfig, model: torch.nn.Module, splits: AnomalySplits, device: torch.device,
-              val_loss: dict[str, float]) -> tuple[dict[str, Any], SplitScores, Threshold]:
-    options = AnomalyOptions.from_dict(run.task_options)
-    scores = score_splits(model, splits, device)
-    threshold, report = detection_report(scores, splits, options)
-    n_test = 0 if scores.test is None else len(scores.test)
-    metrics: dict[str, Any] = {
-        "task": TASK, "model": run.model_name, "dataset": run.data, "density": run.model.density,
-        "sparsity": run.model.sparsity, "seed": run.train.seed, "window": run.model.max_len,
-        "stride": run.train.stride, "val": val_loss, **report,
-        "n_train": len(splits.fit), "n_val": len(splits.val), "n_test": n_test,
-        "test_scoring_seconds": round(scores.test_seconds, 3),
-        "context_rule": CONTEXT_RULE,
-        "selection": "lowest validation reconstruction loss; validation = the last val_fraction of the training "
-                     "series, held out of training",
-        "metric_notes": METRIC_NOTES,
-    }
-    return metrics, scores, threshold
+# --- the task ---------------------------------------------------------------------------------
 
+class AnomalyTask(Task):
+    """Reconstruct each window's last step: MSE on that step only; selection on the validation loss; one score
+    per test step, a threshold fitted on validation (or training) scores only, and the metric report."""
 
-def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
-              train_overrides: dict[str, Any] | None = None,
-              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) a detector in ``run_dir``; writes ``metrics.json`` and ``test_scores.csv``."""
-    fitted = fit_run(HOOKS, spec, run_dir, resume=resume, verbose=verbose, train_overrides=train_overrides,
-                     on_epoch_end=on_epoch_end)
-    if fitted.result.interrupted:
-        return {"interrupted": True, "epochs": fitted.result.epochs_run, "run_dir": str(run_dir)}
-    trainer, splits = fitted.trainer, fitted.data
-    val_set = splits.val_set()
-    val_loss = AnomalyTask().evaluate(trainer.model, val_set, 256, trainer.device) if val_set is not None else {}
-    metrics, scores, threshold = _evaluate(fitted.run, trainer.model, splits, trainer.device, val_loss)
-    metrics |= training_record(fitted.run, fitted.result, trainer.device)
-    if scores.test is not None:
-        write_scores_csv(Path(run_dir) / "test_scores.csv", scores.test, threshold.value, splits.labels)
-        metrics["scores_file"] = "test_scores.csv"
-    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
-    return metrics
+    name = TASK
+    options_class = AnomalyOptions
+    # Paper-spec §1.3 (the paper's training recipe: batch 128, x0.75 learning rate on plateaus, early stopping
+    # after 5 epochs; validation = the last 20 % of the training series), and density 0.25 as its AD configs.
+    defaults = {"window": DEFAULT_WINDOW, "epochs": 50, "batch_size": 128, "patience": 5,
+                "lr_decay_on_plateau": True, "val_fraction": 0.2, "d_model": None}
+    # The SBT uses Step-T attention and no norms; the dense baseline full attention and LayerNorm over time.
+    model_defaults = {"sbt": {"attention": "step_t", "norm": "none", "density": 0.25},
+                      "dense": {"attention": "full", "norm": "layer_time"}}
+    auto_help = {"d_model": f"2 x the channels, at least {MIN_D_MODEL}, rounded up to a multiple of n_heads",
+                 "paper_anomaly_ratio": "the paper's for SMD, MSL and SMAP, else 0.01"}
+    data_help = ("SMD/<machine>, ASD/<entity>, SMAP, MSL (pooled) or SMAP/<channel>, a folder with train.*, test.* "
+                 "and test_label.*, or TRAIN,TEST[,LABELS] (csv, txt or npy)")
 
+    # --- data -------------------------------------------------------------------------------------------
+    def load(self, data: str) -> DataSource:
+        spec = canonical_anomaly_spec(data)
+        return DataSource(spec, load_anomaly(spec))
 
-def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
-    """A saved run's model (on the CPU, eval mode), its scaling and, for the best checkpoint, the threshold
-    fitted when the run finished (from metrics.json, when it belongs to that checkpoint)."""
-    run, model, state = load_run_model(HOOKS, run_dir, checkpoint)
-    task_state = state["task_state"]
-    inference_state: dict[str, Any] = {}
-    metrics_path = Path(run_dir) / "metrics.json"
-    if checkpoint == "best" and metrics_path.is_file():
+    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
+        """The detector reconstructs every channel; ``d_model`` by default is the paper's 2 x channels."""
+        n_channels = source.data.n_channels
+        fields = self.channels_in_and_out(fields, n_channels)
+        if fields.get("d_model") is None:
+            heads, width = fields.get("n_heads", 2), max(2 * n_channels, MIN_D_MODEL)
+            fields["d_model"] = width + (-width % heads) if isinstance(heads, int) and heads > 0 else width
+        return fields
+
+    def prepare(self, source: DataSource, run: RunConfig, state: dict[str, Any] | None = None) -> AnomalySplits:
+        data: AnomalyData = source.data
+        scaler = ChannelScaler.from_dict(state["scaler"]) if state else None
+        splits = split_and_scale(data.train, data.test, data.labels, window=run.model.max_len,
+                                 val_fraction=run.train.val_fraction, stride=run.train.stride, name=data.name,
+                                 scaler=scaler, files=data.files, member_lengths=data.train_lengths,
+                                 member_test_lengths=data.test_lengths)
+        if state is None:  # before training: a POT threshold needs enough reference scores
+            options = AnomalyOptions.from_dict(run.task_options)
+            options.check_reference_size(*splits.reference_size(options))
+        return splits
+
+    # --- what the output means -----------------------------------------------------------------------------
+    def training_loss(self, model, batch):
+        (x,) = batch
+        return F.mse_loss(model(x, last_step_only=True)[:, 0], x[:, -1])
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, batch_size, device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for (x,) in DataLoader(dataset, batch_size=batch_size):
+            x = x.to(device)
+            errors = (model(x, last_step_only=True)[:, 0] - x[:, -1]).square().mean(1)
+            total, count = total + float(errors.sum()), count + len(x)
+        model.train(was_training)
+        return {"loss": total / max(count, 1), "n": count}
+
+    # --- the report -------------------------------------------------------------------------------------------
+    def report(self, run: RunConfig, model: torch.nn.Module, data: AnomalySplits, device: torch.device) -> TaskReport:
+        options = AnomalyOptions.from_dict(run.task_options)
+        val_set = data.val_set()
+        val_loss = self.evaluate(model, val_set, EVAL_BATCH, device) if val_set is not None else {}
+        scores = score_splits(model, data, device)
+        threshold, report = detection_report(scores, data, options)
+        n_test = 0 if scores.test is None else len(scores.test)
+        metrics: dict[str, Any] = {
+            "window": run.model.max_len, "stride": run.train.stride, "val": val_loss, **report,
+            "n_train": len(data.fit), "n_val": len(data.val), "n_test": n_test,
+            "test_scoring_seconds": round(scores.test_seconds, 3),
+            "context_rule": CONTEXT_RULE,
+            "selection": "lowest validation reconstruction loss; validation = the last val_fraction of the training "
+                         "series, held out of training",
+            "metric_notes": METRIC_NOTES,
+        }
+        files = {}
+        if scores.test is not None:
+            files["test_scores.csv"] = write_scores_csv(scores.test, threshold.value, data.labels)
+            metrics["scores_file"] = "test_scores.csv"
+        return TaskReport(metrics, files)
+
+    def inference_state(self, run, state, run_dir, checkpoint, epoch) -> dict[str, Any]:
+        """For the best checkpoint, the threshold fitted when the run finished (from metrics.json, when it
+        belongs to that checkpoint)."""
+        metrics_path = Path(run_dir) / "metrics.json"
+        if checkpoint != "best" or not metrics_path.is_file():
+            return {}
         recorded = read_json(metrics_path, "run metrics")
         # A resume interrupted after improving leaves an older run's metrics beside a newer best checkpoint.
         if (isinstance(recorded, dict) and isinstance(recorded.get("threshold"), dict)
-                and recorded.get("best_epoch") == state.get("epoch")):
-            inference_state["threshold"] = recorded["threshold"]
-    return TrainedRun(run, model, state.get("epoch"), task_state, inference_state=inference_state,
-                      scaler=ChannelScaler.from_dict(task_state["scaler"]))
+                and recorded.get("best_epoch") == epoch):
+            return {"threshold": recorded["threshold"]}
+        return {}
 
 
-def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
-    """Re-score a saved run's checkpoint on its data and refit its threshold (nothing is written)."""
-    trained, splits, model, torch_device = reload_trained(load_trained, HOOKS, run_dir, checkpoint, device)
-    val_set = splits.val_set()
-    val_loss = AnomalyTask().evaluate(model, val_set, 256, torch_device) if val_set is not None else {}
-    metrics, _, _ = _evaluate(trained.run, model, splits, torch_device, val_loss)
-    return metrics | training_record(trained.run, None, torch_device) | {"checkpoint": checkpoint,
-                                                                          "epoch": trained.epoch}
+# --- scikit-learn / PyOD style estimator -------------------------------------------------------
+
+class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
+    """Sparse binary (or dense) Transformer anomaly detector for one multivariate series, PyOD style.
+
+    ``fit(X)`` trains on ``X`` (n_steps, n_channels), holding out its last ``val_fraction`` to select
+    the epoch and fit the threshold. ``decision_function(X)`` gives one anomaly score per step (higher
+    is more anomalous), ``predict(X)`` 1 for anomalies and 0 otherwise (score > ``threshold_``),
+    ``score_samples(X)`` the negated score (scikit-learn's convention: lower is more abnormal).
+    ``context`` (raw rows preceding ``X``, e.g. the training series) fills the windows of X's first
+    ``window - 1`` steps; without it the first row stands in for the steps before it.
+
+    As in PyOD: ``decision_scores_`` (the training series' scores), ``labels_`` (0/1 of those),
+    ``threshold_``, ``predict_proba`` (``linear`` or ``unify``), ``predict_confidence`` and
+    ``fit_predict_score``. Unlike PyOD, ``contamination`` is the fraction of the *held-out validation*
+    scores above the threshold (the threshold is fitted on the end of the training series the model did not
+    train on, so that it is not biased low by training scores); with ``threshold_scores="train"`` it is the
+    fraction of the training part's scores, PyOD's meaning.
+    """
+
+    task_class = AnomalyTask
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True  # one series, (n_steps, n_channels)
+        return tags
+
+    def fit(self, X, y=None):
+        """Train on the series ``X`` (n_steps, n_channels); ``y`` is ignored (unsupervised)."""
+        array = check_series(X, None, "X", one_d=False)
+        if len(array) < 2:
+            raise DataError(f"X: n_samples = {len(array)}: a series of at least a window of steps is needed to train")
+        source = DataSource(IN_MEMORY, AnomalyData("X", array, None, None, {}))
+        return self._fit_source(source)
+
+    def _fitted(self, task, splits: AnomalySplits, device) -> None:
+        options = AnomalyOptions.from_dict(self.run_config_.task_options)
+        scores = score_splits(self.model_, splits, device)
+        reference, fitted_on = reference_scores(scores, splits, options)
+        self.threshold_info_ = options.fit(reference, fitted_on)
+        self.threshold_ = self.threshold_info_.value
+        self.decision_scores_ = np.concatenate([scores.fit, scores.val])  # PyOD: the training series' scores
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int8)
+
+    def _scale(self, rows: np.ndarray) -> np.ndarray:
+        return self.scaler_.transform_rows(rows)
+
+    def decision_function(self, X, context=None) -> np.ndarray:
+        """One anomaly score per step of ``X`` (higher is more anomalous)."""
+        self._check_fitted()
+        name = type(self).__name__
+        scaled = self._scale(check_series(X, self.n_features_in_, "X", one_d=False, owner=name))
+        before = None if context is None else self._scale(check_series(context, self.n_features_in_, "context",
+                                                                       owner=name))
+        return score_series(last_step_function(self.model_, self.device_), scaled, self.config_.max_len, before)
+
+    def score_samples(self, X, context=None) -> np.ndarray:
+        """The negated anomaly score (scikit-learn's convention: the lower, the more abnormal)."""
+        return -self.decision_function(X, context)
+
+    def predict(self, X, context=None) -> np.ndarray:
+        """1 where the score exceeds ``threshold_`` (an anomaly), else 0."""
+        return (self.decision_function(X, context) > self.threshold_).astype(np.int8)
+
+    def predict_proba(self, X, method: str = "linear", context=None) -> np.ndarray:
+        """(n_steps, 2): the probability of normal and of anomalous per step, from the score relative to the
+        training scores: ``linear`` min-max scales it to [0, 1], ``unify`` maps its z-score through the Gaussian
+        error function (Kriegel et al., 2011)."""
+        scores = self.decision_function(X, context)
+        train = self.decision_scores_
+        if method == "linear":
+            spread = train.max() - train.min()
+            anomalous = (scores - train.min()) / (spread if spread > 0 else 1.0)
+        elif method == "unify":
+            std = train.std()
+            anomalous = erf((scores - train.mean()) / ((std if std > 0 else 1.0) * np.sqrt(2)))
+        else:
+            raise SBTSError(f"method must be linear or unify, got {method!r}")
+        anomalous = np.clip(anomalous, 0.0, 1.0)
+        return np.column_stack([1 - anomalous, anomalous])
+
+    def predict_confidence(self, X, context=None) -> np.ndarray:
+        """The confidence in [0, 1] of each step's 0/1 prediction (ExCeeD, Perini et al., 2020): how likely the
+        prediction stays the same under the uncertainty of where the score ranks among the training scores."""
+        scores = self.decision_function(X, context)
+        train = np.sort(self.decision_scores_)
+        n = len(train)
+        rank = np.searchsorted(train, scores, side="right")  # training scores at or below each score
+        outlier_probability = (1 + rank) / (2 + n)  # Bayesian estimate with a uniform prior
+        expected_outliers = int(round(n * float(np.mean(self.labels_))))
+        confidence = 1 - binom.cdf(n - expected_outliers, n, outlier_probability)
+        return np.where(scores > self.threshold_, confidence, 1 - confidence)
+
+    def fit_predict_score(self, X, y, scoring: str = "roc_auc_score") -> float:
+        """Fit on ``X`` and score its training-series anomaly scores against the labels ``y`` (0/1 per step):
+        ``roc_auc_score`` or ``average_precision_score``."""
+        metrics = {"roc_auc_score": roc_auc_score, "average_precision_score": average_precision_score}
+        if scoring not in metrics:
+            raise SBTSError(f"scoring must be one of {', '.join(metrics)}, got {scoring!r}")
+        labels = np.asarray(y)
+        if labels.shape != (len(np.asarray(X)),):
+            raise SBTSError(f"y needs one 0/1 label per step of X ({len(np.asarray(X))}), got shape {labels.shape}")
+        self.fit(X)
+        return float(metrics[scoring](labels, self.decision_scores_))
+
+    def stream(self, context=None) -> ScoreStream:
+        """Score observations one at a time: ``stream.update(x_t)`` equals ``decision_function`` on the whole
+        stream (with the same context)."""
+        self._check_fitted()
+        return ScoreStream(last_step_function(self.model_, self.device_), self.config_.max_len, self.n_features_in_,
+                           self._scale, context)
+
+    def _inference_state(self) -> dict[str, Any]:
+        return {"threshold": self.threshold_info_.to_dict()}

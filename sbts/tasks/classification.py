@@ -5,38 +5,44 @@ part only -> pad to a common length with a key-padding mask -> model -> per-step
 over the valid (non-padded) steps -> cross-entropy / accuracy.
 
 Validation is a stratified split held out of the training set and disjoint from it (the official
-code's validation overlaps training). Both the CLI (``train_run``) and the scikit-learn style
-``SBTClassifier`` go through ``prepare_classification`` and the shared ``Trainer``.
+code's validation overlaps training). ``sbts train classification`` and ``SBTClassifier`` both run
+``ClassificationTask``.
+
+Lengths: the model is built for ``max_len`` steps; left at its default that is ``LENGTH_MARGIN`` times
+the longest series of the data (the train and test files; the estimator's training series), so that
+longer series than those seen can still be predicted, and exactly the longest for the fixed-length
+models (step_t attention, layer_time norm). Only a learnable positional table depends on it (its rows
+beyond the training lengths stay at their initial values); sinusoidal positions and the Q/K/V masks of
+a step are the same for any ``max_len``. Batches are padded to their data's longest series, not to
+``max_len``, so the margin costs no computation.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from scipy.sparse import issparse
+from sklearn.base import ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
 from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import type_of_target
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from sbts.config import ModelConfig, RunConfig, TrainConfig, check_positive_int
+from sbts.config import RunConfig, check_positive_int
+from sbts.data import load_classification, sha256_file
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
-from sbts.errors import ConfigError, DataError, SBTSError
-from sbts.models import create_model, model_config
-from sbts.tasks.runs import TaskHooks, TrainedRun, fit_run, load_run_model, reload_trained, training_record
-from sbts.training import FitResult, Trainer, atomic_write_json, seed_everything
+from sbts.data.uea import canonical_spec
+from sbts.errors import ConfigError, DataError, InputTypeError, SBTSError
+from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
+from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 
 TASK = "classification"
-
-# Paper-spec §1.2: the SBT uses the fixed random Q/K/V activation mask (a = 0.5); the dense model full attention.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sbt": {"attention": "qkv_mask", "qkv_density": 0.5, "norm": "batch"},
-    "dense": {"attention": "full", "norm": "batch"},
-}
+LENGTH_MARGIN = 2  # max_len by default: this many times the longest series of the data (see the module docstring)
 
 
 @dataclass
@@ -49,21 +55,70 @@ class ClassificationData:
     val: TensorDataset | None
     test: TensorDataset | None
     val_indices: list[int]
+    files: dict[str, dict[str, str]]
 
     @property
     def padded(self) -> bool:
         return any(bool(part.tensors[1].any()) for part in (self.train, self.val, self.test) if part is not None)
 
 
+@dataclass
+class ClassificationSource:
+    """Labelled cases as read: training cases and, from files, test cases."""
+
+    train_series: list[np.ndarray]
+    train_labels: list[str]
+    classes: list[str]
+    test_series: list[np.ndarray] | None = None
+    test_labels: list[str] | None = None
+    where_train: str = "train"
+    where_test: str = "test"
+    files: dict[str, dict[str, str]] | None = None
+
+    @property
+    def lengths(self) -> list[int]:
+        return [s.shape[1] for s in self.train_series + (self.test_series or [])]
+
+    @property
+    def n_channels(self) -> int:
+        return self.train_series[0].shape[0]
+
+
 def as_series_list(X: Any, where: str = "X") -> list[np.ndarray]:
-    """Accept (n_cases, n_channels, n_timepoints) arrays or a list of (n_channels, length_i) arrays."""
-    if isinstance(X, np.ndarray) and X.dtype != object:
+    """Accept (n_cases, n_channels, n_timepoints) arrays (aeon's layout), univariate (n_cases, n_timepoints)
+    arrays, or a list of (n_channels, length_i) arrays (unequal lengths)."""
+    if issparse(X):
+        raise SBTSError(f"{where}: sparse input is not supported; pass a dense array")
+    if not isinstance(X, (list, tuple)):  # arrays, DataFrames, anything with __array__
+        X = np.asarray(X)
+    if isinstance(X, np.ndarray):
+        if X.dtype.kind == "c":
+            raise SBTSError(f"{where}: Complex data not supported")
+        if X.dtype == object:
+            try:
+                X = X.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InputTypeError(f"{where}: expected real numbers ({exc})") from None
+        if X.dtype.kind not in "iufb":
+            raise SBTSError(f"{where}: expected real numbers, got dtype {X.dtype}")
+        if X.ndim == 2:  # univariate: one channel per case
+            X = X[:, None, :]
         if X.ndim != 3:
-            raise SBTSError(f"{where}: expected shape (n_cases, n_channels, n_timepoints), got {X.shape}")
+            raise SBTSError(f"{where}: expected shape (n_cases, n_channels, n_timepoints) or (n_cases, "
+                            f"n_timepoints), got {X.shape}; Reshape your data: one univariate case is x[None]")
+        if not X.shape[2]:
+            raise SBTSError(f"{where}: no time steps: 0 feature(s) (shape={(X.shape[0], 0)}) while a minimum of 1 "
+                            "is required.")
+        if not len(X):
+            raise SBTSError(f"{where}: no cases")
         return [np.asarray(case, dtype=np.float64) for case in X]
-    series = [np.asarray(case, dtype=np.float64) for case in X]
+    try:
+        series = [np.asarray(case, dtype=np.float64) for case in X]
+    except (TypeError, ValueError) as exc:
+        raise InputTypeError(f"{where}: expected arrays of real numbers ({exc})") from None
+    series = [case[None] if case.ndim == 1 else case for case in series]
     for i, case in enumerate(series):
-        if case.ndim != 2:
+        if case.ndim != 2 or not case.shape[1]:
             raise SBTSError(f"{where}[{i}]: expected a (n_channels, length) array, got shape {case.shape}")
     if not series:
         raise SBTSError(f"{where}: no cases")
@@ -81,8 +136,8 @@ def encode_labels(labels: Sequence[Any], classes: list[str], where: str) -> np.n
     return np.array([index[str(label)] for label in labels], dtype=np.int64)
 
 
-def _tensors(series: list[np.ndarray], scaler: ChannelScaler, max_len: int, y: np.ndarray) -> TensorDataset:
-    X, padding = pad_to_length(scaler.transform(series), max_len)
+def _tensors(series: list[np.ndarray], scaler: ChannelScaler, length: int, y: np.ndarray) -> TensorDataset:
+    X, padding = pad_to_length(scaler.transform(series), length)
     return TensorDataset(torch.from_numpy(X), torch.from_numpy(padding), torch.from_numpy(y))
 
 
@@ -129,8 +184,8 @@ def prepare_classification(train_series: list[np.ndarray], train_labels: Sequenc
                            test_series: list[np.ndarray] | None = None, test_labels: Sequence[Any] | None = None,
                            classes: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
                            max_len: int | None = None, where_train: str = "train", where_test: str = "test",
-                           val_indices: Sequence[int] | None = None,
-                           scaler: ChannelScaler | None = None) -> ClassificationData:
+                           val_indices: Sequence[int] | None = None, scaler: ChannelScaler | None = None,
+                           files: dict[str, dict[str, str]] | None = None) -> ClassificationData:
     check_labels(train_labels, where_train)
     train_series = fill_missing(train_series, where_train)
     if classes is None:
@@ -151,21 +206,91 @@ def prepare_classification(train_series: list[np.ndarray], train_labels: Sequenc
             raise DataError(f"{where_test}: {test_series[0].shape[0]} channels, but {where_train} has "
                             f"{train_series[0].shape[0]}")
         lengths += [s.shape[1] for s in test_series]
+    longest = max(lengths)
     if max_len is None:
-        max_len = max(lengths)
-    elif max_len < max(lengths):
-        raise DataError(f"{where_train}: series of up to {max(lengths)} steps do not fit max_len {max_len}")
+        max_len = longest
+    elif max_len < longest:
+        raise DataError(f"{where_train}: series of up to {longest} steps do not fit max_len {max_len}")
     test = None
     if test_series is not None:
-        test = _tensors(test_series, scaler, max_len, encode_labels(test_labels, classes, where_test))
-    val = _tensors([train_series[i] for i in val_idx], scaler, max_len, y[val_idx]) if len(val_idx) else None
+        test = _tensors(test_series, scaler, longest, encode_labels(test_labels, classes, where_test))
+    val = _tensors([train_series[i] for i in val_idx], scaler, longest, y[val_idx]) if len(val_idx) else None
     return ClassificationData(classes, scaler, max_len, train_series[0].shape[0],
-                              _tensors(fit_series, scaler, max_len, y[fit_idx]), val, test, val_idx.tolist())
+                              _tensors(fit_series, scaler, longest, y[fit_idx]), val, test, val_idx.tolist(),
+                              files or {})
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     """Per-step logits averaged over valid steps; cross-entropy; selection on (accuracy, -loss)."""
 
+    name = TASK
+    window_option = "max_len"
+    excluded_train_options = ("stride",)  # a case is trained whole, not in windows
+    # Paper-spec §1.2: the SBT uses the fixed random Q/K/V activation mask (a = 0.5); the dense model full attention.
+    model_defaults = {"sbt": {"attention": "qkv_mask"}, "dense": {"attention": "full"}}
+    auto_help = {"max_len": f"{LENGTH_MARGIN} x the longest series of the data; exactly the longest for step_t "
+                            "attention or layer_time norm"}
+    state_keys = frozenset({"classes", "scaler", "val_indices"})
+    data_help = "UEA/<Name>, a folder with <Name>_TRAIN.ts and <Name>_TEST.ts, a *_TRAIN.ts file, or TRAIN,TEST"
+
+    # --- data -------------------------------------------------------------------------------------------
+    def load(self, data: str) -> DataSource:
+        spec = canonical_spec(data)
+        train_file, test_file = load_classification(spec)
+        files = {split: {"path": str(ts.path), "sha256": sha256_file(ts.path)}
+                 for split, ts in (("train", train_file), ("test", test_file))}
+        check_labels(list(train_file.labels), str(train_file.path))
+        classes = train_file.class_labels or sorted({str(label) for label in train_file.labels})
+        return DataSource(spec, ClassificationSource(
+            train_file.series, [str(label) for label in train_file.labels], classes, test_file.series,
+            [str(label) for label in test_file.labels], str(train_file.path), str(test_file.path), files))
+
+    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
+        cases: ClassificationSource = source.data
+        derived = {"in_channels": cases.n_channels, "out_dim": len(cases.classes)}
+        for key, value in derived.items():
+            if key in fields and fields[key] != value:  # a config written for other data
+                raise ConfigError(f"model {key} is {fields[key]!r} in the config, but the data gives {value}")
+        fields = {**fields, **derived}
+        longest = max(cases.lengths)
+        if fields.get("max_len") is None:
+            fixed = fields.get("attention") == "step_t" or fields.get("norm") == "layer_time"
+            fields["max_len"] = longest if fixed else LENGTH_MARGIN * longest
+        else:
+            check_positive_int(fields["max_len"], "model max_len")
+            if fields["max_len"] < longest:
+                raise DataError(f"{cases.where_train}: series of up to {longest} steps do not fit max_len "
+                                f"{fields['max_len']}")
+        return fields
+
+    def check_run(self, run: RunConfig, source: DataSource) -> None:
+        if run.train.stride != 1:
+            raise ConfigError(f"stride={run.train.stride}: classification trains on whole cases, not windows "
+                              "(stride 1)")
+        lengths = set(source.data.lengths)
+        if run.model.needs_fixed_length and lengths != {run.model.max_len}:
+            raise ConfigError(f"attention {run.model.attention} with norm {run.model.norm} needs series of one "
+                              f"length (step_t and layer_time do), but these have unequal lengths ({min(lengths)} to "
+                              f"{max(lengths)}); use attention full or qkv_mask and norm batch or none")
+
+    def prepare(self, source: DataSource, run: RunConfig, state: dict[str, Any] | None = None) -> ClassificationData:
+        cases: ClassificationSource = source.data
+        state = state or {}
+        return prepare_classification(
+            cases.train_series, cases.train_labels, test_series=cases.test_series, test_labels=cases.test_labels,
+            classes=state.get("classes", cases.classes), val_fraction=run.train.val_fraction, seed=run.train.seed,
+            max_len=run.model.max_len, where_train=cases.where_train, where_test=cases.where_test,
+            val_indices=state.get("val_indices"),
+            scaler=ChannelScaler.from_dict(state["scaler"]) if "scaler" in state else None, files=cases.files)
+
+    def task_state(self, data: ClassificationData) -> dict[str, Any]:
+        return {"classes": data.classes, "scaler": data.scaler.to_dict(), "val_indices": data.val_indices,
+                "files": data.files}
+
+    def datasets(self, data: ClassificationData):
+        return data.train, data.val
+
+    # --- what the output means -----------------------------------------------------------------------------
     @staticmethod
     def logits(model: torch.nn.Module, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         padding_mask = padding if padding.any() else None  # unpadded batches take the plain path
@@ -192,231 +317,103 @@ class ClassificationTask:
         return {"accuracy": float((logits.argmax(1) == y).float().mean()),
                 "loss": float(F.cross_entropy(logits, y)), "n": int(len(y))}
 
-    @staticmethod
-    def selection_key(metrics: dict[str, float]) -> tuple[float, ...]:
+    def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (metrics["accuracy"], -metrics["loss"])
 
+    # --- the report -------------------------------------------------------------------------------------------
+    def report(self, run: RunConfig, model: torch.nn.Module, data: ClassificationData,
+               device: torch.device) -> TaskReport:
+        val = self.evaluate(model, data.val, EVAL_BATCH, device) if data.val is not None else {}
+        test = self.evaluate(model, data.test, EVAL_BATCH, device) if data.test is not None else {}
+        return TaskReport({
+            "val": val, "test": test, "classes": data.classes, "max_len": run.model.max_len,
+            "n_train": len(data.train), "n_val": 0 if data.val is None else len(data.val),
+            "n_test": 0 if data.test is None else len(data.test),
+            "selection": "best validation accuracy (ties: lower validation loss); validation held out of training",
+        })
 
-def build_model_config(model_name: str, overrides: dict[str, Any], *, n_channels: int, n_classes: int,
-                       max_len: int, padded: bool = False) -> ModelConfig:
-    """The model for a dataset; ``padded`` says that some series are shorter than ``max_len``."""
-    if not isinstance(model_name, str):
-        raise ConfigError(f"model name must be a string, got {model_name!r}")
-    for key, value in (("in_channels", n_channels), ("out_dim", n_classes), ("max_len", max_len)):
-        if key in overrides and overrides[key] != value:  # a config written for other data
-            raise ConfigError(f"model {key} is {overrides[key]!r} in the config, but the data gives {value}")
-    fields = {**MODEL_DEFAULTS.get(model_name, {}), **overrides,
-              "in_channels": n_channels, "out_dim": n_classes, "max_len": max_len}
-    config = model_config(model_name, **fields)
-    if padded and config.needs_fixed_length:
-        raise ConfigError(f"attention {config.attention} with norm {config.norm} needs series of one length (step_t "
-                          f"and layer_time do), but these have unequal lengths (up to {max_len}); use attention full "
-                          "or qkv_mask and norm batch or none")
-    return config
+    def inference_state(self, run, state, run_dir, checkpoint, epoch) -> dict[str, Any]:
+        return {"classes": list(state["classes"])}
 
 
-class SBTClassifier(ClassifierMixin, BaseEstimator):
-    """scikit-learn style classifier: ``fit(X, y)``, ``predict``, ``predict_proba``, ``score``.
+class SBTClassifier(ClassifierMixin, SBTEstimator):
+    """scikit-learn style classifier of multivariate series: ``fit(X, y)``, ``predict``, ``predict_proba``,
+    ``score``.
 
-    ``X`` is (n_cases, n_channels, n_timepoints) like aeon, or a list of (n_channels, length_i)
-    arrays for unequal lengths. ``model`` is a registered name (``"sbt"`` or ``"dense"``).
-    """
+    ``X`` is (n_cases, n_channels, n_timepoints) as in aeon, (n_cases, n_timepoints) for univariate series,
+    or a list of (n_channels, length_i) arrays for unequal lengths; NaN marks a missing value (interpolated).
+    Series longer than the fitted ``max_len`` (see ``sbts.tasks.classification``) are refused with the
+    length and the limit."""
 
-    def __init__(self, model: str = "sbt", density: float = 0.5, d_model: int = 64, n_heads: int = 2,
-                 n_layers: int = 2, d_ff: int = 256, attention: str | None = None, qkv_density: float = 0.5,
-                 norm: str = "batch", epochs: int = 100, batch_size: int = 8, lr: float = 1e-3, patience: int = 0,
-                 val_fraction: float = 0.1, max_len: int | None = None, seed: int = 0, device: str = "auto",
-                 verbose: bool = False):
-        self.model = model
-        self.density = density
-        self.d_model = d_model
-        self.n_heads = n_heads
-        self.n_layers = n_layers
-        self.d_ff = d_ff
-        self.attention = attention
-        self.qkv_density = qkv_density
-        self.norm = norm
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.patience = patience
-        self.val_fraction = val_fraction
-        self.max_len = max_len
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
+    task_class = ClassificationTask
+    # aeon's capability tags, so that aeon users see what the classifier handles.
+    _tags = {"capability:multivariate": True, "capability:unequal_length": True, "capability:missing_values": True,
+             "X_inner_type": ["numpy3D", "np-list"], "algorithm_type": "deeplearning", "python_dependencies": "torch"}
 
-    def _model_overrides(self) -> dict[str, Any]:
-        overrides = {"d_model": self.d_model, "n_heads": self.n_heads, "n_layers": self.n_layers, "d_ff": self.d_ff,
-                     "qkv_density": self.qkv_density, "norm": self.norm, "seed": self.seed}
-        if self.model != "dense":
-            overrides["density"] = self.density
-        if self.attention is not None:
-            overrides["attention"] = self.attention
-        return overrides
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True  # univariate (n_cases, n_timepoints)
+        tags.input_tags.three_d_array = True  # (n_cases, n_channels, n_timepoints)
+        tags.input_tags.allow_nan = True  # missing values are interpolated
+        return tags
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
+        if y is None:
+            raise SBTSError("SBTClassifier requires y to be passed, but the target y is None")
         series = as_series_list(X)
-        if len(y) != len(series):
-            raise SBTSError(f"X has {len(series)} cases but y has {len(y)} labels")
-        train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                                   val_fraction=self.val_fraction, seed=self.seed, device=self.device)
-        self.classes_ = np.unique(np.asarray(y))  # scikit-learn's order; labels keep their type
-        data = prepare_classification(series, [str(label) for label in y], classes=[str(c) for c in self.classes_],
-                                      val_fraction=self.val_fraction, seed=self.seed, max_len=self.max_len)
-        self.config_ = build_model_config(self.model, self._model_overrides(), n_channels=data.n_channels,
-                                          n_classes=len(data.classes), max_len=data.max_len, padded=data.padded)
-        seed_everything(self.seed)
-        model = create_model(self.config_)
-        trainer = Trainer(model, ClassificationTask(), train_config, verbose=self.verbose)
-        result = trainer.fit(data.train, data.val)
-        self.model_, self.scaler_, self.max_len_ = trainer.model.eval(), data.scaler, data.max_len
-        self.n_features_in_ = data.n_channels
-        self.history_, self.best_epoch_ = result.history, result.best_epoch
-        return self
+        labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[1] == 1:  # a column vector: scikit-learn ravels it, with a warning
+            warnings.warn("A column-vector y was passed when a 1d array was expected: it was ravelled",
+                          DataConversionWarning)
+            labels = labels.ravel()
+        if labels.ndim != 1 or len(labels) != len(series):
+            raise SBTSError(f"X has {len(series)} cases but y has {len(labels)} labels (shape {labels.shape}); y needs "
+                            "one label per case")
+        if type_of_target(labels) == "continuous":
+            raise SBTSError("y holds continuous values; a classifier needs class labels (use a regressor for "
+                            "continuous targets)")
+        self.classes_ = np.unique(labels)  # scikit-learn's order; labels keep their type
+        names = [str(c) for c in self.classes_]
+        if len(set(names)) != len(names):
+            raise SBTSError(f"class labels {list(self.classes_)} are not distinct as strings")
+        text = [str(label) for label in labels]
+        check_labels(text, "y")
+        source = DataSource(IN_MEMORY, ClassificationSource(fill_missing(series, "X"), text, names, where_train="X",
+                                                            files={}))
+        return self._fit_source(source)
+
+    def _fitted(self, task, data: ClassificationData, device) -> None:
+        self.max_len_ = data.max_len
 
     def _dataset(self, X) -> TensorDataset:
-        if not hasattr(self, "model_"):
-            raise SBTSError("this SBTClassifier is not fitted yet; call fit(X, y) first")
+        self._check_fitted()
         series = fill_missing(as_series_list(X), "X")
         if series[0].shape[0] != self.n_features_in_:
             raise SBTSError(f"X has {series[0].shape[0]} channels; the model was fitted on {self.n_features_in_}")
         lengths = {s.shape[1] for s in series}
         if max(lengths) > self.max_len_:
-            raise SBTSError(f"X has series of length {max(lengths)}, longer than the fitted max_len {self.max_len_}; "
-                            "refit with max_len set")
+            raise SBTSError(f"X has a series of {max(lengths)} steps; this model takes at most {self.max_len_} "
+                            "(max_len: refit with a larger one)")
         if self.config_.needs_fixed_length and lengths != {self.max_len_}:
             raise SBTSError(f"this model ({self.config_.attention} attention, {self.config_.norm} norm) takes series "
                             f"of exactly {self.max_len_} steps; X has lengths {sorted(lengths)[:5]}")
-        return _tensors(series, self.scaler_, self.max_len_, np.zeros(len(series), dtype=np.int64))
+        return _tensors(series, self.scaler_, max(lengths), np.zeros(len(series), dtype=np.int64))
 
     def predict_proba(self, X) -> np.ndarray:
         dataset = self._dataset(X)
-        device = next(self.model_.parameters()).device
-        logits = ClassificationTask().predict_logits(self.model_, dataset, 256, device)
+        logits = ClassificationTask().predict_logits(self.model_, dataset, EVAL_BATCH, self.device_)
         return torch.softmax(logits, 1).numpy()
 
     def predict(self, X) -> np.ndarray:
-        best = self.predict_proba(X).argmax(1)  # first: raises the "not fitted" error
-        return self.classes_[best]
+        self._check_fitted()
+        return self.classes_[self.predict_proba(X).argmax(1)]
 
-    def export(self, path: str | Path, float_dtype: str = "float32"):
-        """Write the fitted model as a ``.sbts`` artifact for ``sbts.runtime`` (class names become strings)."""
-        from sbts.export.artifact import export_model
+    def decision_function(self, X) -> np.ndarray:
+        """The logits (n_cases, n_classes), averaged over each case's steps; for two classes, as scikit-learn,
+        one score per case (the second class's logit minus the first's: positive means ``classes_[1]``)."""
+        dataset = self._dataset(X)
+        logits = ClassificationTask().predict_logits(self.model_, dataset, EVAL_BATCH, self.device_).numpy()
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
-        if not hasattr(self, "model_"):
-            raise SBTSError("this SBTClassifier is not fitted yet; call fit(X, y) first")
-        return export_model(self.model_, path, task=TASK, inference_state={"classes": [str(c) for c in self.classes_]},
-                            scaler=self.scaler_, float_dtype=float_dtype)
-
-
-# --- runs: the CLI's ``sbts train classification`` and ``sbts evaluate`` -------------------------
-
-def _load_data(data_spec: str, train: TrainConfig, *, classes: list[str] | None = None,
-               val_indices: Sequence[int] | None = None, max_len: int | None = None,
-               scaler: ChannelScaler | None = None) -> tuple[ClassificationData, dict[str, dict[str, str]]]:
-    """Read, split, scale and pad a dataset; also return the files read with their SHA-256."""
-    from sbts.data import load_classification, sha256_file
-
-    train_file, test_file = load_classification(data_spec)
-    files = {split: {"path": str(ts.path), "sha256": sha256_file(ts.path)}
-             for split, ts in (("train", train_file), ("test", test_file))}
-    data = prepare_classification(
-        train_file.series, list(train_file.labels), test_series=test_file.series, test_labels=list(test_file.labels),
-        classes=classes or train_file.class_labels, val_fraction=train.val_fraction, seed=train.seed,
-        max_len=max_len, where_train=str(train_file.path), where_test=str(test_file.path),
-        val_indices=val_indices, scaler=scaler)
-    return data, files
-
-
-def _resolve_run_config(spec: dict[str, Any]) -> tuple[RunConfig, ClassificationData, dict[str, Any]]:
-    from sbts.data import canonical_spec
-
-    train = TrainConfig.from_dict(spec.get("train", {}), "train config")
-    if spec.get("task_options"):
-        raise ConfigError(f"classification has no task options; got {', '.join(sorted(spec['task_options']))}")
-    if train.stride != 1:
-        raise ConfigError(f"stride={train.stride}: classification trains on whole cases, not windows (stride 1)")
-    data_spec = canonical_spec(spec["data"])
-    max_len = spec.get("model", {}).get("max_len")
-    if max_len is not None:
-        check_positive_int(max_len, "model max_len")
-    data, files = _load_data(data_spec, train, max_len=max_len)
-    model = build_model_config(spec["model_name"], spec.get("model", {}), n_channels=data.n_channels,
-                               n_classes=len(data.classes), max_len=data.max_len, padded=data.padded)
-    run = RunConfig(task=TASK, data=data_spec, model=model, train=train, model_name=spec["model_name"])
-    return run, data, {"classes": data.classes, "scaler": data.scaler.to_dict(), "val_indices": data.val_indices,
-                       "files": files}
-
-
-def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> ClassificationData:
-    """The run's data exactly as it was split and scaled when the run started (the files must not change)."""
-    data, files = _load_data(run.data, run.train, classes=task_state["classes"],
-                             val_indices=task_state["val_indices"], max_len=run.model.max_len,
-                             scaler=ChannelScaler.from_dict(task_state["scaler"]))
-    for split, recorded in task_state.get("files", {}).items():
-        if files[split]["sha256"] != recorded["sha256"]:
-            raise DataError(f"{files[split]['path']}: differs from the {split} file this run was trained on "
-                            f"({recorded['path']}, sha256 {recorded['sha256'][:12]}...); its split and scaling no "
-                            "longer apply")
-    return data
-
-
-HOOKS = TaskHooks(name=TASK, state_keys=frozenset({"classes", "scaler", "val_indices"}), resolve=_resolve_run_config,
-                  reload=_reload_data, objective=lambda run: ClassificationTask(),
-                  datasets=lambda data: (data.train, data.val))
-
-
-def _summary(run: RunConfig, val: dict[str, float], test: dict[str, float], result: FitResult | None,
-             data: ClassificationData, device: torch.device) -> dict[str, Any]:
-    metrics: dict[str, Any] = {
-        "task": TASK, "model": run.model_name, "dataset": run.data,
-        "density": run.model.density, "sparsity": run.model.sparsity, "seed": run.train.seed,
-        "val": val, "test": test, "classes": data.classes,
-        "n_train": len(data.train), "n_val": 0 if data.val is None else len(data.val),
-        "n_test": 0 if data.test is None else len(data.test),
-        "selection": "best validation accuracy (ties: lower validation loss); validation held out of training",
-    }
-    return metrics | training_record(run, result, device)
-
-
-def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
-              train_overrides: dict[str, Any] | None = None,
-              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) a run in ``run_dir``; returns the metrics written to ``metrics.json``.
-
-    On resume the saved ``config.json`` is authoritative; ``train_overrides`` may change only
-    ``epochs``, ``patience`` and ``device``. If interrupted, returns ``{"interrupted": True, ...}``
-    and the last checkpoint holds the finished epochs.
-    """
-    fitted = fit_run(HOOKS, spec, run_dir, resume=resume, verbose=verbose, train_overrides=train_overrides,
-                     on_epoch_end=on_epoch_end)
-    result, data, trainer = fitted.result, fitted.data, fitted.trainer
-    if result.interrupted:
-        return {"interrupted": True, "epochs": result.epochs_run, "run_dir": str(run_dir)}
-    task = ClassificationTask()
-    batch = fitted.run.train.batch_size * 8
-    val = task.evaluate(trainer.model, data.val, batch, trainer.device) if data.val is not None else {}
-    test = task.evaluate(trainer.model, data.test, batch, trainer.device)
-    metrics = _summary(fitted.run, val, test, result, data, trainer.device)
-    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
-    return metrics
-
-
-def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
-    """A saved run's model (on the CPU, eval mode) and what inference needs besides the weights."""
-    run, model, state = load_run_model(HOOKS, run_dir, checkpoint)
-    task_state = state["task_state"]
-    return TrainedRun(run, model, state.get("epoch"), task_state,
-                      inference_state={"classes": list(task_state["classes"])},
-                      scaler=ChannelScaler.from_dict(task_state["scaler"]))
-
-
-def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
-    """Re-evaluate a saved run's checkpoint on its validation and test data (nothing is written)."""
-    trained, data, model, torch_device = reload_trained(load_trained, HOOKS, run_dir, checkpoint, device)
-    task = ClassificationTask()
-    val = task.evaluate(model, data.val, 256, torch_device) if data.val is not None else {}
-    test = task.evaluate(model, data.test, 256, torch_device)
-    return _summary(trained.run, val, test, None, data, torch_device) | {"checkpoint": checkpoint,
-                                                                          "epoch": trained.epoch}
+    def _inference_state(self) -> dict[str, Any]:
+        return {"classes": [str(c) for c in self.classes_]}

@@ -2,7 +2,7 @@
 
 Data flow: series (with dates, or not) -> split in time (the Informer split for ETT, fractions or dates,
 or the user's split files) -> variables z-scored with the training rows' statistics only -> windows of
-``w`` = model ``max_len`` rows whose last row, the step to forecast, is zeroed (``sbts.runtime.forecasting``)
+``w`` = model ``max_len`` rows whose last row, the step to forecast, is zeroed (``sbts.heads.forecasting``)
 -> the model's last-step output is the forecast (or, in the other formulations, the change from the last
 observed row, or a value on the window's own scale) -> MSE/MAE against the truth on the standardised
 scale and in original units, next to persistence, the window mean and ridge regression on the same
@@ -18,43 +18,30 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sbts.atomic import atomic_write_bytes
 from sbts.baselines.forecasting import BASELINES
-from sbts.config import ModelConfig, RunConfig, TaskOptions, TrainConfig
-from sbts.data.forecasting import (SPLIT_METHODS, ForecastData, SplitBounds, canonical_forecasting_spec,
-                                   load_forecasting, split_bounds)
+from sbts.config import RunConfig, TaskOptions
+from sbts.data.forecasting import (DEFAULT_FRACTIONS, SPLIT_METHODS, ForecastData, SplitBounds,
+                                   canonical_forecasting_spec, load_forecasting, split_bounds)
 from sbts.data.preprocessing import ChannelScaler
-from sbts.data.windows import check_window_fits, training_window_starts, windows_ending_at_every_step
+from sbts.data.windows import check_series, check_window_fits, training_window_starts, windows_ending_at_every_step
 from sbts.errors import ConfigError, DataError, SBTSError
+from sbts.heads.forecasting import (INPUT_NORMS, TARGETS, Formulation, ForwardLast, forecast_every_step, forecast_next,
+                                    prepare_windows)
 from sbts.metrics.forecasting import FORECAST_METRIC_NOTES, forecast_errors
-from sbts.models import create_model, model_config
-from sbts.runtime.anomaly import check_series
-from sbts.runtime.forecasting import (ForwardLast, Formulation, forecast_every_step, forecast_next,
-                                      prepare_windows)
-from sbts.tasks.runs import (TaskHooks, TrainedRun, check_files_unchanged, fit_run, last_step_function, load_run_model,
-                             reload_trained, training_record)
-from sbts.training import Trainer, atomic_write_json, seed_everything
+from sbts.tasks.base import DataSource, Task, TaskReport
+from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
+from sbts.tasks.runs import last_step_function
 
 TASK = "forecasting"
 DEFAULT_WINDOW = 96  # without a paper preset; the paper uses 200 (199 observed steps and the target slot)
-DEFAULT_D_MODEL = 64  # the paper's ETTm1 width
 
-# Paper-spec §1.4: LayerNorm over time for both; Step-T attention for the SBT, full attention for dense.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sbt": {"attention": "step_t", "norm": "layer_time"},
-    "dense": {"attention": "full", "norm": "layer_time"},
-}
-# Paper-spec §1.4: batch 128, x0.75 learning rate on plateaus, early stopping after 5 epochs, 50 epochs (ETTm1).
-TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 50, "batch_size": 128, "patience": 5, "lr_decay_on_plateau": True}
 CONTEXT_RULE = ("every validation and test row forecast exactly once, from the w-1 rows before it (the first ones "
                 "read the end of the preceding period); training windows lie wholly in the training rows")
 
@@ -63,13 +50,19 @@ CONTEXT_RULE = ("every validation and test row forecast exactly once, from the w
 class ForecastOptions(TaskOptions):
     """How the series is split and what the network's output means (``task_options`` of a run)."""
 
-    split: str = "auto"  # auto: the Informer split for ETT, the files' split for split files, else fractions
-    fractions: list[float] | None = None  # split "fraction": train, validation, test (default 0.7, 0.1, 0.2)
-    train_end: str | None = None  # split "dates": the first validation date
-    val_end: str | None = None  # split "dates": the first test date
-    test_end: str | None = None  # split "dates": the first date after the test period (default: the end)
-    target: str = "value"  # "value" (the paper) or "change" (from the last observed row: a residual to persistence)
-    input_norm: str = "none"  # "none" (the paper) or "window" (each window on its own mean and std)
+    split: str = field(default="auto", metadata={
+        "help": "auto: informer (12/4/4 months) for ETT, the files' split for TRAIN,VAL,TEST, else fraction",
+        "choices": SPLIT_METHODS})
+    fractions: list[float] | None = field(default=None, metadata={
+        "help": f"split fraction: train,val,test (default {','.join(map(str, DEFAULT_FRACTIONS))})"})
+    train_end: str | None = field(default=None, metadata={"help": "split dates: the first validation date"})
+    val_end: str | None = field(default=None, metadata={"help": "split dates: the first test date"})
+    test_end: str | None = field(default=None, metadata={"help": "split dates: the first date after the test period"})
+    target: str = field(default="value", metadata={
+        "help": "value (the paper) or change from the last observed step (a residual to persistence)",
+        "choices": TARGETS})
+    input_norm: str = field(default="none", metadata={
+        "help": "none (the paper) or window: each window on its own mean and std", "choices": INPUT_NORMS})
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_METHODS:
@@ -90,9 +83,19 @@ class ForecastOptions(TaskOptions):
     def formulation(self) -> Formulation:
         return Formulation(self.target, self.input_norm)
 
-    def bounds(self, data: ForecastData) -> SplitBounds:
-        return split_bounds(data, self.split, fractions=self.fractions, train_end=self.train_end,
-                            val_end=self.val_end, test_end=self.test_end)
+    def bounds(self, data: ForecastData, fit_only: bool = False) -> SplitBounds:
+        """The split of the series; ``fit_only`` (an estimator's fit: no test period): training and validation
+        rows in the proportion of the fractions' first two."""
+        if not fit_only:
+            return split_bounds(data, self.split, fractions=self.fractions, train_end=self.train_end,
+                                val_end=self.val_end, test_end=self.test_end)
+        if self.split not in ("auto", "fraction"):
+            raise ConfigError(f"split {self.split!r}: fit(y) splits y by fraction (its training and validation "
+                              "shares); give split 'auto' or 'fraction'")
+        f_train, f_val, _ = self.fractions or DEFAULT_FRACTIONS
+        n = len(data.values)
+        train_end = int(n * f_train / (f_train + f_val))
+        return SplitBounds(train_end, n, n, "fraction")
 
 
 # --- data: windows over the scaled series ------------------------------------------------------
@@ -188,31 +191,6 @@ def _forecast(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.
     return (base + model(x, last_step_only=True)[:, 0]) * scale + offset
 
 
-class ForecastTask:
-    """MSE between the forecast and the true last row (mean over variables and windows); selection on the
-    validation MSE."""
-
-    @staticmethod
-    def training_loss(model, batch):
-        return F.mse_loss(_forecast(model, batch), batch[1])
-
-    @torch.no_grad()
-    def evaluate(self, model, dataset, batch_size, device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        for batch in DataLoader(dataset, batch_size=batch_size):
-            batch = tuple(t.to(device) for t in batch)
-            total += float((_forecast(model, batch) - batch[1]).square().mean(1).sum())
-            count += len(batch[0])
-        model.train(was_training)
-        return {"loss": total / max(count, 1), "n": count}
-
-    @staticmethod
-    def selection_key(metrics: dict[str, float]) -> tuple[float, ...]:
-        return (-metrics["loss"],)
-
-
 def forecast_split(forward_last: ForwardLast, splits: ForecastSplits, split: str) -> np.ndarray:
     """The scaled forecast of every row of a split, each from the rows before it."""
     start, end = splits.span(split)
@@ -266,7 +244,7 @@ def split_record(splits: ForecastSplits) -> dict[str, Any]:
     return record
 
 
-def write_predictions_csv(path: Path, splits: ForecastSplits, forecasts: np.ndarray) -> None:
+def write_predictions_csv(splits: ForecastSplits, forecasts: np.ndarray) -> bytes:
     """One row per test step in original units: step, date (when known), then each variable's true value and
     forecast (``<name>`` and ``<name>_forecast``)."""
     start, end = splits.span("test")
@@ -282,129 +260,142 @@ def write_predictions_csv(path: Path, splits: ForecastSplits, forecasts: np.ndar
     for i, row in enumerate(values):
         prefix = f"{i}," + (f"{dates[i]}," if dates is not None else "")
         buffer.write(prefix + ",".join(f"{v:.9g}" for v in row) + "\n")
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    return buffer.getvalue().encode()
 
 
-def forecast_report(run: RunConfig, model: torch.nn.Module, splits: ForecastSplits, device: torch.device
-                    ) -> tuple[dict[str, Any], np.ndarray]:
-    """metrics.json's task part, and the scaled test forecasts."""
-    forward_last = last_step_function(model, device)
-    std = splits.scaler.std
-    val = _errors(forecast_split(forward_last, splits, "val"), splits, "val", std) if splits.span("val")[1] > \
-        splits.span("val")[0] else {}
-    start = time.perf_counter()
-    test_forecasts = forecast_split(forward_last, splits, "test")
-    test_seconds = time.perf_counter() - start
-    test = _errors(test_forecasts, splits, "test", std)
-    baselines = baseline_report(splits)
-    metrics: dict[str, Any] = {
-        "task": TASK, "model": run.model_name, "dataset": run.data, "density": run.model.density,
-        "sparsity": run.model.sparsity, "seed": run.train.seed, "window": run.model.max_len,
-        "stride": run.train.stride, "formulation": splits.formulation.to_dict(),
-        "paper_formulation": splits.formulation.is_paper, "split": split_record(splits),
-        "val": val, "test": test, "baselines": baselines, "compared_with_baselines": comparison(test, baselines),
-        "test_forecast_seconds": round(test_seconds, 3), "context_rule": CONTEXT_RULE,
-        "selection": ("lowest validation MSE (every stride-th validation row, during training)" if val else
-                      "lowest training loss (no validation rows)") + "; test data is never used to select",
-        "metric_notes": FORECAST_METRIC_NOTES,
-    }
-    return metrics, test_forecasts
+def _forecast(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    x, _, base, scale, offset = batch
+    return (base + model(x, last_step_only=True)[:, 0]) * scale + offset
 
 
-# --- models -----------------------------------------------------------------------------------
+# --- the task ---------------------------------------------------------------------------------
 
-def build_model_config(model_name: str, overrides: dict[str, Any], *, n_channels: int) -> ModelConfig:
-    """The forecaster for ``n_channels`` variables: it forecasts every variable; the window is ``max_len``
-    (default 96) and ``d_model`` defaults to 64 (the paper's ETTm1 width)."""
-    for key in ("in_channels", "out_dim"):
-        if key in overrides and overrides[key] != n_channels:
-            raise ConfigError(f"model {key} is {overrides[key]!r} in the config, but the data has {n_channels} "
-                              "variables")
-    fields = {**MODEL_DEFAULTS.get(model_name, {}), **overrides, "in_channels": n_channels, "out_dim": n_channels}
-    fields.setdefault("max_len", DEFAULT_WINDOW)
-    fields.setdefault("d_model", DEFAULT_D_MODEL)
-    return model_config(model_name, **fields)
+class ForecastTask(Task):
+    """MSE between the forecast and the true last row (mean over variables and windows); selection on the
+    validation MSE; every validation and test row forecast once, next to the baselines."""
+
+    name = TASK
+    options_class = ForecastOptions
+    option_names = {"fractions": "split_fractions"}
+    excluded_train_options = ("val_fraction",)  # the split decides the validation rows
+    # Paper-spec §1.4: batch 128, x0.75 learning rate on plateaus, early stopping after 5 epochs, 50 epochs (ETTm1);
+    # d_model 64, the paper's ETTm1 width, is ModelConfig's default.
+    defaults = {"window": DEFAULT_WINDOW, "epochs": 50, "batch_size": 128, "patience": 5, "lr_decay_on_plateau": True}
+    # LayerNorm over time for both; Step-T attention for the SBT, full attention for dense.
+    model_defaults = {"sbt": {"attention": "step_t", "norm": "layer_time"},
+                      "dense": {"attention": "full", "norm": "layer_time"}}
+    state_keys = frozenset({"scaler", "files", "columns"})
+    data_help = ("ETT/ETTm1, ETT/ETTh1, exchange_rate, weather, illness, or a series file or TRAIN[,VAL],TEST "
+                 "(csv, txt or npy)")
+
+    # --- data -------------------------------------------------------------------------------------------
+    def load(self, data: str) -> DataSource:
+        spec = canonical_forecasting_spec(data)
+        return DataSource(spec, load_forecasting(spec))
+
+    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
+        """The forecaster forecasts every variable of the series."""
+        return self.channels_in_and_out(fields, source.data.n_channels, "variables")
+
+    def prepare(self, source: DataSource, run: RunConfig, state: dict[str, Any] | None = None) -> ForecastSplits:
+        options = ForecastOptions.from_dict(run.task_options)
+        scaler = ChannelScaler.from_dict(state["scaler"]) if state else None
+        return split_and_scale(source.data, options.bounds(source.data, source.fit_only), window=run.model.max_len,
+                               stride=run.train.stride, formulation=options.formulation, scaler=scaler,
+                               require_test=not source.fit_only)
+
+    def task_state(self, data: ForecastSplits) -> dict[str, Any]:
+        return {"scaler": data.scaler.to_dict(), "files": data.files, "columns": data.columns}
+
+    # --- what the output means -----------------------------------------------------------------------------
+    def training_loss(self, model, batch):
+        return F.mse_loss(_forecast(model, batch), batch[1])
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, batch_size, device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            batch = tuple(t.to(device) for t in batch)
+            total += float((_forecast(model, batch) - batch[1]).square().mean(1).sum())
+            count += len(batch[0])
+        model.train(was_training)
+        return {"loss": total / max(count, 1), "n": count}
+
+    # --- the report -------------------------------------------------------------------------------------------
+    def report(self, run: RunConfig, model: torch.nn.Module, data: ForecastSplits, device: torch.device) -> TaskReport:
+        """The model's errors next to the baselines', and the test forecasts as a csv."""
+        forward_last = last_step_function(model, device)
+        std = data.scaler.std
+        has_val = data.span("val")[1] > data.span("val")[0]
+        val = _errors(forecast_split(forward_last, data, "val"), data, "val", std) if has_val else {}
+        start = time.perf_counter()
+        test_forecasts = forecast_split(forward_last, data, "test")
+        test_seconds = time.perf_counter() - start
+        test = _errors(test_forecasts, data, "test", std)
+        baselines = baseline_report(data)
+        metrics: dict[str, Any] = {
+            "window": run.model.max_len, "stride": run.train.stride, "formulation": data.formulation.to_dict(),
+            "paper_formulation": data.formulation.is_paper, "split": split_record(data),
+            "val": val, "test": test, "baselines": baselines, "compared_with_baselines": comparison(test, baselines),
+            "test_forecast_seconds": round(test_seconds, 3), "context_rule": CONTEXT_RULE,
+            "selection": ("lowest validation MSE (every stride-th validation row, during training)" if val else
+                          "lowest training loss (no validation rows)") + "; test data is never used to select",
+            "metric_notes": FORECAST_METRIC_NOTES, "predictions_file": "test_predictions.csv",
+        }
+        return TaskReport(metrics, {"test_predictions.csv": write_predictions_csv(data, test_forecasts)})
+
+    def inference_state(self, run, state, run_dir, checkpoint, epoch) -> dict[str, Any]:
+        return {"formulation": ForecastOptions.from_dict(run.task_options).formulation.to_dict(),
+                "columns": state["columns"]}
 
 
 # --- scikit-learn style estimator --------------------------------------------------------------
 
-class SBTForecaster(BaseEstimator):
+class SBTForecaster(SBTEstimator):
     """Sparse binary (or dense) Transformer one-step-ahead forecaster of every variable of a series.
 
-    ``fit(y)`` trains on ``y`` (n_steps, n_variables), holding out its last ``val_fraction`` to select the
-    epoch. ``predict(y_history)`` forecasts the step after the history, ``predict_every_step(y, context)``
-    the one-step-ahead forecast of every row of ``y`` from the rows before it (``context``: rows that
-    precede ``y``). Values are in the data's own units. With fewer than ``window - 1`` rows of history the
-    earliest row stands in for the missing ones.
+    ``fit(y)`` trains on ``y`` (n_steps, n_variables; a DataFrame keeps its column names, recorded in the
+    exported artifact), holding out its end to select the epoch: the training and validation shares of
+    ``split_fractions`` (70:10 by default, so the last 12.5 %; y has no test period). ``predict(y_history)``
+    forecasts the step after the history, ``predict_every_step(y, context)`` the one-step-ahead forecast of
+    every row of ``y`` from the rows before it (``context``: rows that precede ``y``). Values are in the data's
+    own units. With fewer than ``window - 1`` rows of history the earliest row stands in for the missing ones.
     """
 
-    def __init__(self, model: str = "sbt", density: float = 0.5, window: int = DEFAULT_WINDOW,
-                 d_model: int = DEFAULT_D_MODEL, n_heads: int = 2, n_layers: int = 2, d_ff: int = 256,
-                 attention: str | None = None, norm: str | None = None, target: str = "value",
-                 input_norm: str = "none", epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                 patience: int = 5, stride: int = 1, val_fraction: float = 0.2, seed: int = 0, device: str = "auto",
-                 verbose: bool = False):
-        self.model = model
-        self.density = density
-        self.window = window
-        self.d_model = d_model
-        self.n_heads = n_heads
-        self.n_layers = n_layers
-        self.d_ff = d_ff
-        self.attention = attention
-        self.norm = norm
-        self.target = target
-        self.input_norm = input_norm
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.patience = patience
-        self.stride = stride
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
+    task_class = ForecastTask
 
-    def _model_overrides(self) -> dict[str, Any]:
-        overrides = {"max_len": self.window, "d_model": self.d_model, "n_heads": self.n_heads,
-                     "n_layers": self.n_layers, "d_ff": self.d_ff, "seed": self.seed}
-        for key in ("attention", "norm"):
-            if getattr(self, key) is not None:
-                overrides[key] = getattr(self, key)
-        if self.model != "dense":
-            overrides["density"] = self.density
-        return overrides
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        tags.target_tags.required = False  # the series is the target: fit(y)
+        return tags
 
     def fit(self, y, X=None):
-        """Train on the series ``y`` (n_steps, n_variables); ``X`` is ignored (no exogenous inputs)."""
-        train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                                   lr_decay_on_plateau=TRAIN_DEFAULTS["lr_decay_on_plateau"],
-                                   val_fraction=self.val_fraction, stride=self.stride, seed=self.seed,
-                                   device=self.device)
-        values = check_series(y, np.shape(y)[1] if np.ndim(y) == 2 else 1, "y")
-        n_val = int(round(self.val_fraction * len(values)))
-        data = ForecastData("y", values, [f"x{i}" for i in range(values.shape[1])], None, {})
-        bounds = SplitBounds(len(values) - n_val, len(values), len(values), "fraction")
-        self.formulation_ = Formulation(self.target, self.input_norm)
-        splits = split_and_scale(data, bounds, window=self.window, stride=self.stride, formulation=self.formulation_,
-                                 require_test=False)
-        self.config_ = build_model_config(self.model, self._model_overrides(), n_channels=splits.n_channels)
-        seed_everything(self.seed)
-        trainer = Trainer(create_model(self.config_), ForecastTask(), train_config, verbose=self.verbose)
-        result = trainer.fit(splits.train_set(), splits.val_set())
-        self.model_, self.scaler_, self.n_features_in_ = trainer.model.eval(), splits.scaler, splits.n_channels
-        self.history_, self.best_epoch_ = result.history, result.best_epoch
-        return self
+        """Train on the series ``y`` (n_steps, n_variables). Exogenous ``X`` is not supported (yet): refused."""
+        if X is not None:
+            raise SBTSError("exogenous X is not supported: SBTForecaster forecasts the variables of y from their own "
+                            "past; pass fit(y)")
+        columns = [str(c) for c in y.columns] if hasattr(y, "columns") else None
+        values = check_series(y, None, "y")
+        columns = columns or [f"x{i}" for i in range(values.shape[1])]
+        data = ForecastData("y", values, columns, None, {})
+        return self._fit_source(DataSource(IN_MEMORY, data, fit_only=True))
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise SBTSError("this SBTForecaster is not fitted yet; call fit(y) first")
+    def _fitted(self, task, splits: ForecastSplits, device) -> None:
+        self.formulation_ = splits.formulation
+        self.columns_ = list(splits.columns)
+        self.feature_names_in_ = np.asarray(self.columns_, dtype=object)
 
     def _forward_last(self) -> ForwardLast:
-        return last_step_function(self.model_, next(self.model_.parameters()).device)
+        return last_step_function(self.model_, self.device_)
 
     def _scaled(self, rows, where: str) -> np.ndarray:
-        return self.scaler_.transform_rows(check_series(rows, self.n_features_in_, where))
+        if hasattr(rows, "columns") and [str(c) for c in rows.columns] != self.columns_:
+            raise SBTSError(f"{where}: columns {[str(c) for c in rows.columns]} are not the fitted variables "
+                            f"{self.columns_} (in that order)")
+        return self.scaler_.transform_rows(check_series(rows, self.n_features_in_, where, owner=type(self).__name__))
 
     def predict(self, y_history) -> np.ndarray:
         """The forecast (n_variables,) of the step after ``y_history`` (n_steps >= 1, n_variables)."""
@@ -421,81 +412,5 @@ class SBTForecaster(BaseEstimator):
                                      self.formulation_, context=before)
         return self.scaler_.inverse_transform_rows(scaled)
 
-    def export(self, path: str | Path, float_dtype: str = "float32"):
-        """Write the fitted forecaster (model, scaling, formulation) as a ``.sbts`` artifact for ``sbts.runtime``."""
-        from sbts.export.artifact import export_model
-
-        self._check_fitted()
-        state = {"formulation": self.formulation_.to_dict(), "columns": [f"x{i}" for i in range(self.n_features_in_)]}
-        return export_model(self.model_, path, task=TASK, inference_state=state, scaler=self.scaler_,
-                            float_dtype=float_dtype)
-
-
-# --- runs: the CLI's ``sbts train forecasting`` and ``sbts evaluate`` -----------------------------
-
-def _splits_of(data: ForecastData, run: RunConfig, scaler: ChannelScaler | None = None) -> ForecastSplits:
-    options = ForecastOptions.from_dict(run.task_options)
-    return split_and_scale(data, options.bounds(data), window=run.model.max_len, stride=run.train.stride,
-                           formulation=options.formulation, scaler=scaler)
-
-
-def resolve_run(spec: dict[str, Any]) -> tuple[RunConfig, ForecastSplits, dict[str, Any]]:
-    """A run specification -> its full config, its data split and scaled, and the state its checkpoints keep."""
-    if "val_fraction" in spec.get("train", {}):
-        raise ConfigError("val_fraction does not apply to forecasting: the split decides the validation rows "
-                          "(task option split and fractions; --split, --split-fractions)")
-    train = TrainConfig.from_dict({**TRAIN_DEFAULTS, **spec.get("train", {})}, "train config")
-    options = ForecastOptions.from_dict(spec.get("task_options", {}))
-    data_spec = canonical_forecasting_spec(spec["data"])
-    data = load_forecasting(data_spec)
-    model = build_model_config(spec["model_name"], spec.get("model", {}), n_channels=data.n_channels)
-    run = RunConfig(task=TASK, data=data_spec, model=model, train=train, model_name=spec["model_name"],
-                    task_options=options.to_dict())
-    splits = _splits_of(data, run)
-    return run, splits, {"scaler": splits.scaler.to_dict(), "files": data.files, "columns": splits.columns}
-
-
-def _reload_data(run: RunConfig, task_state: dict[str, Any]) -> ForecastSplits:
-    """The run's data exactly as it was split and scaled when the run started (the files must not change)."""
-    data = load_forecasting(run.data)
-    check_files_unchanged(task_state.get("files", {}), data.files)
-    return _splits_of(data, run, ChannelScaler.from_dict(task_state["scaler"]))
-
-
-HOOKS = TaskHooks(name=TASK, state_keys=frozenset({"scaler", "files", "columns"}), resolve=resolve_run,
-                  reload=_reload_data, objective=lambda run: ForecastTask(),
-                  datasets=lambda splits: (splits.train_set(), splits.val_set()))
-
-
-def train_run(spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
-              train_overrides: dict[str, Any] | None = None,
-              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) a forecaster in ``run_dir``; writes ``metrics.json`` and ``test_predictions.csv``."""
-    fitted = fit_run(HOOKS, spec, run_dir, resume=resume, verbose=verbose, train_overrides=train_overrides,
-                     on_epoch_end=on_epoch_end)
-    if fitted.result.interrupted:
-        return {"interrupted": True, "epochs": fitted.result.epochs_run, "run_dir": str(run_dir)}
-    metrics, test_forecasts = forecast_report(fitted.run, fitted.trainer.model, fitted.data, fitted.trainer.device)
-    metrics |= training_record(fitted.run, fitted.result, fitted.trainer.device)
-    write_predictions_csv(Path(run_dir) / "test_predictions.csv", fitted.data, test_forecasts)
-    metrics["predictions_file"] = "test_predictions.csv"
-    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
-    return metrics
-
-
-def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
-    """A saved run's model (on the CPU, eval mode), its scaling, formulation and variable names."""
-    run, model, state = load_run_model(HOOKS, run_dir, checkpoint)
-    task_state = state["task_state"]
-    options = ForecastOptions.from_dict(run.task_options)
-    return TrainedRun(run, model, state.get("epoch"), task_state,
-                      inference_state={"formulation": options.formulation.to_dict(), "columns": task_state["columns"]},
-                      scaler=ChannelScaler.from_dict(task_state["scaler"]))
-
-
-def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
-    """Re-forecast a saved run's validation and test rows with a checkpoint (nothing is written)."""
-    trained, splits, model, torch_device = reload_trained(load_trained, HOOKS, run_dir, checkpoint, device)
-    metrics, _ = forecast_report(trained.run, model, splits, torch_device)
-    return metrics | training_record(trained.run, None, torch_device) | {"checkpoint": checkpoint,
-                                                                          "epoch": trained.epoch}
+    def _inference_state(self) -> dict[str, Any]:
+        return {"formulation": self.formulation_.to_dict(), "columns": self.columns_}

@@ -1,4 +1,4 @@
-"""Run directories: turning a run specification into a trained, recorded run, and re-evaluating it.
+"""Run directories and run specifications: what every task's lifecycle (``sbts.tasks.base``) shares.
 
 A run specification is a mapping ``{task, data, model_name, model: {...}, train: {...}}`` whose model
 part may omit the data-derived fields (channels, outputs, length). It is merged from, in order:
@@ -15,23 +15,20 @@ from __future__ import annotations
 import platform
 import subprocess
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from sbts.config import ModelConfig, RunConfig, TrainConfig, read_config_file
+from sbts import __version__
+from sbts.config import ModelConfig, RunConfig, read_config_file
+from sbts.configs import preset_path
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
-from sbts.models import create_model
-from sbts.training import FitResult, Trainer, atomic_write_json, load_checkpoint, resolve_device, seed_everything
+from sbts.training import FitResult, load_checkpoint
 from sbts.training.checkpoint import read_json
-from sbts.training.engine import TaskProtocol, mismatch_reason
 
-PRESET_PACKAGE = "sbts.configs"
 # The only settings a resumed run may change; everything else stays as in its config.json.
 RESUMABLE_TRAIN_FIELDS = ("epochs", "patience", "device")
 
@@ -48,21 +45,6 @@ class TrainedRun:
     scaler: ChannelScaler  # input statistics of the training data
 
 
-def preset_path(task: str, dataset: str, model_name: str) -> Path | None:
-    """The shipped paper configuration for a dataset, if any: by the dataset's own name (``UEA/JapaneseVowels``,
-    or a folder of that name), else, for an archive member like ``SMD/machine-1-6``, by its archive (never
-    for file paths)."""
-    parts = [part for part in dataset.split("/") if part]
-    archive_member = len(parts) == 2 and "," not in dataset and not Path(dataset).expanduser().exists()
-    # Case-insensitive, as the loaders are: ``ett/ettm1`` is the same dataset as ``ETT/ETTm1``.
-    presets = {entry.name.lower(): entry for entry in resources.files(PRESET_PACKAGE).joinpath("paper").iterdir()}
-    for name in parts[-1:] + (parts[:1] if archive_member else []):
-        candidate = presets.get(f"{task}_{name}_{model_name}.yaml".lower())
-        if candidate is not None and candidate.is_file():
-            return Path(str(candidate))
-    return None
-
-
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
@@ -75,12 +57,17 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def build_run_spec(task: str, *, data: str | None, model_name: str | None, config_file: str | None,
                    model_overrides: dict[str, Any], train_overrides: dict[str, Any],
-                   task_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                   task_overrides: dict[str, Any] | None = None,
+                   check_file: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any]:
+    """The run specification from, in order: the paper preset for the dataset (only without a config
+    file), a config file, then the command line's values. ``check_file`` vets each file's settings."""
     spec: dict[str, Any] = {"task": task, "model": {}, "train": {}, "task_options": {}}
     if config_file:
         user = read_config_file(config_file)
         if user.get("task", task) != task:
             raise ConfigError(f"{config_file}: task is {user['task']!r}, but the command trains {task!r}")
+        if check_file is not None:
+            check_file(user, str(config_file))
         spec = _merge(spec, user)
     if data is not None:
         spec["data"] = data
@@ -98,7 +85,10 @@ def build_run_spec(task: str, *, data: str | None, model_name: str | None, confi
     if not config_file:
         preset = preset_path(task, spec["data"], spec["model_name"])
         if preset is not None:
-            spec = _merge(read_config_file(preset), spec)
+            settings = read_config_file(preset)
+            if check_file is not None:
+                check_file(settings, str(preset))
+            spec = _merge(settings, spec)
     spec = _merge(spec, {"model": model_overrides, "train": train_overrides, "task_options": task_overrides or {}})
     return spec
 
@@ -132,41 +122,20 @@ def git_commit() -> str | None:
 
 
 def environment_info(device: torch.device) -> dict[str, Any]:
-    from sbts import __version__
     return {"sbts_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or None, "device": str(device),
             "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
 
 
-# --- training and reloading a run, the same for every task -------------------------------------
-
-@dataclass(frozen=True)
-class TaskHooks:
-    """What a task supplies so that runs are trained, resumed and reloaded the same way for every task."""
-
-    name: str
-    state_keys: frozenset[str]  # what the checkpoint's task_state must hold
-    resolve: Callable[[dict[str, Any]], tuple[RunConfig, Any, dict[str, Any]]]  # spec -> run, data, task_state
-    reload: Callable[[RunConfig, dict[str, Any]], Any]  # the run's data exactly as it was prepared
-    objective: Callable[[RunConfig], TaskProtocol]
-    datasets: Callable[[Any], tuple[Dataset, Dataset | None]]  # data -> training and validation sets
-
-
-@dataclass
-class FittedRun:
-    run: RunConfig
-    data: Any
-    task_state: dict[str, Any]
-    trainer: Trainer
-    result: FitResult
-
+# --- reading a run back -------------------------------------------------------------------------
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.json"
     return RunConfig.from_dict(read_json(path, "run config"), str(path))
 
 
-def checked_state(hooks: TaskHooks, run_dir: Path, run: RunConfig, checkpoint: str) -> dict[str, Any]:
+def checked_state(task: str, state_keys: frozenset[str], run_dir: Path, run: RunConfig,
+                  checkpoint: str) -> dict[str, Any]:
     """Load a checkpoint of this run: its model and data must be the ones in config.json."""
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path)
@@ -178,56 +147,9 @@ def checked_state(hooks: TaskHooks, run_dir: Path, run: RunConfig, checkpoint: s
     if not isinstance(saved, dict) or saved_model != run.model.to_dict() or saved.get("data") != run.data:
         raise CheckpointError(f"{path}: checkpoint belongs to another run (its model or data differ from config.json)")
     task_state = state.get("task_state")
-    if not isinstance(task_state, dict) or not hooks.state_keys <= set(task_state):
-        raise CheckpointError(f"{run_dir}: checkpoint has no {hooks.name} state (not a {hooks.name} run?)")
+    if not isinstance(task_state, dict) or not state_keys <= set(task_state):
+        raise CheckpointError(f"{run_dir}: checkpoint has no {task} state (not a {task} run?)")
     return state
-
-
-def fit_run(hooks: TaskHooks, spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False,
-            verbose: bool = True, train_overrides: dict[str, Any] | None = None,
-            on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FittedRun:
-    """Train (or resume) a run in ``run_dir`` up to the end of training; the task then evaluates it.
-
-    On resume the saved ``config.json`` is authoritative; ``train_overrides`` may change only
-    ``epochs``, ``patience`` and ``device``.
-    """
-    run_dir = prepare_run_dir(run_dir, resume)
-    if resume:
-        run = read_run_config(run_dir)
-        changed = set(train_overrides or {}) - set(RESUMABLE_TRAIN_FIELDS)
-        if changed:
-            raise ConfigError(f"on resume only {', '.join(RESUMABLE_TRAIN_FIELDS)} may change; got "
-                              f"{', '.join(sorted(changed))}")
-        run.train = TrainConfig.from_dict({**run.train.to_dict(), **(train_overrides or {})})
-        task_state = checked_state(hooks, run_dir, run, "last")["task_state"]
-        data = hooks.reload(run, task_state)
-    else:
-        run, data, task_state = hooks.resolve(spec)
-    seed_everything(run.train.seed)
-    model = create_model(run.model)
-    trainer = Trainer(model, hooks.objective(run), run.train, run_dir=run_dir, verbose=verbose,
-                      checkpoint_extra={"run_config": run.to_dict(), "task_state": task_state},
-                      on_epoch_end=on_epoch_end)
-    if resume:
-        trainer.resume()
-    # Written only once the run can start (inputs valid, device available); on resume it records new epochs.
-    atomic_write_json(run_dir / "config.json", run.to_dict())
-    result = trainer.fit(*hooks.datasets(data))
-    return FittedRun(run, data, task_state, trainer, result)
-
-
-def load_run_model(hooks: TaskHooks, run_dir: str | Path, checkpoint: str = "best"
-                   ) -> tuple[RunConfig, torch.nn.Module, dict[str, Any]]:
-    """A saved run's config, its model (on the CPU, eval mode) and the checkpoint's state."""
-    run_dir = Path(run_dir)
-    run = read_run_config(run_dir)
-    state = checked_state(hooks, run_dir, run, checkpoint)
-    model = create_model(run.model)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{run_dir}: checkpoint does not match config.json ({mismatch_reason(exc)})") from None
-    return run, model.eval(), state
 
 
 def last_step_function(model: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
@@ -249,15 +171,6 @@ def check_files_unchanged(recorded: dict[str, dict[str, str]], current: dict[str
             raise DataError(f"{now.get('path', record.get('path'))}: differs from the {role} data this run was "
                             f"trained on (sha256 {str(record.get('sha256'))[:12]}...); its split and scaling no "
                             "longer apply")
-
-
-def reload_trained(load_trained: Callable[[str | Path, str], TrainedRun], hooks: TaskHooks, run_dir: str | Path,
-                   checkpoint: str, device: str) -> tuple[TrainedRun, Any, torch.nn.Module, torch.device]:
-    """For re-evaluation: the saved run, its data as prepared in training, and its model on ``device``."""
-    torch_device = resolve_device(device)
-    trained = load_trained(run_dir, checkpoint)
-    data = hooks.reload(trained.run, trained.task_state)
-    return trained, data, trained.model.to(torch_device), torch_device
 
 
 def training_record(run: RunConfig, result: FitResult | None, device: torch.device) -> dict[str, Any]:

@@ -14,29 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sbts.data.windows import history_for, windows_ending_at_every_step
-from sbts.errors import DataError
+from sbts.data.windows import check_series, history_for, windows_ending_at_every_step
 
 ReconstructLast = Callable[[np.ndarray], np.ndarray]  # windows (B, w, D) float32 -> last-step reconstructions (B, D)
 SCORE_BATCH = 256  # windows per forward call: bounds memory on long series
-
-
-def check_series(series: np.ndarray, n_channels: int, where: str, allow_empty: bool = False) -> np.ndarray:
-    """A raw (n_steps, n_channels) series of finite numbers, as float64 (a 1-D array is one channel)."""
-    try:
-        array = np.asarray(series, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: not an array of numbers") from None
-    if array.ndim == 1 and n_channels == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.shape[1] != n_channels:
-        raise DataError(f"{where}: expected shape (n_steps, {n_channels}), got {array.shape}")
-    if not allow_empty and not len(array):
-        raise DataError(f"{where}: no steps to score")
-    if not np.isfinite(array).all():
-        row, column = np.argwhere(~np.isfinite(array))[0]
-        raise DataError(f"{where}: non-finite value {array[row, column]} at row {row}, column {column}")
-    return array
 
 
 def window_errors(windows: np.ndarray, reconstruct_last: ReconstructLast) -> np.ndarray:

@@ -1,0 +1,285 @@
+"""The task protocol: one ``Task`` base owns a run's lifecycle, each task overrides only its semantics.
+
+The lifecycle, the same for every task (template methods of ``Task``)::
+
+    load the data (load)  ->  the run's configuration (run_config: the option table's defaults, then the
+    preset or config file, then the command line)  ->  split, scale, window (prepare)  ->  train and
+    select on validation (train)  ->  evaluate, write metrics.json and the task's files (report)  ->
+    reload a checkpoint (load_trained)  ->  what an exported model keeps (inference_state)
+
+A task subclass says what its data are, what the model's output means (its loss, ``evaluate`` and
+``selection_key``: the ``TaskProtocol`` of the training engine), its metrics and baselines (``report``)
+and its runtime head (named in ``sbts.registry``). Its options are declared once (``options_class``,
+``defaults``, ``model_defaults``): see ``sbts.tasks.options``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch.utils.data import Dataset
+
+from sbts.atomic import atomic_write_bytes
+from sbts.config import ModelConfig, RunConfig, TaskOptions, TrainConfig
+from sbts.data.preprocessing import ChannelScaler
+from sbts.errors import CheckpointError, ConfigError
+from sbts.export.artifact import ExportResult, export_model
+from sbts.export.onnx import export_onnx
+from sbts.models import create_model, model_config, model_defaults
+from sbts.models.registry import list_models
+from sbts.tasks.options import MODEL_SECTION, TASK_SECTION, TRAIN_SECTION, Option, default_values, task_options
+from sbts.tasks.runs import (RESUMABLE_TRAIN_FIELDS, TrainedRun, check_files_unchanged, checked_state, prepare_run_dir,
+                             read_run_config, training_record)
+from sbts.training import FitResult, Trainer, atomic_write_json, resolve_device, seed_everything
+from sbts.training.engine import mismatch_reason
+
+EVAL_BATCH = 256  # examples per forward call when evaluating: bounds memory, does not change results
+
+
+@dataclasses.dataclass
+class NoTaskOptions(TaskOptions):
+    """A task without options of its own."""
+
+
+@dataclasses.dataclass
+class DataSource:
+    """A loaded dataset: the spec a run records (canonical: it means the same files from anywhere) and the data."""
+
+    spec: str
+    data: Any  # the task's own type; it has ``files``: each file read, with its sha256
+    fit_only: bool = False  # all of it is for fitting (an estimator's fit): no test period
+
+    @property
+    def files(self) -> dict[str, dict[str, str]]:
+        return self.data.files
+
+
+@dataclasses.dataclass
+class TaskReport:
+    """What evaluating a model gives: the task's part of metrics.json and the files a training run writes."""
+
+    metrics: dict[str, Any]
+    files: dict[str, bytes] = dataclasses.field(default_factory=dict)
+
+
+class Task:
+    """Base of every task. Subclasses set the class attributes and override the semantic methods."""
+
+    name: ClassVar[str]
+    options_class: ClassVar[type[TaskOptions]] = NoTaskOptions
+    option_names: ClassVar[dict[str, str]] = {}  # task option field -> its flat name (fractions -> split_fractions)
+    window_option: ClassVar[str] = "window"  # the flat name of ModelConfig.max_len
+    excluded_train_options: ClassVar[tuple[str, ...]] = ()  # TrainConfig fields that do not apply
+    defaults: ClassVar[dict[str, Any]] = {}  # flat option name -> this task's default
+    model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # model name -> ModelConfig fields for this task
+    auto_help: ClassVar[dict[str, str]] = {}  # option -> how the task decides it when left at None
+    state_keys: ClassVar[frozenset[str]] = frozenset({"scaler", "files"})  # what a checkpoint's task_state holds
+    data_help: ClassVar[str] = "dataset name or path"
+
+    # --- options --------------------------------------------------------------------------------------
+    @classmethod
+    def options(cls) -> list[Option]:
+        return task_options(cls)
+
+    @classmethod
+    def defaults_for_model(cls, model_name: str) -> dict[str, Any]:
+        """ModelConfig fields a model name gets in this task unless given: the registry's, then the task's."""
+        return {**model_defaults(model_name), **cls.model_defaults.get(model_name, {})}
+
+    @classmethod
+    def model_defaults_keys(cls) -> set[str]:
+        """Model options whose default depends on the model name."""
+        keys = {key for name in list_models() for key in cls.defaults_for_model(name)}
+        return keys - {"linear"}
+
+    @classmethod
+    def describe_model_default(cls, key: str) -> str:
+        """The default of a model option whose value depends on the model, e.g. "step_t for sbt, full for dense"."""
+        field = next(f for f in dataclasses.fields(ModelConfig) if f.name == key)
+        values = {name: cls.defaults_for_model(name).get(key, field.default) for name in list_models()}
+        if len(set(values.values())) == 1:
+            return str(next(iter(values.values())))
+        # ModelConfig's None density is "every weight" for a dense model.
+        return ", ".join(f"{'every weight' if value is None else value} for {name}"
+                         for name, value in sorted(values.items(), key=lambda item: item[0] != "sbt"))
+
+    # --- semantics: what a task overrides -----------------------------------------------------------
+    def load(self, data: str) -> DataSource:
+        """The dataset named or pointed at by ``data``."""
+        raise NotImplementedError
+
+    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
+        """The model fields with the data-derived ones (channels, outputs, ...) filled in and checked."""
+        raise NotImplementedError
+
+    def check_run(self, run: RunConfig, source: DataSource) -> None:
+        """Refuse a configuration the task cannot train, before anything starts."""
+
+    def prepare(self, source: DataSource, run: RunConfig, state: dict[str, Any] | None = None) -> Any:
+        """Split, scale and window the data as the run says (with a checkpoint's ``state``: exactly as then)."""
+        raise NotImplementedError
+
+    def task_state(self, data: Any) -> dict[str, Any]:
+        """What a checkpoint keeps to prepare the data again exactly (scaler, splits, names)."""
+        return {"scaler": data.scaler.to_dict(), "files": data.files}
+
+    def datasets(self, data: Any) -> tuple[Dataset, Dataset | None]:
+        return data.train_set(), data.val_set()
+
+    def training_loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, batch_size: int,
+                 device: torch.device) -> dict[str, float]:
+        raise NotImplementedError
+
+    def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
+        return (-metrics["loss"],)
+
+    def report(self, run: RunConfig, model: torch.nn.Module, data: Any, device: torch.device) -> TaskReport:
+        """The task's metrics (and files) for a trained model."""
+        raise NotImplementedError
+
+    def inference_state(self, run: RunConfig, state: dict[str, Any], run_dir: Path, checkpoint: str,
+                        epoch: int | None) -> dict[str, Any]:
+        """The JSON-safe facts an exported model keeps besides its weights (class names, threshold, ...)."""
+        return {}
+
+    @staticmethod
+    def channels_in_and_out(fields: dict[str, Any], n_channels: int, what: str = "channels") -> dict[str, Any]:
+        """The model fields of a network that outputs every input channel (``what``: their name in errors)."""
+        for key in ("in_channels", "out_dim"):
+            if key in fields and fields[key] != n_channels:  # a config written for other data
+                raise ConfigError(f"model {key} is {fields[key]!r} in the config, but the data has {n_channels} {what}")
+        return {**fields, "in_channels": n_channels, "out_dim": n_channels}
+
+    # --- the lifecycle, the same for every task -----------------------------------------------------------
+    def run_config(self, spec: dict[str, Any], source: DataSource) -> RunConfig:
+        """A run specification (sections of settings, any of them partial) -> the complete, checked config."""
+        model_name = spec.get("model_name", "sbt")
+        if not isinstance(model_name, str):
+            raise ConfigError(f"model name must be a string, got {model_name!r}")
+        for_model = self.defaults_for_model(model_name)  # also checks the name
+        options = self.options_class.from_dict(spec.get(TASK_SECTION, {}))
+        train = TrainConfig.from_dict({**default_values(type(self), TRAIN_SECTION), **spec.get(TRAIN_SECTION, {})},
+                                      "train config")
+        given = spec.get(MODEL_SECTION, {})
+        defaults = {**{key: value for key, value in default_values(type(self), MODEL_SECTION).items()
+                       if key not in self.model_defaults_keys()},
+                    **{key: value for key, value in for_model.items() if key != "linear"}}
+        if "sparsity" in given:  # the other name of the density: the default density must not contradict it
+            defaults.pop("density", None)
+        model = model_config(model_name, **self.complete_model({**defaults, **given}, source))
+        run = RunConfig(task=self.name, data=source.spec, model=model, train=train, model_name=model_name,
+                        task_options=options.to_dict())
+        self.check_run(run, source)
+        return run
+
+    def resolve(self, spec: dict[str, Any]) -> tuple[RunConfig, Any, dict[str, Any]]:
+        """A run specification -> its config, its data prepared, and the state its checkpoints keep."""
+        source = self.load(spec["data"])
+        run = self.run_config(spec, source)
+        data = self.prepare(source, run)
+        return run, data, self.task_state(data)
+
+    def reload(self, run: RunConfig, state: dict[str, Any]) -> Any:
+        """The run's data exactly as it was prepared when the run started (the files must not have changed)."""
+        source = self.load(run.data)
+        check_files_unchanged(state.get("files", {}), source.files)
+        return self.prepare(source, run, state)
+
+    def train(self, run: RunConfig, data: Any, *, run_dir: Path | None = None, resume: bool = False,
+              task_state: dict[str, Any] | None = None, verbose: bool = True,
+              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[Trainer, FitResult]:
+        """Train a model for the run on the prepared data (checkpointed in ``run_dir`` when given)."""
+        seed_everything(run.train.seed)
+        extra = None if run_dir is None else {"run_config": run.to_dict(), "task_state": task_state}
+        trainer = Trainer(create_model(run.model), self, run.train, run_dir=run_dir, verbose=verbose,
+                          checkpoint_extra=extra, on_epoch_end=on_epoch_end)
+        if resume:
+            trainer.resume()
+        if run_dir is not None:  # written once the run can start; on resume it records the new epoch budget
+            atomic_write_json(run_dir / "config.json", run.to_dict())
+        return trainer, trainer.fit(*self.datasets(data))
+
+    def train_run(self, spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
+                  train_overrides: dict[str, Any] | None = None,
+                  on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Train (or resume) a run in ``run_dir``; writes metrics.json and the task's files, returns the metrics.
+
+        On resume the saved config.json is authoritative; ``train_overrides`` may change only ``epochs``,
+        ``patience`` and ``device``. Interrupted: returns ``{"interrupted": True, ...}`` and the last
+        checkpoint holds the finished epochs.
+        """
+        run_dir = prepare_run_dir(run_dir, resume)
+        if resume:
+            run = read_run_config(run_dir)
+            if run.task != self.name:
+                raise CheckpointError(f"{run_dir}: a {run.task} run, not {self.name}")
+            changed = set(train_overrides or {}) - set(RESUMABLE_TRAIN_FIELDS)
+            if changed:
+                raise ConfigError(f"on resume only {', '.join(RESUMABLE_TRAIN_FIELDS)} may change; got "
+                                  f"{', '.join(sorted(changed))}")
+            run.train = TrainConfig.from_dict({**run.train.to_dict(), **(train_overrides or {})})
+            task_state = checked_state(self.name, self.state_keys, run_dir, run, "last")["task_state"]
+            data = self.reload(run, task_state)
+        else:
+            run, data, task_state = self.resolve(spec)
+        trainer, result = self.train(run, data, run_dir=run_dir, resume=resume, task_state=task_state,
+                                     verbose=verbose, on_epoch_end=on_epoch_end)
+        if result.interrupted:
+            return {"interrupted": True, "epochs": result.epochs_run, "run_dir": str(run_dir)}
+        report = self.report(run, trainer.model, data, trainer.device)
+        metrics = {**self.metrics_header(run), **report.metrics, **training_record(run, result, trainer.device)}
+        for name, content in report.files.items():
+            atomic_write_bytes(run_dir / name, content)
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        return metrics
+
+    def metrics_header(self, run: RunConfig) -> dict[str, Any]:
+        return {"task": self.name, "model": run.model_name, "dataset": run.data, "density": run.model.density,
+                "sparsity": run.model.sparsity, "seed": run.train.seed}
+
+    def load_trained(self, run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
+        """A saved run's model (on the CPU, eval mode) and what inference needs besides the weights."""
+        run_dir = Path(run_dir)
+        run = read_run_config(run_dir)
+        state = checked_state(self.name, self.state_keys, run_dir, run, checkpoint)
+        model = create_model(run.model)
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{run_dir}: checkpoint does not match config.json "
+                                  f"({mismatch_reason(exc)})") from None
+        task_state = state["task_state"]
+        return TrainedRun(run, model.eval(), state.get("epoch"), task_state,
+                          self.inference_state(run, task_state, run_dir, checkpoint, state.get("epoch")),
+                          self.scaler_of(task_state))
+
+    @staticmethod
+    def scaler_of(task_state: dict[str, Any]) -> ChannelScaler:
+        return ChannelScaler.from_dict(task_state["scaler"])
+
+    def evaluate_run(self, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
+        """Re-evaluate a saved run's checkpoint on its data (nothing is written)."""
+        torch_device = resolve_device(device)
+        trained = self.load_trained(run_dir, checkpoint)
+        data = self.reload(trained.run, trained.task_state)
+        model = trained.model.to(torch_device)
+        report = self.report(trained.run, model, data, torch_device)
+        return {**self.metrics_header(trained.run), **report.metrics,
+                **training_record(trained.run, None, torch_device), "checkpoint": checkpoint, "epoch": trained.epoch}
+
+    def export_run(self, run_dir: str | Path, path: str | Path, *, checkpoint: str = "best",
+                   float_dtype: str = "float32") -> ExportResult:
+        """A saved run's checkpoint as a ``.sbts`` artifact with what inference needs."""
+        trained = self.load_trained(run_dir, checkpoint)
+        return export_model(trained.model, path, task=self.name, inference_state=trained.inference_state,
+                            scaler=trained.scaler, float_dtype=float_dtype)
+
+    def export_onnx_run(self, run_dir: str | Path, path: str | Path, *, checkpoint: str = "best") -> Path:
+        """A saved run's checkpoint as ONNX (the per-step network; inputs scaled as in training)."""
+        return export_onnx(self.load_trained(run_dir, checkpoint).model, path)
