@@ -21,8 +21,8 @@ from sbts.errors import ConfigError
 
 LINEAR_KINDS = ("sparse_binary", "dense")
 ATTENTION_MODES = ("full", "step_t", "qkv_mask")
-NORMS = ("batch", "layer_time", "none")
-POS_ENCODINGS = ("sinusoidal", "learnable", "none")
+NORMS = ("batch", "layer_time", "layer", "none")  # layer: LayerNorm over the features of each step
+POS_ENCODINGS = ("sinusoidal", "learnable", "rope", "none")  # rope: rotary, relative to the query
 
 
 def check_density(value: Any, name: str = "density", of: str = "weights") -> float:
@@ -106,9 +106,12 @@ class ModelConfig:
     step_t_self: bool = field(default=False, metadata={"help": "under step_t, the last step also attends to itself"})
     qkv_density: float = field(default=0.5, metadata={
         "help": "qkv_mask attention: fraction of Q/K/V activations kept per step"})
-    norm: str = field(default="batch", metadata={"help": "normalisation after attention and feed-forward",
+    norm: str = field(default="batch", metadata={"help": "normalisation after attention and feed-forward (layer: "
+                                                         "LayerNorm over features, per step)",
                                                  "choices": NORMS})
-    pos_encoding: str = field(default="sinusoidal", metadata={"help": "positional encoding", "choices": POS_ENCODINGS})
+    pos_encoding: str = field(default="sinusoidal", metadata={
+        "help": "positional encoding (rope: rotary on queries and keys, relative to the query)",
+        "choices": POS_ENCODINGS})
     attention_bias: bool = field(default=True, metadata={"help": "biases on the Q/K/V and output projections"})
     linear_bias: bool = field(default=False, metadata={
         "help": "biases on the embedding, feed-forward and head linears (the paper's dense models have them)"})
@@ -119,6 +122,9 @@ class ModelConfig:
             check_positive_int(getattr(self, name), name)
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ConfigError(f"pos_encoding rope turns channel pairs: d_model / n_heads must be even, got "
+                              f"{self.d_model} / {self.n_heads}")
         _check_choice(self.linear, LINEAR_KINDS, "linear")
         _check_choice(self.attention, ATTENTION_MODES, "attention")
         _check_choice(self.norm, NORMS, "norm")
@@ -141,6 +147,25 @@ class ModelConfig:
     @property
     def sparsity(self) -> float:
         return 1.0 - self.density
+
+    @property
+    def streaming_problem(self) -> str | None:
+        """Why a sliding window cannot reuse its past steps' states (None: it can, the model is streamable).
+
+        Under step_t attention a past step attends only to itself, so its state at every layer depends only on
+        its own input, provided its position does not change as the window slides and no norm mixes steps."""
+        if self.attention != "step_t":
+            return f"attention {self.attention}: only step_t attention splits into a past and a query stream"
+        if self.pos_encoding in ("sinusoidal", "learnable"):
+            return (f"pos_encoding {self.pos_encoding}: absolute window positions change as the window slides "
+                    "(use rope or none)")
+        if self.norm == "layer_time":
+            return "norm layer_time mixes the steps of a window (use layer, batch or none)"
+        return None
+
+    @property
+    def streamable(self) -> bool:
+        return self.streaming_problem is None
 
     @property
     def needs_fixed_length(self) -> bool:

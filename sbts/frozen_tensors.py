@@ -93,3 +93,26 @@ def sinusoidal_table(length: int, d_model: int) -> np.ndarray:
     table[:, 0::2] = np.sin(position * freq)
     table[:, 1::2] = np.cos(position * freq[: d_model // 2])
     return table.astype(np.float32)
+
+
+ROTARY_BASE = 10000.0  # the usual RoPE base (Su et al. 2021): the slowest pair turns once per ~62,000 steps
+
+
+def rotary_tables(length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin (length, head_dim // 2), float32, of the rotary angles: position t turns the channel pair
+    (2i, 2i + 1) of every head by t * ROTARY_BASE ** (-2i / head_dim)."""
+    position = np.arange(length, dtype=np.float64)[:, None]
+    angles = position * ROTARY_BASE ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def rotate_pairs(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate the channel pairs of ``x`` (..., T, head_dim) by the angles of its T positions (cos and sin
+    (T, head_dim // 2)): what RoPE does to queries and keys, so that their product depends only on the
+    distance between the two positions."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = even * sin + odd * cos
+    return out
+

@@ -47,7 +47,7 @@ def test_the_config_option_selects_the_kind_the_layers_declare(attention, norm, 
         of_option = {name for name in declared if KINDS[name].option and KINDS[name].option[0] == option}
         assert of_option == (set() if kind is None else {kind.name}), (option, value)
         if option != "linear" and kind is not None:  # the numpy forward runs norms and positions through the table
-            assert callable(kind.forward)
+            assert callable(kind.forward) or kind.rotary  # rotary positions turn queries and keys in the attention
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -62,7 +62,7 @@ def test_option_mapping_covers_every_config_value(option):
 
 def test_kinds_without_a_forward_are_run_by_the_generic_code():
     assert {name for name, kind in KINDS.items() if kind.forward is None} == {
-        "sparse_binary_linear", "dense_linear", "attention"}
+        "sparse_binary_linear", "dense_linear", "attention", "positional_rope"}
 
 
 def test_unknown_kind_is_refused_naming_it():

@@ -12,7 +12,7 @@ from conftest import randomise
 import sbts
 from sbts.config import ATTENTION_MODES, LINEAR_KINDS, NORMS, POS_ENCODINGS, ModelConfig
 from sbts.errors import ConfigError
-from sbts.layers import DenseLinear, MaskedBatchNorm, SparseBinaryLinear, TimeLayerNorm
+from sbts.layers import DenseLinear, MaskedBatchNorm, SparseBinaryLinear, StepLayerNorm, TimeLayerNorm
 from sbts.models import TimeSeriesTransformer, model_config
 
 MODELS = sbts.list_models()
@@ -166,7 +166,7 @@ def test_bool_options_reject_non_bools(field):
 # --------------------------------------------------------------------------------------------
 
 def _norm_parameter_ids(model):
-    return {id(p) for m in model.modules() if isinstance(m, (MaskedBatchNorm, TimeLayerNorm))
+    return {id(p) for m in model.modules() if isinstance(m, (MaskedBatchNorm, TimeLayerNorm, StepLayerNorm))
             for p in m.parameters(recurse=False)}
 
 
@@ -311,7 +311,8 @@ BAD_CONFIGS = [
     dict(d_model=8, n_heads=3),
     dict(attention="sparse"),
     dict(attention="Full"),
-    dict(norm="layer"),
+    dict(norm="group"),
+    dict(pos_encoding="rope", d_model=6, n_heads=2),  # RoPE turns channel pairs: head_dim must be even
     dict(linear="binary"),
     dict(pos_encoding="rotary"),
     dict(d_model=0),

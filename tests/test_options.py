@@ -150,7 +150,7 @@ def test_a_config_file_with_another_task_option_is_refused(tmp_path):
 @pytest.mark.parametrize("task", PAPER_TASKS)
 def test_readme_states_each_task_defaults_from_the_table(task):
     readme = (ROOT / "README.md").read_text()
-    assert options_markdown(task_class(task)) in readme, f"README: regenerate the {task} table (see the test)"
+    assert options_markdown(task_class(task)) in readme, f"README: the {task} table is stale (python -m sbts.tasks.options)"
 
 
 def test_every_registered_task_has_a_runtime_and_an_options_table():

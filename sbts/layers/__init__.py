@@ -16,6 +16,7 @@ _LAZY = {
     "MaskedBatchNorm": "sbts.layers.norms",
     "NoNorm": "sbts.layers.norms",
     "TimeLayerNorm": "sbts.layers.norms",
+    "StepLayerNorm": "sbts.layers.norms",
     "make_norm": "sbts.layers.norms",
     "PositionalEncoding": "sbts.layers.positional",
     "LayerStorage": "sbts.layers.storage",

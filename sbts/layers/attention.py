@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sbts.frozen_tensors import activation_mask, derive_seed
+from sbts.frozen_tensors import activation_mask, derive_seed, rotary_tables
 from sbts.layers.storage import SEED_BITS, LayerStorage, StoredTensor
 
 
@@ -31,7 +31,7 @@ def fixed_activation_mask(seed: int, length: int, width: int, density: float) ->
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, make_linear: Callable[[str, int, int, bool], nn.Module], *,
                  mode: str = "full", step_t_self: bool = False, qkv_density: float = 0.5,
-                 max_len: int = 0, seed: int = 0):
+                 max_len: int = 0, seed: int = 0, rotary: bool = False):
         super().__init__()
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.mode, self.step_t_self, self.qkv_density, self.max_len = mode, step_t_self, qkv_density, max_len
@@ -44,6 +44,11 @@ class MultiHeadAttention(nn.Module):
                            } if mode == "qkv_mask" else {}
         for key, mask_seed in self.mask_seeds.items():
             self.register_buffer(key, fixed_activation_mask(mask_seed, max_len, d_model, qkv_density), persistent=False)
+        self.rotary = rotary  # RoPE: queries and keys turned by their positions (recomputed, never stored)
+        if rotary:
+            cos, sin = rotary_tables(max_len, self.head_dim)
+            self.register_buffer("rotary_cos", torch.from_numpy(cos), persistent=False)
+            self.register_buffer("rotary_sin", torch.from_numpy(sin), persistent=False)
 
     def storage(self) -> LayerStorage:
         """The attention core (the projections declare themselves); Q/K/V masks are regenerated from the seed."""
@@ -57,6 +62,17 @@ class MultiHeadAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, h, T, dh)
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def _rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """RoPE on split heads (B, h, T, dh) at positions start .. start + T - 1 (identity without rotary)."""
+        if not self.rotary:
+            return x
+        t = x.shape[2]
+        if start + t > self.rotary_cos.shape[0]:
+            raise ValueError(f"sequence length {start + t} exceeds the model's max_len {self.rotary_cos.shape[0]}")
+        cos, sin = self.rotary_cos[start:start + t], self.rotary_sin[start:start + t]
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 last_row_only: bool = False) -> torch.Tensor:
@@ -79,7 +95,8 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(f"sequence length {t} exceeds the model's max_len {self.q_mask.shape[0]}")
             q, k, v = q * self.q_mask[t - q.shape[1]:t], k * self.k_mask[:t], v * self.v_mask[:t]
         attn_mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), attn_mask=attn_mask)
+        out = F.scaled_dot_product_attention(self._rotate(self._split(q), t - q.shape[1]),
+                                             self._rotate(self._split(k), 0), self._split(v), attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).reshape(q.shape))
 
     def _step_t_last(self, q_last: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -89,6 +106,7 @@ class MultiHeadAttention(nn.Module):
         if t < 2 and not self.step_t_self:
             raise ValueError("step_t attention needs at least 2 steps (the last step attends to the past ones)")
         context = t if self.step_t_self else t - 1
-        k_ctx, v_ctx = self._split(k[:, :context]), self._split(v[:, :context])
-        weights = torch.softmax(self._split(q_last) @ k_ctx.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+        k_ctx, v_ctx = self._rotate(self._split(k[:, :context]), 0), self._split(v[:, :context])
+        q_last = self._rotate(self._split(q_last), t - 1)
+        weights = torch.softmax(q_last @ k_ctx.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
         return (weights @ v_ctx).transpose(1, 2).reshape(q_last.shape[0], 1, self.d_model)

@@ -56,7 +56,8 @@ class LayerKind:
     """One kind of layer: the single place that says how every part of sbts handles it.
 
     ``forward`` is None for the linears and the attention core: the numpy forward runs every linear
-    and every attention block with its own generic code, which only needs the tensors ``read`` gives.
+    and every attention block with its own generic code, which only needs the tensors ``read`` gives; and
+    for rotary positions (``rotary``), which that attention code applies to queries and keys.
     """
 
     name: str  # as declared by the layer and recorded in artifacts (never rename: old artifacts name it)
@@ -67,6 +68,7 @@ class LayerKind:
     forward: Forward | None = None
     option: tuple[str, str] | None = None  # the ModelConfig (field, value) that selects it, where one does
     mixes_steps: bool = False  # its forward mixes a window's steps: whole unpadded windows, no row computed alone
+    rotary: bool = False  # a positional kind that turns queries and keys in the attention instead of adding a table
 
 
 # --- exporters: torch module -> layer entry and stored tensors -------------------------------------------
@@ -134,6 +136,11 @@ def _read_floats(*keys: str) -> Materializer:
     return take
 
 
+def _read_nothing(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
+                  config: ModelConfig) -> dict[str, np.ndarray]:
+    return {}
+
+
 def _read_sinusoidal(name: str, entry: dict[str, Any], stored: Mapping[str, np.ndarray],
                      config: ModelConfig) -> dict[str, np.ndarray]:
     return {f"{name}.table": sinusoidal_table(config.max_len, config.d_model)}
@@ -172,6 +179,18 @@ def _forward_layer_time_norm(tensor: Callable[[str], np.ndarray], name: str, h: 
     variance = np.mean(centred * centred, axis=1, keepdims=True)
     normalised = centred / np.sqrt(variance + np.float32(NORM_EPS))
     return normalised * tensor(f"{name}.weight")[:, None] + tensor(f"{name}.bias")[:, None]
+
+
+def _forward_layer_norm(tensor: Callable[[str], np.ndarray], name: str, h: np.ndarray,
+                        padding_mask: np.ndarray | None) -> np.ndarray:
+    """The features of every step normalised on their own; padded outputs are zero."""
+    mean = h.mean(axis=-1, keepdims=True)
+    centred = h - mean
+    variance = np.mean(centred * centred, axis=-1, keepdims=True)
+    out = centred / np.sqrt(variance + np.float32(NORM_EPS)) * tensor(f"{name}.weight") + tensor(f"{name}.bias")
+    if padding_mask is not None:
+        out[padding_mask] = 0.0
+    return out
 
 
 def _forward_positional(tensor: Callable[[str], np.ndarray], name: str, h: np.ndarray,
@@ -223,6 +242,19 @@ def _paper_layer_time_norm(name: str, st: LayerStorage, config: ModelConfig, spa
                       flops=2 * values)
 
 
+def _paper_layer_norm(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
+    """Not in the paper: counted as its batch norms are (a sparse model keeps the gain), plus the normalisation
+    of every value (it cannot be folded into the next linear as an eval-mode batch norm can)."""
+    row = _paper_batch_norm(name, st, config, sparse_model)
+    row.flops = 2 * config.d_model * config.max_len
+    return row
+
+
+def _paper_rotary(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
+    """Not in the paper: two multiplications per query and key value at every step (the sin and cos terms)."""
+    return LayerCount(name, st.kind, st.shape, flops=2 * 2 * config.max_len * config.d_model)
+
+
 def _paper_sinusoidal(name: str, st: LayerStorage, config: ModelConfig, sparse_model: bool) -> LayerCount:
     return LayerCount(name, st.kind, st.shape, flops=config.max_len * config.d_model)
 
@@ -266,6 +298,12 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (
               export=_export_floats("weight", "bias"), read=_read_floats("weight", "bias"),
               paper=_paper_layer_time_norm, forward=_forward_layer_time_norm, option=("norm", "layer_time"),
               mixes_steps=True),
+    LayerKind(name="layer_norm", stores="its float weight and bias, per channel",
+              export=_export_floats("weight", "bias"), read=_read_floats("weight", "bias"), paper=_paper_layer_norm,
+              forward=_forward_layer_norm, option=("norm", "layer")),
+    LayerKind(name="positional_rope", stores="nothing: the rotations are recomputed from the positions",
+              export=_export_nothing, read=_read_nothing, paper=_paper_rotary, option=("pos_encoding", "rope"),
+              rotary=True),
     LayerKind(name="positional_learnable", stores="its float table",
               export=_export_floats("table"), read=_read_floats("table"), paper=_paper_learnable,
               forward=_forward_positional, option=("pos_encoding", "learnable")),

@@ -50,6 +50,23 @@ class TimeLayerNorm(nn.LayerNorm):
             StoredTensor("weight", w, FLOAT_BITS, trainable=True), StoredTensor("bias", w, FLOAT_BITS, trainable=True)))
 
 
+class StepLayerNorm(nn.LayerNorm):
+    """LayerNorm over the features of each step (``norm: layer``): per step, so streamable. Padded outputs are
+    zero, as MaskedBatchNorm's."""
+
+    def __init__(self, d_model: int):
+        super().__init__(d_model)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = super().forward(x)
+        return out if padding_mask is None else out.masked_fill(padding_mask[..., None], 0.0)
+
+    def storage(self) -> LayerStorage:
+        d = self.normalized_shape[0]
+        return LayerStorage("layer_norm", (d,), tensors=(
+            StoredTensor("weight", d, FLOAT_BITS, trainable=True), StoredTensor("bias", d, FLOAT_BITS, trainable=True)))
+
+
 class NoNorm(nn.Module):
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         return x
@@ -60,4 +77,6 @@ def make_norm(kind: str, d_model: int, window: int) -> nn.Module:
         return MaskedBatchNorm(d_model)
     if kind == "layer_time":
         return TimeLayerNorm(window)
+    if kind == "layer":
+        return StepLayerNorm(d_model)
     return NoNorm()

@@ -10,7 +10,10 @@ from sbts.layers.storage import FLOAT_BITS, LayerStorage, StoredTensor
 
 
 class PositionalEncoding(nn.Module):
-    """``sinusoidal`` (fixed, no parameters), ``learnable`` (U(+-0.02) init) or ``none``."""
+    """``sinusoidal`` (fixed, no parameters), ``learnable`` (U(+-0.02) init), ``rope`` or ``none``.
+
+    ``rope`` adds nothing here: the attention turns queries and keys by their positions (relative to the
+    query), so that a step's past state does not depend on where it sits in a sliding window."""
 
     def __init__(self, kind: str, max_len: int, d_model: int, seed: int = 0):
         super().__init__()
@@ -31,6 +34,8 @@ class PositionalEncoding(nn.Module):
         return x + self.table[:t]
 
     def storage(self) -> LayerStorage | None:
+        if self.kind == "rope":
+            return LayerStorage("positional_rope", (0,))  # declared, so that the accountings know it: stores nothing
         if self.table is None:
             return None
         learnable = self.kind == "learnable"  # a sinusoidal table is recomputed, never stored

@@ -35,7 +35,8 @@ class EncoderLayer(nn.Module):
             d, config.n_heads,
             lambda sub, i, o, bias: linear(f"{name}.attention.{sub}", i, o, bias and config.attention_bias),
             mode=config.attention, step_t_self=config.step_t_self, qkv_density=config.qkv_density,
-            max_len=config.max_len, seed=derive_seed(config.seed, f"{name}.attention"))
+            max_len=config.max_len, seed=derive_seed(config.seed, f"{name}.attention"),
+            rotary=config.pos_encoding == "rope")
         self.norm1 = make_norm(config.norm, d, config.max_len)
         self.ff1 = linear(f"{name}.ff1", d, config.d_ff, config.linear_bias)
         self.ff2 = linear(f"{name}.ff2", config.d_ff, d, config.linear_bias)
@@ -87,7 +88,7 @@ class TimeSeriesTransformer(nn.Module):
     def _rows_independent_after_attention(self) -> bool:
         """Whether the last layer's rows after attention can be computed one at a time: not when the norm
         mixes time steps (LayerNorm over time) or a batch norm gathers statistics over rows in training."""
-        return self.config.norm == "none" or (self.config.norm == "batch" and not self.training)
+        return self.config.norm in ("none", "layer") or (self.config.norm == "batch" and not self.training)
 
     def linear_layers(self) -> dict[str, nn.Module]:
         """Every linear layer by name (the ones the layer factory made)."""

@@ -23,6 +23,7 @@ from sbts.registry import entry, runtime_class
 from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
 from sbts.runtime.inputs import read_cases, read_series, write_rows
 from sbts.runtime.network import MacCounter, forward
+from sbts.runtime.streaming import CachedScoreStream, StepStream
 
 BATCH = 256  # cases per forward call: bounds memory on long inputs
 
@@ -221,8 +222,11 @@ class AnomalyRuntime(SeriesRuntime):
                             "without one); pass threshold= or use decision_function")
         return (self.decision_function(series, context, where) > threshold).astype(np.int8)
 
-    def stream(self, context: np.ndarray | None = None) -> ScoreStream:
-        """Score observations one at a time (``update(x_t)``), the same numbers as ``decision_function``."""
+    def stream(self, context: np.ndarray | None = None) -> CachedScoreStream | ScoreStream:
+        """Score observations one at a time (``update(x_t)``), the same numbers as ``decision_function``: at the
+        cost of one step with per-layer caches for a streamable model (``config.streamable``), else of a window."""
+        if self.config.streamable:
+            return CachedScoreStream(StepStream(self.config, self.tensors), self._scale, context)
         return ScoreStream(self.last_step, self.window, self.config.in_channels, self._scale, context)
 
     def predict_file(self, input_path, output, *, context=None, proba=False) -> None:

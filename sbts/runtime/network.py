@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from sbts.config import ModelConfig
+from sbts.frozen_tensors import rotary_tables, rotate_pairs
 from sbts.layers.kinds import kind_for_option
 
 
@@ -45,7 +46,7 @@ def forward(config: ModelConfig, tensors: Mapping[str, np.ndarray], x: np.ndarra
     """
     x = np.asarray(x, dtype=np.float32)
     padding_mask = _check_inputs(config, x, padding_mask)
-    return _Network(config, tensors, counter if counter is not None else MacCounter()).run(
+    return Network(config, tensors, counter if counter is not None else MacCounter()).run(
         x, padding_mask, last_step_only)
 
 
@@ -79,13 +80,16 @@ def _norm_mixes_steps(config: ModelConfig) -> bool:
     return norm is not None and norm.mixes_steps
 
 
-class _Network:
+class Network:
     """One forward pass: the named tensors, the config and the MAC counter in one place."""
 
     def __init__(self, config: ModelConfig, tensors: Mapping[str, np.ndarray], counter: MacCounter):
         self.config, self.tensors, self.counter = config, tensors, counter
         self.norm_kind = kind_for_option("norm", config.norm)
         self.positional_kind = kind_for_option("pos_encoding", config.pos_encoding)
+        self.rotary = self.positional_kind is not None and self.positional_kind.rotary
+        if self.rotary:
+            self.rotary_cos, self.rotary_sin = rotary_tables(config.max_len, config.d_model // config.n_heads)
 
     def tensor(self, name: str) -> np.ndarray:
         if name not in self.tensors:
@@ -95,7 +99,7 @@ class _Network:
     def run(self, x: np.ndarray, padding_mask: np.ndarray | None, last_step_only: bool) -> np.ndarray:
         config = self.config
         h = self.linear("embedding", x) * np.float32(math.sqrt(config.d_model))
-        if self.positional_kind is not None:
+        if self.positional_kind is not None and not self.rotary:
             h = self.positional_kind.forward(self.tensor, "positional", h, padding_mask)
         # Per-row norms keep rows independent after attention, so the last layer can shrink to one row.
         last_row_only = last_step_only and not _norm_mixes_steps(config)
@@ -135,7 +139,7 @@ class _Network:
             k_context = self.linear(f"{name}.k_proj", h[:, :context])
             # Past rows output their own V rows (a softmax over one key is 1); the last row needs V of the context.
             v = self.linear(f"{name}.v_proj", h[:, :context] if last_row_only else h)
-            mixed = self.attend(name, q_last, k_context, v[:, :context], None)
+            mixed = self.attend(name, q_last, k_context, v[:, :context], None, steps - 1)
             if not last_row_only:
                 mixed = np.concatenate([v[:, :-1], mixed], axis=1)
         else:
@@ -145,11 +149,13 @@ class _Network:
                 q = q * self.tensor(f"{name}.q_mask")[steps - q.shape[1]: steps]
                 k = k * self.tensor(f"{name}.k_mask")[:steps]
                 v = v * self.tensor(f"{name}.v_mask")[:steps]
-            mixed = self.attend(name, q, k, v, padding_mask)
+            mixed = self.attend(name, q, k, v, padding_mask, steps - q.shape[1])
         return self.linear(f"{name}.out_proj", mixed)
 
-    def attend(self, name: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, key_padding: np.ndarray | None) -> np.ndarray:
-        """softmax(q k^T / sqrt(dh)) v per head; q (B, Tq, d), k and v (B, Tk, d); padded keys get weight 0."""
+    def attend(self, name: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, key_padding: np.ndarray | None,
+               query_start: int) -> np.ndarray:
+        """softmax(q k^T / sqrt(dh)) v per head; q (B, Tq, d) at steps query_start.., k and v (B, Tk, d) at steps
+        0..; padded keys get weight 0. Under RoPE the queries and keys are first turned by their steps."""
         batch, query_rows, d_model = q.shape
         key_rows = k.shape[1]
         n_heads = self.config.n_heads
@@ -158,7 +164,12 @@ class _Network:
         def split(z: np.ndarray) -> np.ndarray:  # (B, T, d) -> (B, h, T, dh)
             return z.reshape(batch, z.shape[1], n_heads, head_dim).transpose(0, 2, 1, 3)
 
-        scores = split(q) @ split(k).transpose(0, 1, 3, 2)
+        q_heads, k_heads = split(q), split(k)
+        if self.rotary:
+            q_heads = rotate_pairs(q_heads, self.rotary_cos[query_start:query_start + query_rows],
+                                   self.rotary_sin[query_start:query_start + query_rows])
+            k_heads = rotate_pairs(k_heads, self.rotary_cos[:key_rows], self.rotary_sin[:key_rows])
+        scores = q_heads @ k_heads.transpose(0, 1, 3, 2)
         scores *= np.float32(1.0 / math.sqrt(head_dim))
         if key_padding is not None:
             scores[np.broadcast_to(key_padding[:, None, None, :], scores.shape)] = -np.inf

@@ -39,6 +39,9 @@ from sbts.heads.anomaly import ScoreStream, score_series
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
 from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
+from sbts.export.artifact import build_artifact
+from sbts.runtime.artifact import artifact_bytes, load_artifact_bytes, network_tensors
+from sbts.runtime.streaming import CachedScoreStream, StepStream
 from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 from sbts.tasks.runs import last_step_function
@@ -536,10 +539,15 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
         self.fit(X)
         return float(metrics[scoring](labels, self.decision_scores_))
 
-    def stream(self, context=None) -> ScoreStream:
+    def stream(self, context=None) -> CachedScoreStream | ScoreStream:
         """Score observations one at a time: ``stream.update(x_t)`` equals ``decision_function`` on the whole
-        stream (with the same context)."""
+        stream (with the same context). A streamable model (``config_.streamable``) costs one step per
+        observation, in numpy with per-layer caches; another recomputes the window in torch."""
         self._check_fitted()
+        if self.config_.streamable:
+            document, tensors = build_artifact(self.model_, task=TASK, scaler=self.scaler_)
+            network = network_tensors(load_artifact_bytes(artifact_bytes(document, tensors), type(self).__name__))
+            return CachedScoreStream(StepStream(self.config_, network), self._scale, context)
         return ScoreStream(last_step_function(self.model_, self.device_), self.config_.max_len, self.n_features_in_,
                            self._scale, context)
 

@@ -160,9 +160,16 @@ def check_preset(task: type[Task], spec: dict[str, Any], where: str) -> None:
 
 
 def options_markdown(task: type[Task]) -> str:
-    """The task's options as a Markdown table (the README's, kept equal by a test)."""
+    """The task's options as a Markdown table (the README's, kept equal by a test; ``python -m
+    sbts.tasks.options`` prints every task's)."""
     rows = ["| option | estimator | default | what it is |", "|---|---|---|---|"]
     for option in task_options(task):
         default = option.decided or f"`{option.default}`"
         rows.append(f"| `{option.flag}` | `{option.estimator_parameter}` | {default} | {option.help} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    from sbts.registry import task_class, task_names
+
+    print("\n\n".join(f"### {name}\n\n{options_markdown(task_class(name))}" for name in task_names()))
