@@ -122,9 +122,6 @@ class ModelConfig:
             check_positive_int(getattr(self, name), name)
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
-            raise ConfigError(f"pos_encoding rope turns channel pairs: d_model / n_heads must be even, got "
-                              f"{self.d_model} / {self.n_heads}")
         _check_choice(self.linear, LINEAR_KINDS, "linear")
         _check_choice(self.attention, ATTENTION_MODES, "attention")
         _check_choice(self.norm, NORMS, "norm")

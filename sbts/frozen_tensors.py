@@ -102,17 +102,18 @@ def rotary_tables(length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin (length, head_dim // 2), float32, of the rotary angles: position t turns the channel pair
     (2i, 2i + 1) of every head by t * ROTARY_BASE ** (-2i / head_dim)."""
     position = np.arange(length, dtype=np.float64)[:, None]
-    angles = position * ROTARY_BASE ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = position * ROTARY_BASE ** (-2 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
 def rotate_pairs(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """Rotate the channel pairs of ``x`` (..., T, head_dim) by the angles of its T positions (cos and sin
     (T, head_dim // 2)): what RoPE does to queries and keys, so that their product depends only on the
-    distance between the two positions."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = even * cos - odd * sin
-    out[..., 1::2] = even * sin + odd * cos
+    distance between the two positions. An odd head's last channel has no pair and stays as it is."""
+    paired = 2 * cos.shape[-1]
+    even, odd = x[..., 0:paired:2], x[..., 1:paired:2]
+    out = x.copy()
+    out[..., 0:paired:2] = even * cos - odd * sin
+    out[..., 1:paired:2] = even * sin + odd * cos
     return out
 

@@ -312,7 +312,6 @@ BAD_CONFIGS = [
     dict(attention="sparse"),
     dict(attention="Full"),
     dict(norm="group"),
-    dict(pos_encoding="rope", d_model=6, n_heads=2),  # RoPE turns channel pairs: head_dim must be even
     dict(linear="binary"),
     dict(pos_encoding="rotary"),
     dict(d_model=0),

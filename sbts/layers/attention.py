@@ -71,8 +71,10 @@ class MultiHeadAttention(nn.Module):
         if start + t > self.rotary_cos.shape[0]:
             raise ValueError(f"sequence length {start + t} exceeds the model's max_len {self.rotary_cos.shape[0]}")
         cos, sin = self.rotary_cos[start:start + t], self.rotary_sin[start:start + t]
-        even, odd = x[..., 0::2], x[..., 1::2]
-        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+        paired = 2 * cos.shape[-1]  # an odd head's last channel has no pair and stays as it is
+        even, odd = x[..., 0:paired:2], x[..., 1:paired:2]
+        turned = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+        return torch.cat([turned, x[..., paired:]], dim=-1)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 last_row_only: bool = False) -> torch.Tensor:

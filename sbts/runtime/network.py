@@ -153,9 +153,10 @@ class Network:
         return self.linear(f"{name}.out_proj", mixed)
 
     def attend(self, name: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, key_padding: np.ndarray | None,
-               query_start: int) -> np.ndarray:
+               query_start: int | None) -> np.ndarray:
         """softmax(q k^T / sqrt(dh)) v per head; q (B, Tq, d) at steps query_start.., k and v (B, Tk, d) at steps
-        0..; padded keys get weight 0. Under RoPE the queries and keys are first turned by their steps."""
+        0..; padded keys get weight 0. Under RoPE the queries and keys are first turned by their steps
+        (``query_start=None``: they come turned already)."""
         batch, query_rows, d_model = q.shape
         key_rows = k.shape[1]
         n_heads = self.config.n_heads
@@ -165,7 +166,7 @@ class Network:
             return z.reshape(batch, z.shape[1], n_heads, head_dim).transpose(0, 2, 1, 3)
 
         q_heads, k_heads = split(q), split(k)
-        if self.rotary:
+        if self.rotary and query_start is not None:
             q_heads = rotate_pairs(q_heads, self.rotary_cos[query_start:query_start + query_rows],
                                    self.rotary_sin[query_start:query_start + query_rows])
             k_heads = rotate_pairs(k_heads, self.rotary_cos[:key_rows], self.rotary_sin[:key_rows])

@@ -25,6 +25,7 @@ import numpy as np
 from sbts.config import ModelConfig
 from sbts.data.windows import check_series
 from sbts.errors import ConfigError
+from sbts.frozen_tensors import ROTARY_BASE, rotate_pairs
 from sbts.runtime.network import MacCounter, Network
 
 FLOAT_BYTES = 4
@@ -37,29 +38,48 @@ def check_streamable(config: ModelConfig, what: str = "this model") -> None:
 
 
 class StepStream:
-    """The network's per-layer caches and its two streams; ``query`` then ``push`` per observation."""
+    """The network's per-layer caches and its two streams; ``query`` then ``push`` per observation.
+
+    The cache of each layer is a double ring buffer (every row written at ``i`` and ``i + size``), so the
+    window of the last ``size`` rows is always one contiguous view, never a copy. Under RoPE the cached keys
+    are turned once, by their absolute step in the stream, and each query by its own: their products depend
+    only on the distance, as in the window."""
 
     def __init__(self, config: ModelConfig, tensors: Mapping[str, np.ndarray], counter: MacCounter | None = None):
         check_streamable(config)
         self.config = config
         self.net = Network(config, tensors, counter if counter is not None else MacCounter())
         self.size = config.max_len - 1  # the past steps a query reads
-        shape = (config.n_layers, self.size, config.d_model)
+        self.head_dim = config.d_model // config.n_heads
+        shape = (config.n_layers, 2 * self.size, config.d_model)
         self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         self.reset()
 
     @property
     def cache_bytes(self) -> int:
-        return (self.keys.size + self.values.size) * FLOAT_BYTES
+        return (self.keys.size + self.values.size) // 2 * FLOAT_BYTES  # the second copy only mirrors the first
+
+    @property
+    def empty(self) -> bool:
+        return self.step == 0
 
     def reset(self) -> None:
         """Forget every step seen (the next one starts a new stream)."""
-        self.count = 0  # rows in the buffer (at most size)
-        self.oldest = 0  # buffer index of the oldest row once the buffer is full
-        self.earliest: tuple[np.ndarray, np.ndarray] | None = None  # stands in for missing history
+        self.step = 0  # absolute step of the next row pushed
+
+    def _turn(self, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """RoPE of (n, d_model) rows at absolute ``steps`` (identity without rotary positions)."""
+        if not self.net.rotary:
+            return x
+        frequencies = ROTARY_BASE ** (-2 * np.arange(self.head_dim // 2, dtype=np.float64) / self.head_dim)
+        angles = steps.astype(np.float64)[:, None] * frequencies
+        heads = x.reshape(len(x), self.config.n_heads, self.head_dim)
+        turned = rotate_pairs(heads, np.cos(angles).astype(np.float32)[:, None], np.sin(angles).astype(np.float32)[:, None])
+        return turned.reshape(x.shape)
 
     def past_states(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keys and values (n, n_layers, d_model) of prepared rows (n, in_channels) in the past stream."""
+        """Keys and values (n, n_layers, d_model) of prepared rows (n, in_channels) in the past stream (keys not
+        yet turned)."""
         net, config = self.net, self.config
         h = net.linear("embedding", rows[None].astype(np.float32)) * np.float32(math.sqrt(config.d_model))
         keys, values = [], []
@@ -74,44 +94,43 @@ class StepStream:
             h = net.norm(f"{name}.norm2", h + net.linear(f"{name}.ff2", hidden), None)
         return np.stack(keys, axis=1), np.stack(values, axis=1)
 
-    def push(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Append past states (n, n_layers, d_model), oldest first; the buffer keeps the last ``size``."""
-        for key, value in zip(keys, values):
-            if self.earliest is None:
-                self.earliest = (key, value)
-            if not self.size:
-                continue
-            slot = self.count if self.count < self.size else self.oldest
-            self.keys[:, slot], self.values[:, slot] = key, value
-            if self.count < self.size:
-                self.count += 1
-            else:
-                self.oldest = (self.oldest + 1) % self.size
+    def fill(self, key: np.ndarray, value: np.ndarray) -> None:
+        """Start an empty stream's window with copies of one past state (1, n_layers, d_model): the earliest
+        row stands in for the history before it, as in ``history_for``."""
+        self._write(np.repeat(key, self.size, 0), np.repeat(value, self.size, 0))
 
-    def _window(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """The cached keys and values of one layer in time order (size, d), the earliest repeated in front
-        while fewer than ``size`` steps were seen."""
-        order = (self.oldest + np.arange(self.count)) % self.size if self.count else np.arange(0)
-        keys, values = self.keys[layer, order], self.values[layer, order]
-        missing = self.size - self.count
-        if missing:
-            keys = np.concatenate([np.repeat(self.earliest[0][layer][None], missing, 0), keys])
-            values = np.concatenate([np.repeat(self.earliest[1][layer][None], missing, 0), values])
-        return keys, values
+    def push(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Append past states (n, n_layers, d_model), oldest first (the first row of a stream fills the window)."""
+        if self.empty and len(keys):
+            self.fill(keys[:1], values[:1])
+        self._write(keys, values)
+
+    def _write(self, keys: np.ndarray, values: np.ndarray) -> None:
+        steps = self.step + np.arange(len(keys))
+        for layer in range(self.config.n_layers):
+            turned = self._turn(keys[:, layer], steps)
+            for offset, step in enumerate(steps):
+                slot = int(step) % self.size if self.size else 0
+                if self.size:
+                    self.keys[layer, slot] = self.keys[layer, slot + self.size] = turned[offset]
+                    self.values[layer, slot] = self.values[layer, slot + self.size] = values[offset, layer]
+        self.step += len(keys)
 
     def query(self, row: np.ndarray) -> np.ndarray:
         """The network's output (out_dim,) at the last step of the window made of the cached steps and ``row``
-        (its prepared input). Needs at least one step seen (pushed) or stood in."""
+        (its prepared input), the step after the last one pushed."""
         net, config = self.net, self.config
+        start = self.step % self.size if self.size else 0  # the oldest cached row's slot
+        here = np.array([self.step])
         g = net.linear("embedding", row[None, None].astype(np.float32)) * np.float32(math.sqrt(config.d_model))
         for i in range(config.n_layers):
             name = f"layers.{i}"
-            keys, values = self._window(i)
-            q = net.linear(f"{name}.attention.q_proj", g)
+            keys, values = self.keys[i, start:start + self.size], self.values[i, start:start + self.size]
+            q = self._turn(net.linear(f"{name}.attention.q_proj", g)[0], here)[None]
             if config.step_t_self:  # the last step also attends to itself: its own key and value
-                keys = np.concatenate([keys, net.linear(f"{name}.attention.k_proj", g)[0]])
+                keys = np.concatenate([keys, self._turn(net.linear(f"{name}.attention.k_proj", g)[0], here)])
                 values = np.concatenate([values, net.linear(f"{name}.attention.v_proj", g)[0]])
-            mixed = net.attend(f"{name}.attention", q, keys[None], values[None], None, self.size)
+            mixed = net.attend(f"{name}.attention", q, keys[None], values[None], None, None)
             g = net.norm(f"{name}.norm1", g + net.linear(f"{name}.attention.out_proj", mixed), None)
             hidden = np.maximum(net.linear(f"{name}.ff1", g), 0)
             g = net.norm(f"{name}.norm2", g + net.linear(f"{name}.ff2", hidden), None)
@@ -142,8 +161,8 @@ class CachedScoreStream:
         row = self.scale(check_series(np.reshape(observation, (1, -1)), self.n_channels,
                                       f"observation {self.steps}"))[0]
         keys, values = self.stream.past_states(row[None])
-        if self.stream.earliest is None:  # no history at all: the observation stands in for it
-            self.stream.earliest = (keys[0], values[0])
+        if self.stream.empty:  # no history at all: the observation stands in for it
+            self.stream.fill(keys, values)
         reconstruction = self.stream.query(row).astype(np.float64)
         self.stream.push(keys, values)
         self.steps += 1
