@@ -7,7 +7,7 @@ inference path) does not pull in torch or the training stack.
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "ModelConfig": "sbts.config",

@@ -22,6 +22,8 @@ from sbts.errors import ConfigError
 LINEAR_KINDS = ("sparse_binary", "dense")
 ATTENTION_MODES = ("full", "step_t", "qkv_mask")
 NORMS = ("batch", "layer_time", "layer", "none")  # layer: LayerNorm over the features of each step
+DEFAULT_DENSITY = 0.5  # the kept fraction of a sparse-binary model when none is given
+DEFAULT_MODEL = "sbt"  # the registered model (sbts.models.registry) a run trains when none is named
 POS_ENCODINGS = ("sinusoidal", "learnable", "rope", "none")  # rope: rotary, relative to the query
 
 
@@ -36,7 +38,7 @@ def check_density(value: Any, name: str = "density", of: str = "weights") -> flo
     return density
 
 
-def resolve_density(density: Any = None, sparsity: Any = None, default: float = 0.5) -> float:
+def resolve_density(density: Any = None, sparsity: Any = None, default: float = DEFAULT_DENSITY) -> float:
     """Accept either name; both given must agree (sparsity = 1 - density)."""
     if sparsity is not None:
         try:
@@ -50,6 +52,11 @@ def resolve_density(density: Any = None, sparsity: Any = None, default: float = 
             raise ConfigError(f"density={density!r} and sparsity={sparsity!r} disagree (sparsity = 1 - density)")
         return check_density(from_sparsity)
     return check_density(default if density is None else density)
+
+
+def needs_fixed_length(attention: str, norm: str) -> bool:
+    """Whether an attention mode and a norm take windows of exactly one length (no padding)."""
+    return attention == "step_t" or norm == "layer_time"
 
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
@@ -94,12 +101,12 @@ class ModelConfig:
 
     in_channels: int
     out_dim: int
-    max_len: int = field(metadata={"help": "steps per window (a classifier: the longest series it takes)"})
+    max_len: int = field(metadata={"help": "steps per window (the model's max_len)"})
     d_model: int = field(default=64, metadata={"help": "width of the encoder"})
     n_heads: int = field(default=2, metadata={"help": "attention heads (must divide d_model)"})
     n_layers: int = field(default=2, metadata={"help": "encoder layers"})
     d_ff: int = field(default=256, metadata={"help": "width of the feed-forward block"})
-    linear: str = field(default="sparse_binary", metadata={"help": "kind of every linear layer", "choices": LINEAR_KINDS})
+    linear: str = "sparse_binary"  # set by the model name (sbts.models.registry), not an option of its own
     density: float | None = field(default=None, metadata={
         "help": "fraction of weights kept, in (0, 1] (--sparsity = 1 - density); sparse-binary models only"})
     attention: str = field(default="full", metadata={"help": "attention mode", "choices": ATTENTION_MODES})
@@ -115,7 +122,7 @@ class ModelConfig:
     attention_bias: bool = field(default=True, metadata={"help": "biases on the Q/K/V and output projections"})
     linear_bias: bool = field(default=False, metadata={
         "help": "biases on the embedding, feed-forward and head linears (the paper's dense models have them)"})
-    seed: int = field(default=0, metadata={"help": "seed of the random weights, split and shuffling"})
+    seed: int = 0  # of the frozen random weights, scores and masks (set with TrainConfig.seed by the seed option)
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_dim", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -127,7 +134,7 @@ class ModelConfig:
         _check_choice(self.norm, NORMS, "norm")
         _check_choice(self.pos_encoding, POS_ENCODINGS, "pos_encoding")
         if self.density is None:
-            self.density = 1.0 if self.linear == "dense" else 0.5
+            self.density = 1.0 if self.linear == "dense" else DEFAULT_DENSITY
         self.density = check_density(self.density)
         if self.linear == "dense" and self.density != 1.0:
             raise ConfigError(f"density={self.density:g} needs sparse_binary linears; a dense model keeps every "
@@ -167,7 +174,7 @@ class ModelConfig:
     @property
     def needs_fixed_length(self) -> bool:
         """Step-T attention and LayerNorm over time take windows of exactly ``max_len`` steps (no padding)."""
-        return self.attention == "step_t" or self.norm == "layer_time"
+        return needs_fixed_length(self.attention, self.norm)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -195,7 +202,7 @@ class TrainConfig:
         "help": "x0.75 learning rate per epoch after more than 2 epochs without validation improvement"})
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of the training data held out for validation"})
     stride: int = field(default=1, metadata={"help": "steps between training windows"})
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "seed of the random weights, the split and the shuffling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
@@ -235,7 +242,7 @@ class RunConfig:
     data: str
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
-    model_name: str = "sbt"
+    model_name: str = DEFAULT_MODEL
     task_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,7 +269,7 @@ class RunConfig:
         return cls(
             task=str(data["task"]),
             data=str(data["data"]),
-            model_name=str(data.get("model_name", "sbt")),
+            model_name=str(data.get("model_name", DEFAULT_MODEL)),
             model=ModelConfig.from_dict(data["model"], f"{where}: model"),
             train=TrainConfig.from_dict(data.get("train", {}), f"{where}: train"),
             task_options=_mapping(data.get("task_options", {}), f"{where}: task_options"),

@@ -4,6 +4,7 @@ the README derive from; the CLI and the estimator resolve the same inputs to the
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import subprocess
 import sys
@@ -74,7 +75,9 @@ def test_cli_and_estimator_resolve_the_same_configuration(task, given):
 
 @pytest.mark.parametrize("task", PAPER_TASKS)
 def test_estimator_parameters_are_the_option_table(task):
-    options = task_class(task).options()
+    options = estimator_class(task).parameter_options()
+    assert {o.name for o in task_class(task).options()} - {o.name for o in options} == set(
+        estimator_class(task).excluded_options)
     signature = inspect.signature(estimator_class(task))
     expected = {o.estimator_parameter: o.default for o in options} | {"verbose": False}
     assert {name: p.default for name, p in signature.parameters.items()} == expected
@@ -90,9 +93,10 @@ def test_train_help_lists_only_the_task_options_with_help_and_default(task, caps
     flags = set(re.findall(r"(--[a-z][a-z0-9-]+)", text))
     table = {o.flag for o in task_class(task).options()}
     assert table <= flags
+    assert text.count("(default:") >= len(table)
+    table |= {alias for aliases in task_class(task).cli_aliases.values() for alias in aliases}
     others = {o.flag for name in PAPER_TASKS if name != task for o in task_class(name).options()} - table
     assert not flags & others, flags & others
-    assert text.count("(default:") >= len(table)
 
 
 @pytest.mark.parametrize("task,flag,owner", [("forecasting", "--threshold", "anomaly"),
@@ -121,11 +125,16 @@ def test_version(capsys):
 
 
 def test_a_closed_pipe_is_not_a_traceback():
-    """``sbts ... | head`` stops quietly: the reader went away."""
+    """``sbts ... | head`` stops quietly: the reader went away (here before the first line)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
     config = ROOT / "sbts" / "configs" / "paper" / "anomaly_SMD_sbt.yaml"
-    proc = subprocess.run(f"{sys.executable} -m sbts summary --config {config} | head -1", shell=True,
-                          capture_output=True, text=True)
-    assert proc.stdout.startswith("accounting:")
+    proc = subprocess.run([sys.executable, "-m", "sbts", "summary", "--config", str(config)], stdout=write_end,
+                          stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
@@ -141,18 +150,66 @@ def test_presets_use_only_their_task_options(preset):
 def test_a_config_file_with_another_task_option_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  val_fraction: 0.2\n")
-    with pytest.raises(ConfigError, match=r"train\.val_fraction is not a forecasting option"):
+    with pytest.raises(ConfigError, match=r"c.yaml: train\.val_fraction is not an option of forecasting"):
         build_run_spec("forecasting", data="x", model_name=None, config_file=str(config), model_overrides={},
-                       train_overrides={}, check_file=lambda s, where: check_preset(task_class("forecasting"), s,
-                                                                                     where))
+                       train_overrides={})
+    config.write_text("model_name: dense\nmodel:\n  linear: sparse_binary\n")
+    with pytest.raises(ConfigError, match="model.linear is 'sparse_binary', but model 'dense' has dense linears"):
+        cli_config("forecasting", ["--config", str(config)], source_for("forecasting"))
+
+
+@pytest.mark.parametrize("flags,files,density", [
+    (["--sparsity", "0.75"], {}, 0.25),  # over the preset's density
+    (["--density", "0.1"], {"model": {"sparsity": 0.2}}, 0.1),  # over a config file's sparsity
+    (["--sparsity", "0.9"], {"model": {"density": 0.5}}, 0.1),
+    ([], {"model": {"sparsity": 0.6}}, 0.4),  # a config file's sparsity over the preset's density
+])
+def test_density_and_sparsity_from_any_layer_replace_each_other(tmp_path, flags, files, density):
+    """JapaneseVowels has a paper preset (density 0.5); the two names of one setting never contradict."""
+    import yaml
+
+    if files:
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(files))
+        flags = [*flags, "--config", str(tmp_path / "c.yaml")]
+    args = build_parser().parse_args(["train", "classification", "--data", "UEA/JapaneseVowels", "--out", "r", *flags])
+    _, spec = train_spec(args)
+    labels = [str(i) for i in range(9)]
+    source = DataSource("UEA/JapaneseVowels", ClassificationSource([np.zeros((12, 29))] * 9, labels, labels))
+    assert task_class("classification")().run_config(spec, source).model.density == pytest.approx(density)
+
+
+def test_a_run_config_json_is_a_valid_config_file(synthetic_ts, tmp_path):
+    """A run's own config.json (which lists the linear kind and the inert settings of its task) trains again."""
+    out = tmp_path / "first"
+    assert main(["train", "classification", "--data", str(synthetic_ts), "--out", str(out), "--epochs", "1",
+                 "--d-model", "8", "--d-ff", "16", "--device", "cpu", "--quiet"]) == 0
+    again = tmp_path / "again"
+    assert main(["train", "classification", "--config", str(out / "config.json"), "--out", str(again),
+                 "--quiet"]) == 0
+    first_config, again_config = (json.loads((d / "config.json").read_text()) for d in (out, again))
+    assert first_config == again_config
 
 
 @pytest.mark.parametrize("task", PAPER_TASKS)
 def test_readme_states_each_task_defaults_from_the_table(task):
     readme = (ROOT / "README.md").read_text()
-    assert options_markdown(task_class(task)) in readme, f"README: the {task} table is stale (python -m sbts.tasks.options)"
+    stale = f"README: the {task} table is stale (python -m sbts.tasks.options prints it)"
+    assert options_markdown(task_class(task)) in readme, stale
 
 
 def test_every_registered_task_has_a_runtime_and_an_options_table():
     for name in task_names():
         assert task_class(name).name == name and task_class(name).options()
+
+
+SNAPSHOT = ROOT / "tests" / "snapshots" / "resolved_configs.json"
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_the_defaults_of_a_run_without_a_preset_are_pinned(task):
+    """What ``sbts train TASK`` and its estimator resolve to when nothing is given: a change of any default shows
+    here (regenerate the snapshot only on purpose, and say so in the README)."""
+    resolved = {name: cli_config(name, [], source_for(name)).to_dict() for name in PAPER_TASKS}
+    if not SNAPSHOT.exists():  # first run: write it (and commit it)
+        SNAPSHOT.write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+    assert json.loads(SNAPSHOT.read_text())[task] == json.loads(json.dumps(resolved[task]))

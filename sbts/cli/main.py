@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from sbts import __version__
 from sbts.errors import ConfigError, SBTSError, one_line
-from sbts.registry import plot_function, task_class, task_names
+from sbts.registry import entry, plot_function, task_class, task_names
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -43,7 +43,7 @@ def _float_list(option, text: str) -> list[float]:
         raise ConfigError(f"{option.flag} must be comma-separated numbers (e.g. 0.7,0.1,0.2); got {text!r}") from None
 
 
-def _add_option(parser: argparse.ArgumentParser, option) -> None:
+def _add_option(parser: argparse.ArgumentParser, option, aliases: tuple[str, ...] = ()) -> None:
     help_text = f"{option.help} (default: {option.default_text})".replace("%", "%%")  # argparse formats help with %
     kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": help_text}
     if option.type is bool:
@@ -54,7 +54,7 @@ def _add_option(parser: argparse.ArgumentParser, option) -> None:
         kwargs["type"] = option.type
         if option.choices:
             kwargs["choices"] = option.choices
-    parser.add_argument(option.flag, **kwargs)
+    parser.add_argument(option.flag, *aliases, **kwargs)
 
 
 def _add_train_parser(subparsers, with_tasks: bool) -> None:
@@ -64,8 +64,8 @@ def _add_train_parser(subparsers, with_tasks: bool) -> None:
     tasks = train.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK")
     for name in task_names():
         task = task_class(name)
-        parser = tasks.add_parser(name, help=f"{task.data_help.split(',')[0]}...",
-                                  description=f"Train a {name} model. Options left out take the paper preset of the "
+        parser = tasks.add_parser(name, help=entry(name).description,
+                                  description=f"Train a model for the task {name}. Options left out take the paper preset of the "
                                               "dataset (sbts/configs/paper) when there is one, else the defaults "
                                               "shown; --config files and flags override them.")
         parser.add_argument("--data", help=task.data_help)
@@ -76,7 +76,7 @@ def _add_train_parser(subparsers, with_tasks: bool) -> None:
         parser.add_argument("--sparsity", type=float, help="fraction of weights pruned (= 1 - density; instead of "
                                                            "--density)")
         for option in task.options():
-            _add_option(parser, option)
+            _add_option(parser, option, task.cli_aliases.get(option.name, ()))
 
 
 def _refuse_foreign_flags(args: argparse.Namespace, extra: list[str]) -> None:
@@ -93,7 +93,8 @@ def _refuse_foreign_flags(args: argparse.Namespace, extra: list[str]) -> None:
 def train_spec(args: argparse.Namespace):
     """The task and the run specification that ``sbts train`` builds from its arguments (nothing trained)."""
     from sbts.tasks import get_task
-    from sbts.tasks.options import TRAIN_SECTION, check_preset, spec_from_options
+    from sbts.config import resolve_density
+    from sbts.tasks.options import TRAIN_SECTION, spec_from_options
     from sbts.tasks.runs import RESUMABLE_TRAIN_FIELDS, build_run_spec
 
     task = get_task(args.task)
@@ -103,7 +104,7 @@ def train_spec(args: argparse.Namespace):
     if args.sparsity is not None:
         if args.density is not None:
             raise ConfigError("give --density or --sparsity, not both (sparsity = 1 - density)")
-        spec["model"]["sparsity"] = args.sparsity
+        spec["model"]["density"] = resolve_density(None, args.sparsity)
     if args.resume:
         fixed = [f"--{name}" for name in RUN_FLAGS if getattr(args, name) is not None]
         fixed += [o.flag for o in given if o.section != TRAIN_SECTION or o.key not in RESUMABLE_TRAIN_FIELDS]
@@ -114,8 +115,7 @@ def train_spec(args: argparse.Namespace):
         return task, spec
     return task, build_run_spec(task.name, data=args.data, model_name=spec.get("model_name"), config_file=args.config,
                                 model_overrides=spec["model"], train_overrides=spec["train"],
-                                task_overrides=spec["task_options"],
-                                check_file=lambda settings, where: check_preset(type(task), settings, where))
+                                task_overrides=spec["task_options"])
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -190,7 +190,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # Only the torch-free runtime and the data readers: predicting must not import torch.
     from sbts.runtime import load
 
-    load(args.model).predict_file(args.input, args.output, context=args.context, proba=args.proba)
+    model = load(args.model)
+    if args.stream:
+        if not hasattr(model, "stream_file"):
+            raise ConfigError(f"{args.model}: --stream applies to anomaly detectors and forecasters, not {model.task}")
+        if args.proba:
+            raise ConfigError("--proba applies to classifiers")
+        model.stream_file(args.input, args.output, context=args.context, on_bad_row=args.on_bad_row)
+        return 0
+    model.predict_file(args.input, args.output, context=args.context, proba=args.proba)
     return 0
 
 
@@ -264,6 +272,11 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
                                            "its first window - 1 steps")
     predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     predict.add_argument("--proba", action="store_true", help="classifier: add one probability column per class")
+    predict.add_argument("--stream", action="store_true",
+                         help="detector or forecaster: read rows as they arrive (--input - for standard input) and "
+                              "write one line per row at once: its score, or the forecast of the next step")
+    predict.add_argument("--on-bad-row", choices=["fail", "skip"], default="fail",
+                         help="--stream: a malformed row ends the stream (fail) or is reported and skipped")
 
     plot = subparsers.add_parser("plot", help="an anomaly run's test scores against its threshold, anomalies shaded, "
                                               "or a forecasting run's forecasts against the truth (needs matplotlib: "

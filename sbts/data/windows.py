@@ -72,8 +72,10 @@ def check_series(series: np.ndarray, n_channels: int | None, where: str, allow_e
         raise DataError(f"{where}: expected shape (n_steps, {expected}), got {array.shape}; Reshape your data: one "
                         "step is x[None], a univariate series x[:, None]")
     if n_channels is not None and array.shape[1] != n_channels:
-        raise DataError(f"{where}: X has {array.shape[1]} features, but {owner} is expecting {n_channels} features "
-                        f"as input (expected shape (n_steps, {n_channels}), got {array.shape})")
+        # An estimator's message in scikit-learn's words; a file's (the runtime, the CLI) in the file's.
+        wording = (f"X has {array.shape[1]} features, but {owner} is expecting {n_channels} features as input; "
+                   if owner != "the model" else "")
+        raise DataError(f"{where}: {wording}expected shape (n_steps, {n_channels}), got {array.shape}")
     if not array.shape[1]:
         raise DataError(f"{where}: 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
     if not allow_empty and not len(array):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from sbts.data.windows import history_for, windows_ending_at_every_step
+from sbts.data.windows import check_series, history_for, windows_ending_at_every_step
 from sbts.errors import ConfigError, DataError
 
 TARGETS = ("value", "change")
@@ -110,6 +110,37 @@ def forecast_every_step(forward_last: ForwardLast, scaled: np.ndarray, window: i
         chunk = np.array(views[start:start + batch_size], dtype=np.float32)
         forecasts[start:start + len(chunk)] = forecast_windows(forward_last, chunk, formulation)
     return forecasts
+
+
+class WindowForecastStream:
+    """One-step-ahead forecasts one observation at a time by recomputing the window (any model):
+    ``update(x_t)`` gives the forecast of step t + 1 in the data's units, as ``forecast_next`` on the stream so
+    far. ``scale`` / ``unscale`` map raw rows (n, D) to the model's scaled rows and back."""
+
+    def __init__(self, forward_last: ForwardLast, window: int, n_channels: int, formulation: Formulation,
+                 scale: Callable[[np.ndarray], np.ndarray], unscale: Callable[[np.ndarray], np.ndarray],
+                 context: np.ndarray | None = None):
+        self.forward_last, self.window, self.n_channels = forward_last, window, n_channels
+        self.formulation = formulation
+        self.scale, self.unscale, self.context = scale, unscale, context
+        self.reset()
+
+    def reset(self) -> None:
+        """Start again from the context given at creation (or none)."""
+        self.recent = (np.empty((0, self.n_channels), np.float32) if self.context is None or not len(self.context)
+                       else self.scale(check_series(self.context, self.n_channels, "context"))[-(self.window - 1):])
+        self.steps = 0
+
+    def update(self, observation: np.ndarray) -> np.ndarray:
+        """The forecast (n_channels,) of the step after this observation; a bad one changes nothing."""
+        row = self.scale(check_series(np.reshape(observation, (1, -1)), self.n_channels, f"observation {self.steps}"))
+        self.recent = np.concatenate([self.recent, row])[-(self.window - 1):]
+        self.steps += 1
+        return self.unscale(forecast_next(self.forward_last, self.recent, self.window, self.formulation)[None])[0]
+
+    def update_many(self, observations: np.ndarray) -> np.ndarray:
+        """Forecasts (n, n_channels): row i is the forecast of the step after observation i."""
+        return np.array([self.update(row) for row in check_series(observations, self.n_channels, "observations")])
 
 
 def forecast_next(forward_last: ForwardLast, scaled_history: np.ndarray, window: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from sbts.config import ModelConfig, resolve_density
+from sbts.config import DEFAULT_DENSITY, ModelConfig, resolve_density
 from sbts.errors import ConfigError
 from sbts.models.transformer import TimeSeriesTransformer
 
@@ -61,7 +61,7 @@ def _with(name: str, kwargs: dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_dict({**defaults, **kwargs})
 
 
-@register_model("sbt", {"linear": "sparse_binary", "pos_encoding": "sinusoidal", "density": 0.5})
+@register_model("sbt", {"linear": "sparse_binary", "pos_encoding": "sinusoidal", "density": DEFAULT_DENSITY})
 def sbt(**kwargs: Any) -> ModelConfig:
     """Sparse Binary Transformer: Biprop linears, fixed sinusoidal positions (paper-spec §1.2, §2)."""
     return _with("sbt", kwargs)

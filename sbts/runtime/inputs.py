@@ -65,3 +65,63 @@ def write_rows(header: list[str], rows, output: str | Path | None) -> None:
         sys.stdout.write(text)
     else:
         atomic_write_bytes(output, text.encode())
+
+
+BAD_ROW_ACTIONS = ("fail", "skip")
+
+
+def stream_rows(path: str, n_channels: int, columns: list[str] | None, on_bad_row: str = "fail"):
+    """(line number, row) for each data line of a csv or whitespace file, or of standard input (``-``), as it
+    arrives (``tail -f log.csv | sbts predict m.sbts --stream --input -``). A first line that is not numbers is
+    a header: its names must be ``columns`` when the model has names (a leading date column is skipped). A
+    malformed row is reported on stderr with its line and skipped, or ends the stream (``on_bad_row``)."""
+    if on_bad_row not in BAD_ROW_ACTIONS:
+        raise DataError(f"on_bad_row must be one of {', '.join(BAD_ROW_ACTIONS)}, got {on_bad_row!r}")
+    where = "standard input" if path == "-" else str(path)
+    try:
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    skip_first = False
+    with handle if path != "-" else _NoClose(handle):
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            fields = [f.strip() for f in (text.split(",") if "," in text else text.split())]
+            if skip_first:
+                fields = fields[1:]
+            try:
+                row = np.array([float(f) for f in fields], dtype=np.float64)
+            except ValueError:
+                if number == 1:  # a header
+                    skip_first = len(fields) == n_channels + 1
+                    names = fields[1:] if skip_first else fields
+                    if columns is not None and names != columns:
+                        raise DataError(f"{where}: line 1: columns {','.join(names)} are not the model's variables "
+                                        f"{','.join(columns)} (in that order)") from None
+                    continue
+                row = None
+            problem = ("not numbers" if row is None else f"{len(row)} values, the model takes {n_channels}"
+                       if len(row) != n_channels else "a non-finite value" if not np.isfinite(row).all() else None)
+            if problem is not None:
+                message = f"{where}: line {number}: bad row ({problem})"
+                if on_bad_row == "fail":
+                    raise DataError(message)
+                print(f"sbts: warning: {message}; skipped", file=sys.stderr, flush=True)
+                continue
+            yield number, row
+
+
+class _NoClose:
+    """Standard input in a ``with`` block, left open."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self.handle
+
+    def __exit__(self, *exc) -> None:
+        return None
+

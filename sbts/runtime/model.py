@@ -18,12 +18,12 @@ from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.windows import check_series
 from sbts.errors import ArtifactError, ConfigError, DataError, SBTSError
 from sbts.heads.anomaly import ScoreStream, score_series
-from sbts.heads.forecasting import Formulation, forecast_every_step, forecast_next
+from sbts.heads.forecasting import Formulation, WindowForecastStream, forecast_every_step, forecast_next
 from sbts.registry import entry, runtime_class
 from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
-from sbts.runtime.inputs import read_cases, read_series, write_rows
+from sbts.runtime.inputs import read_cases, read_series, stream_rows, write_rows
 from sbts.runtime.network import MacCounter, forward
-from sbts.runtime.streaming import CachedScoreStream, StepStream
+from sbts.runtime.streaming import CachedForecastStream, CachedScoreStream, StepStream
 
 BATCH = 256  # cases per forward call: bounds memory on long inputs
 
@@ -64,7 +64,7 @@ class RuntimeModel:
         return forward(self.config, self.tensors, x, padding_mask, last_step_only=last_step_only, counter=counter)
 
     def prepare(self, series: Sequence[np.ndarray], where: str = "input") -> tuple[np.ndarray, np.ndarray]:
-        """Raw cases (n_channels, length_i) -> scaled, padded x (n, max_len, channels) and padding mask."""
+        """Raw cases (n_channels, length_i) -> scaled x (n, longest case, channels), padded, and the padding mask."""
         series = list(series)
         if not series:
             raise DataError(f"{where}: no cases to predict")
@@ -180,6 +180,33 @@ class SeriesRuntime(RuntimeModel):
         """The variables' names, when the model knows them."""
         return None
 
+    @property
+    def streamable(self) -> bool:
+        """A stream costs one step per observation (else it recomputes the window); ``config.streaming_problem``
+        says why not."""
+        return self.config.streamable
+
+    def stream_file(self, input_path: str, output: str | None, *, context: str | None = None,
+                    on_bad_row: str = "fail") -> None:
+        """``sbts predict --stream``: one output line per input row as it arrives, flushed at once."""
+        stream = self.stream(None if context is None else read_series(context, self.columns))
+        if not self.streamable:
+            print(f"sbts: note: this model recomputes its window for every row ({self.not_streamable_because})",
+                  file=sys.stderr, flush=True)
+        target = sys.stdout if output is None else open(output, "w", encoding="utf-8")
+        try:
+            print(",".join(self.stream_header), file=target, flush=True)
+            for step, (_, row) in enumerate(stream_rows(input_path, self.config.in_channels, self.columns,
+                                                        on_bad_row)):
+                print(",".join(self.stream_line(step, stream.update(row))), file=target, flush=True)
+        finally:
+            if output is not None:
+                target.close()
+
+    @property
+    def not_streamable_because(self) -> str:
+        return self.config.streaming_problem or ""
+
     def _series_inputs(self, input_path: str, context: str | None, proba: bool):
         if proba:
             raise ConfigError("--proba applies to classifiers; detectors and forecasters write one row per step")
@@ -225,9 +252,16 @@ class AnomalyRuntime(SeriesRuntime):
     def stream(self, context: np.ndarray | None = None) -> CachedScoreStream | ScoreStream:
         """Score observations one at a time (``update(x_t)``), the same numbers as ``decision_function``: at the
         cost of one step with per-layer caches for a streamable model (``config.streamable``), else of a window."""
-        if self.config.streamable:
+        if self.streamable:
             return CachedScoreStream(StepStream(self.config, self.tensors), self._scale, context)
         return ScoreStream(self.last_step, self.window, self.config.in_channels, self._scale, context)
+
+    @property
+    def stream_header(self) -> list[str]:
+        return ["step", "score"] + (["predicted"] if self.threshold is not None else [])
+
+    def stream_line(self, step: int, score: float) -> list[str]:
+        return [str(step), f"{score:.9g}"] + ([str(int(score > self.threshold))] if self.threshold is not None else [])
 
     def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
         """One CSV row per step of the series: step, score and, when the model has a threshold, predicted (0/1)."""
@@ -277,6 +311,31 @@ class ForecastRuntime(SeriesRuntime):
         before = None if context is None else self._scale(check_series(context, self.config.in_channels,
                                                                        context_where, allow_empty=True))
         return self._unscale(forecast_every_step(self.last_step, scaled, self.window, self.formulation, before))
+
+    @property
+    def streamable(self) -> bool:
+        return super().streamable and self.formulation.input_norm == "none"
+
+    @property
+    def not_streamable_because(self) -> str:
+        return super().not_streamable_because or f"input_norm {self.formulation.input_norm} scales each window alone"
+
+    @property
+    def stream_header(self) -> list[str]:
+        return ["step"] + [f"{name}_next" for name in self.columns]
+
+    def stream_line(self, step: int, forecast: np.ndarray) -> list[str]:
+        """The forecast of the step after row ``step``."""
+        return [str(step)] + [f"{v:.9g}" for v in forecast]
+
+    def stream(self, context: np.ndarray | None = None) -> CachedForecastStream | WindowForecastStream:
+        """Forecast one observation at a time: ``update(x_t)`` is the forecast of step t + 1, the same numbers as
+        ``predict`` on the stream so far; one step per observation when ``streamable``."""
+        if self.streamable:
+            return CachedForecastStream(StepStream(self.config, self.tensors), self.formulation, self._scale,
+                                        self._unscale, context)
+        return WindowForecastStream(self.last_step, self.window, self.config.in_channels, self.formulation,
+                                    self._scale, self._unscale, context)
 
     def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
         """One CSV row per step of the series and one more: ``step`` and each variable's one-step-ahead forecast of

@@ -25,6 +25,7 @@ import numpy as np
 from sbts.config import ModelConfig
 from sbts.data.windows import check_series
 from sbts.errors import ConfigError
+from sbts.heads.forecasting import Formulation
 from sbts.frozen_tensors import ROTARY_BASE, rotate_pairs
 from sbts.runtime.network import MacCounter, Network
 
@@ -74,7 +75,8 @@ class StepStream:
         frequencies = ROTARY_BASE ** (-2 * np.arange(self.head_dim // 2, dtype=np.float64) / self.head_dim)
         angles = steps.astype(np.float64)[:, None] * frequencies
         heads = x.reshape(len(x), self.config.n_heads, self.head_dim)
-        turned = rotate_pairs(heads, np.cos(angles).astype(np.float32)[:, None], np.sin(angles).astype(np.float32)[:, None])
+        cos, sin = np.cos(angles).astype(np.float32)[:, None], np.sin(angles).astype(np.float32)[:, None]
+        turned = rotate_pairs(heads, cos, sin)
         return turned.reshape(x.shape)
 
     def past_states(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,4 +172,47 @@ class CachedScoreStream:
 
     def update_many(self, observations: np.ndarray) -> np.ndarray:
         """Scores of several new observations (n, n_channels), in order."""
+        return np.array([self.update(row) for row in check_series(observations, self.n_channels, "observations")])
+
+
+class CachedForecastStream:
+    """One-step-ahead forecasts one observation at a time with a ``StepStream``: ``update(x_t)`` gives the
+    forecast of step t + 1 in the data's units, equal to ``forecast_next`` on the stream so far (and context).
+
+    The window's last row, the step being forecast, is a zeroed slot (``sbts.heads.forecasting``), so each
+    observation is pushed to the past stream and the query row reads zeros. ``input_norm="window"`` scales every
+    window by its own steps, which a cache cannot reuse: refused."""
+
+    def __init__(self, stream: StepStream, formulation: Formulation, scale: Callable[[np.ndarray], np.ndarray],
+                 unscale: Callable[[np.ndarray], np.ndarray], context: np.ndarray | None = None):
+        if formulation.input_norm != "none":
+            raise ConfigError(f"input_norm {formulation.input_norm}: each window is scaled by its own steps, so this "
+                              "forecaster cannot stream one step at a time")
+        self.stream, self.formulation, self.scale, self.unscale = stream, formulation, scale, unscale
+        self.n_channels, self.context = stream.config.in_channels, context
+        self.reset()
+
+    def reset(self) -> None:
+        """Start again from the context given at creation (or none)."""
+        self.stream.reset()
+        self.steps = 0
+        self.last: np.ndarray | None = None  # the last scaled row: the base of a change forecast
+        if self.context is not None and len(self.context) and self.stream.size:
+            rows = self.scale(check_series(self.context, self.n_channels, "context"))[-self.stream.size:]
+            self.stream.push(*self.stream.past_states(rows))
+            self.last = rows[-1]
+
+    def update(self, observation: np.ndarray) -> np.ndarray:
+        """The forecast (n_channels,) of the step after this observation; a bad one changes nothing."""
+        row = self.scale(check_series(np.reshape(observation, (1, -1)), self.n_channels,
+                                      f"observation {self.steps}"))[0]
+        self.stream.push(*self.stream.past_states(row[None]))
+        self.last = row.astype(np.float32)
+        self.steps += 1
+        output = self.stream.query(np.zeros(self.n_channels, np.float32))
+        base = self.last if self.formulation.target == "change" else np.zeros_like(output)
+        return self.unscale((base + output)[None])[0]
+
+    def update_many(self, observations: np.ndarray) -> np.ndarray:
+        """Forecasts (n, n_channels): row i is the forecast of the step after observation i."""
         return np.array([self.update(row) for row in check_series(observations, self.n_channels, "observations")])

@@ -39,9 +39,7 @@ from sbts.heads.anomaly import ScoreStream, score_series
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
 from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
-from sbts.export.artifact import build_artifact
-from sbts.runtime.artifact import artifact_bytes, load_artifact_bytes, network_tensors
-from sbts.runtime.streaming import CachedScoreStream, StepStream
+from sbts.runtime.streaming import CachedScoreStream
 from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 from sbts.tasks.runs import last_step_function
@@ -364,7 +362,7 @@ class AnomalyTask(Task):
         n_channels = source.data.n_channels
         fields = self.channels_in_and_out(fields, n_channels)
         if fields.get("d_model") is None:
-            heads, width = fields.get("n_heads", 2), max(2 * n_channels, MIN_D_MODEL)
+            heads, width = fields["n_heads"], max(2 * n_channels, MIN_D_MODEL)
             fields["d_model"] = width + (-width % heads) if isinstance(heads, int) and heads > 0 else width
         return fields
 
@@ -455,6 +453,7 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
     """
 
     task_class = AnomalyTask
+    excluded_options = ("pa_k", "paper_anomaly_ratio")  # settings of the test report: fit has no test data
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -545,9 +544,7 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
         observation, in numpy with per-layer caches; another recomputes the window in torch."""
         self._check_fitted()
         if self.config_.streamable:
-            document, tensors = build_artifact(self.model_, task=TASK, scaler=self.scaler_)
-            network = network_tensors(load_artifact_bytes(artifact_bytes(document, tensors), type(self).__name__))
-            return CachedScoreStream(StepStream(self.config_, network), self._scale, context)
+            return CachedScoreStream(self._step_stream(), self._scale, context)
         return ScoreStream(last_step_function(self.model_, self.device_), self.config_.max_len, self.n_features_in_,
                            self._scale, context)
 

@@ -23,13 +23,12 @@ import torch
 from torch.utils.data import Dataset
 
 from sbts.atomic import atomic_write_bytes
-from sbts.config import ModelConfig, RunConfig, TaskOptions, TrainConfig
+from sbts.config import DEFAULT_MODEL, ModelConfig, RunConfig, TaskOptions, TrainConfig
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import CheckpointError, ConfigError
 from sbts.export.artifact import ExportResult, export_model
 from sbts.export.onnx import export_onnx
-from sbts.models import create_model, model_config, model_defaults
-from sbts.models.registry import list_models
+from sbts.models import create_model, list_models, model_config, model_defaults
 from sbts.tasks.options import MODEL_SECTION, TASK_SECTION, TRAIN_SECTION, Option, default_values, task_options
 from sbts.tasks.runs import (RESUMABLE_TRAIN_FIELDS, TrainedRun, check_files_unchanged, checked_state, prepare_run_dir,
                              read_run_config, training_record)
@@ -76,6 +75,8 @@ class Task:
     defaults: ClassVar[dict[str, Any]] = {}  # flat option name -> this task's default
     model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # model name -> ModelConfig fields for this task
     auto_help: ClassVar[dict[str, str]] = {}  # option -> how the task decides it when left at None
+    option_help: ClassVar[dict[str, str]] = {}  # option -> this task's help text, where the field's does not fit
+    cli_aliases: ClassVar[dict[str, tuple[str, ...]]] = {}  # option -> other flags kept for it on the command line
     state_keys: ClassVar[frozenset[str]] = frozenset({"scaler", "files"})  # what a checkpoint's task_state holds
     data_help: ClassVar[str] = "dataset name or path"
 
@@ -104,7 +105,7 @@ class Task:
             return str(next(iter(values.values())))
         # ModelConfig's None density is "every weight" for a dense model.
         return ", ".join(f"{'every weight' if value is None else value} for {name}"
-                         for name, value in sorted(values.items(), key=lambda item: item[0] != "sbt"))
+                         for name, value in sorted(values.items(), key=lambda item: item[0] != DEFAULT_MODEL))
 
     # --- semantics: what a task overrides -----------------------------------------------------------
     def load(self, data: str) -> DataSource:
@@ -159,14 +160,18 @@ class Task:
     # --- the lifecycle, the same for every task -----------------------------------------------------------
     def run_config(self, spec: dict[str, Any], source: DataSource) -> RunConfig:
         """A run specification (sections of settings, any of them partial) -> the complete, checked config."""
-        model_name = spec.get("model_name", "sbt")
+        model_name = spec.get("model_name", DEFAULT_MODEL)
         if not isinstance(model_name, str):
             raise ConfigError(f"model name must be a string, got {model_name!r}")
         for_model = self.defaults_for_model(model_name)  # also checks the name
         options = self.options_class.from_dict(spec.get(TASK_SECTION, {}))
         train = TrainConfig.from_dict({**default_values(type(self), TRAIN_SECTION), **spec.get(TRAIN_SECTION, {})},
                                       "train config")
-        given = spec.get(MODEL_SECTION, {})
+        given = dict(spec.get(MODEL_SECTION, {}))
+        linear = given.pop("linear", for_model["linear"])  # a run's own config.json names it: it must agree
+        if linear != for_model["linear"]:
+            raise ConfigError(f"model.linear is {linear!r}, but model {model_name!r} has {for_model['linear']} linears "
+                              "(the model name decides it)")
         defaults = {**{key: value for key, value in default_values(type(self), MODEL_SECTION).items()
                        if key not in self.model_defaults_keys()},
                     **{key: value for key, value in for_model.items() if key != "linear"}}
@@ -218,7 +223,7 @@ class Task:
         if resume:
             run = read_run_config(run_dir)
             if run.task != self.name:
-                raise CheckpointError(f"{run_dir}: a {run.task} run, not {self.name}")
+                raise CheckpointError(f"{run_dir}: the run is of task {run.task}, not {self.name}")
             changed = set(train_overrides or {}) - set(RESUMABLE_TRAIN_FIELDS)
             if changed:
                 raise ConfigError(f"on resume only {', '.join(RESUMABLE_TRAIN_FIELDS)} may change; got "

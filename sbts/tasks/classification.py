@@ -8,13 +8,13 @@ Validation is a stratified split held out of the training set and disjoint from 
 code's validation overlaps training). ``sbts train classification`` and ``SBTClassifier`` both run
 ``ClassificationTask``.
 
-Lengths: the model is built for ``max_len`` steps; left at its default that is ``LENGTH_MARGIN`` times
-the longest series of the data (the train and test files; the estimator's training series), so that
-longer series than those seen can still be predicted, and exactly the longest for the fixed-length
-models (step_t attention, layer_time norm). Only a learnable positional table depends on it (its rows
-beyond the training lengths stay at their initial values); sinusoidal positions and the Q/K/V masks of
-a step are the same for any ``max_len``. Batches are padded to their data's longest series, not to
-``max_len``, so the margin costs no computation.
+Lengths: the model is built for ``max_len`` steps; left at its default that is the longest series of the
+train and test files, and for the estimator, which sees no test series, ``LENGTH_MARGIN`` times its
+longest training series, so that longer series than those seen can still be predicted (exactly the
+longest for the fixed-length models: step_t attention, layer_time norm). Only a learnable positional
+table depends on it (its rows beyond the training lengths stay at their initial values); sinusoidal
+positions and the Q/K/V masks of a step are the same for any ``max_len``. Batches are padded to their
+data's longest series, not to ``max_len``, so the margin costs no computation.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sklearn.utils.multiclass import type_of_target
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from sbts.config import RunConfig, check_positive_int
+from sbts.config import RunConfig, check_positive_int, needs_fixed_length
 from sbts.data import load_classification, sha256_file
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.uea import canonical_spec
@@ -42,7 +42,7 @@ from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 
 TASK = "classification"
-LENGTH_MARGIN = 2  # max_len by default: this many times the longest series of the data (see the module docstring)
+LENGTH_MARGIN = 2  # the estimator's default max_len: this many times its longest training series (module docstring)
 
 
 @dataclass
@@ -225,11 +225,13 @@ class ClassificationTask(Task):
 
     name = TASK
     window_option = "max_len"
+    cli_aliases = {"max_len": ("--window",)}  # the flag's name before the option tables
     excluded_train_options = ("stride",)  # a case is trained whole, not in windows
     # Paper-spec §1.2: the SBT uses the fixed random Q/K/V activation mask (a = 0.5); the dense model full attention.
     model_defaults = {"sbt": {"attention": "qkv_mask"}, "dense": {"attention": "full"}}
-    auto_help = {"max_len": f"{LENGTH_MARGIN} x the longest series of the data; exactly the longest for step_t "
-                            "attention or layer_time norm"}
+    auto_help = {"max_len": f"the longest series of the train and test files (estimator: {LENGTH_MARGIN} x its "
+                            "longest, exactly the longest for step_t attention or layer_time norm)"}
+    option_help = {"max_len": "the longest series the model takes"}
     state_keys = frozenset({"classes", "scaler", "val_indices"})
     data_help = "UEA/<Name>, a folder with <Name>_TRAIN.ts and <Name>_TEST.ts, a *_TRAIN.ts file, or TRAIN,TEST"
 
@@ -254,8 +256,8 @@ class ClassificationTask(Task):
         fields = {**fields, **derived}
         longest = max(cases.lengths)
         if fields.get("max_len") is None:
-            fixed = fields.get("attention") == "step_t" or fields.get("norm") == "layer_time"
-            fields["max_len"] = longest if fixed else LENGTH_MARGIN * longest
+            fixed = needs_fixed_length(fields["attention"], fields["norm"])
+            fields["max_len"] = LENGTH_MARGIN * longest if source.fit_only and not fixed else longest
         else:
             check_positive_int(fields["max_len"], "model max_len")
             if fields["max_len"] < longest:
@@ -379,7 +381,7 @@ class SBTClassifier(ClassifierMixin, SBTEstimator):
         text = [str(label) for label in labels]
         check_labels(text, "y")
         source = DataSource(IN_MEMORY, ClassificationSource(fill_missing(series, "X"), text, names, where_train="X",
-                                                            files={}))
+                                                            files={}), fit_only=True)
         return self._fit_source(source)
 
     def _fitted(self, task, data: ClassificationData, device) -> None:

@@ -11,6 +11,7 @@ values into the same ``RunConfig`` through ``Task.run_config``. ``random_state``
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,9 +21,11 @@ from sklearn.exceptions import NotFittedError
 
 from sbts.config import RunConfig
 from sbts.errors import SBTSError
-from sbts.export.artifact import ExportResult, export_model
+from sbts.export.artifact import ExportResult, build_artifact, export_model
+from sbts.runtime.artifact import artifact_bytes, load_artifact_bytes, network_tensors
+from sbts.runtime.streaming import StepStream
 from sbts.tasks.base import DataSource, Task
-from sbts.tasks.options import spec_from_options
+from sbts.tasks.options import Option, spec_from_options
 
 IN_MEMORY = "arrays"  # what a run fitted by an estimator records as its data
 
@@ -31,12 +34,15 @@ class NotFittedYet(SBTSError, NotFittedError):
     """scikit-learn's NotFittedError that is also an sbts error (one line, names the estimator)."""
 
 
-def _generated_init(task: type[Task]):
-    """``__init__`` taking every option of the task as a keyword (with the table's default), plus ``verbose``."""
-    parameters = [(option.estimator_parameter, option.default) for option in task.options()] + [("verbose", False)]
+def _generated_init(options: list[Option]):
+    """``__init__`` taking every option as a keyword (with the table's default), plus ``verbose``."""
+    parameters = [(option.estimator_parameter, option.default) for option in options] + [("verbose", False)]
     names = [name for name, _ in parameters]
 
     def __init__(self, **kwargs: Any) -> None:
+        if "seed" in kwargs:  # the name before random_state
+            warnings.warn("seed= is deprecated; use random_state=", FutureWarning, stacklevel=2)
+            kwargs.setdefault("random_state", kwargs.pop("seed"))
         unknown = sorted(set(kwargs) - set(names))
         if unknown:
             raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}")
@@ -49,8 +55,8 @@ def _generated_init(task: type[Task]):
     return __init__
 
 
-def _parameter_docs(task: type[Task]) -> str:
-    lines = [f"    {o.estimator_parameter} (default {o.default!r}): {o.help}" for o in task.options()]
+def _parameter_docs(task: type[Task], options: list[Option]) -> str:
+    lines = [f"    {o.estimator_parameter} (default {o.default_text}): {o.help}" for o in options]
     return "\n".join(["Parameters (the options of ``sbts train " + task.name + "``):", *lines,
                       "    verbose (default False): per-epoch lines on stderr"])
 
@@ -59,17 +65,24 @@ class SBTEstimator(BaseEstimator):
     """Base of ``SBTClassifier``, ``SBTAnomalyDetector`` and ``SBTForecaster``."""
 
     task_class: ClassVar[type[Task]]
+    excluded_options: ClassVar[tuple[str, ...]] = ()  # task options that mean nothing to fit on arrays
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "task_class" in cls.__dict__:
-            cls.__init__ = _generated_init(cls.task_class)
-            cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + _parameter_docs(cls.task_class) + "\n"
+            cls.__init__ = _generated_init(cls.parameter_options())
+            cls.__doc__ = ((cls.__doc__ or "").rstrip() + "\n\n" + _parameter_docs(cls.task_class,
+                                                                                  cls.parameter_options()) + "\n")
+
+    @classmethod
+    def parameter_options(cls) -> list[Option]:
+        """The task's options that are this estimator's parameters."""
+        return [o for o in cls.task_class.options() if o.name not in cls.excluded_options]
 
     # --- the run configuration, as ``sbts train`` builds it -------------------------------------------
     def run_spec(self) -> dict[str, Any]:
         """The run specification of this estimator's parameters (what the CLI builds from its flags)."""
-        given = {o.name: getattr(self, o.estimator_parameter) for o in self.task_class.options()}
+        given = {o.name: getattr(self, o.estimator_parameter) for o in self.parameter_options()}
         return spec_from_options(self.task_class, given)
 
     def resolved_config(self, source: DataSource) -> RunConfig:
@@ -100,6 +113,12 @@ class SBTEstimator(BaseEstimator):
     @property
     def device_(self) -> torch.device:
         return next(self.model_.parameters()).device
+
+    def _step_stream(self) -> StepStream:
+        """The fitted network in numpy, run one step per observation (a streamable model's ``stream()``)."""
+        document, tensors = build_artifact(self.model_, task=self.task_class.name, scaler=self.scaler_)
+        network = network_tensors(load_artifact_bytes(artifact_bytes(document, tensors), type(self).__name__))
+        return StepStream(self.config_, network)
 
     def _inference_state(self) -> dict[str, Any]:
         """The facts the exported artifact keeps besides the weights."""

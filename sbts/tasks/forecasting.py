@@ -32,9 +32,10 @@ from sbts.data.forecasting import (DEFAULT_FRACTIONS, SPLIT_METHODS, ForecastDat
 from sbts.data.preprocessing import ChannelScaler
 from sbts.data.windows import check_series, check_window_fits, training_window_starts, windows_ending_at_every_step
 from sbts.errors import ConfigError, DataError, SBTSError
-from sbts.heads.forecasting import (INPUT_NORMS, TARGETS, Formulation, ForwardLast, forecast_every_step, forecast_next,
-                                    prepare_windows)
+from sbts.heads.forecasting import (INPUT_NORMS, TARGETS, Formulation, ForwardLast, WindowForecastStream,
+                                    forecast_every_step, forecast_next, prepare_windows)
 from sbts.metrics.forecasting import FORECAST_METRIC_NOTES, forecast_errors
+from sbts.runtime.streaming import CachedForecastStream
 from sbts.tasks.base import DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 from sbts.tasks.runs import last_step_function
@@ -53,8 +54,7 @@ class ForecastOptions(TaskOptions):
     split: str = field(default="auto", metadata={
         "help": "auto: informer (12/4/4 months) for ETT, the files' split for TRAIN,VAL,TEST, else fraction",
         "choices": SPLIT_METHODS})
-    fractions: list[float] | None = field(default=None, metadata={
-        "help": f"split fraction: train,val,test (default {','.join(map(str, DEFAULT_FRACTIONS))})"})
+    fractions: list[float] | None = field(default=None, metadata={"help": "split fraction: train,val,test"})
     train_end: str | None = field(default=None, metadata={"help": "split dates: the first validation date"})
     val_end: str | None = field(default=None, metadata={"help": "split dates: the first test date"})
     test_end: str | None = field(default=None, metadata={"help": "split dates: the first date after the test period"})
@@ -263,11 +263,6 @@ def write_predictions_csv(splits: ForecastSplits, forecasts: np.ndarray) -> byte
     return buffer.getvalue().encode()
 
 
-def _forecast(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    x, _, base, scale, offset = batch
-    return (base + model(x, last_step_only=True)[:, 0]) * scale + offset
-
-
 # --- the task ---------------------------------------------------------------------------------
 
 class ForecastTask(Task):
@@ -281,6 +276,9 @@ class ForecastTask(Task):
     # Paper-spec §1.4: batch 128, x0.75 learning rate on plateaus, early stopping after 5 epochs, 50 epochs (ETTm1);
     # d_model 64, the paper's ETTm1 width, is ModelConfig's default.
     defaults = {"window": DEFAULT_WINDOW, "epochs": 50, "batch_size": 128, "patience": 5, "lr_decay_on_plateau": True}
+    auto_help = {"split_fractions": ",".join(map(str, DEFAULT_FRACTIONS)),
+                 "train_end": "none (split dates only)", "val_end": "none (split dates only)",
+                 "test_end": "the end of the series (split dates only)"}
     # LayerNorm over time for both; Step-T attention for the SBT, full attention for dense.
     model_defaults = {"sbt": {"attention": "step_t", "norm": "layer_time"},
                       "dense": {"attention": "full", "norm": "layer_time"}}
@@ -365,6 +363,7 @@ class SBTForecaster(SBTEstimator):
     """
 
     task_class = ForecastTask
+    excluded_options = ("train_end", "val_end", "test_end")  # fit(y) splits y by fraction: no dates
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -411,6 +410,23 @@ class SBTForecaster(SBTEstimator):
         scaled = forecast_every_step(self._forward_last(), self._scaled(y, "y"), self.config_.max_len,
                                      self.formulation_, context=before)
         return self.scaler_.inverse_transform_rows(scaled)
+
+    def stream(self, context=None) -> CachedForecastStream | WindowForecastStream:
+        """Forecast one observation at a time: ``stream.update(x_t)`` is the forecast of step t + 1, as ``predict``
+        on the stream so far (and ``context``). A streamable model (``config_.streamable``, ``input_norm`` none)
+        costs one step per observation, in numpy with per-layer caches; another recomputes the window."""
+        self._check_fitted()
+
+        def unscale(rows: np.ndarray) -> np.ndarray:
+            return self.scaler_.inverse_transform_rows(rows)
+
+        def scale(rows: np.ndarray) -> np.ndarray:
+            return self.scaler_.transform_rows(rows)
+
+        if self.config_.streamable and self.formulation_.input_norm == "none":
+            return CachedForecastStream(self._step_stream(), self.formulation_, scale, unscale, context)
+        return WindowForecastStream(self._forward_last(), self.config_.max_len, self.n_features_in_,
+                                    self.formulation_, scale, unscale, context)
 
     def _inference_state(self) -> dict[str, Any]:
         return {"formulation": self.formulation_.to_dict(), "columns": self.columns_}

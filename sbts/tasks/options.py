@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sbts.config import ModelConfig, TrainConfig
+from sbts.config import DEFAULT_MODEL, ModelConfig, TrainConfig
 from sbts.errors import ConfigError
 from sbts.models import list_models
 
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 MODEL_SECTION, TRAIN_SECTION, TASK_SECTION = "model", "train", "task_options"
 SEED_SECTION = "seed"  # the seed of the weights and of the split/shuffle: one value for both
 RUN_SECTION = "run"  # the model name
-# ModelConfig fields that the data decides (channels, outputs) or the model name does (the linear kind).
-DATA_DERIVED_MODEL_FIELDS = ("in_channels", "out_dim")
-NOT_OPTIONS = {MODEL_SECTION: ("in_channels", "out_dim", "linear", "seed"), TRAIN_SECTION: ("seed",)}
+DATA_DERIVED_MODEL_FIELDS = ("in_channels", "out_dim")  # ModelConfig fields that the data decides
+# Not options: the data-derived fields, the linear kind (the model name decides it) and the model's copy of the
+# seed (the one seed option sets both).
+NOT_OPTIONS = {MODEL_SECTION: (*DATA_DERIVED_MODEL_FIELDS, "linear", "seed"), TRAIN_SECTION: ("seed",)}
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,14 @@ def _fields_of(cls: type, section: str, skip: tuple[str, ...], renames: dict[str
 def task_options(task: type[Task]) -> list[Option]:
     """The option table of a task, in the order the CLI lists it."""
     renames = {"max_len": task.window_option}
-    table = [Option("model", RUN_SECTION, "model_name", str, "sbt", "registered model: sbt (sparse binary) or dense",
-                    tuple(list_models()))]
+    table = [Option("model", RUN_SECTION, "model_name", str, DEFAULT_MODEL,
+                    "registered model: sbt (sparse binary) or dense", tuple(list_models()))]
     table += _fields_of(ModelConfig, MODEL_SECTION, NOT_OPTIONS[MODEL_SECTION], renames)
     table += [o for o in _fields_of(TrainConfig, TRAIN_SECTION, NOT_OPTIONS[TRAIN_SECTION], {})
               if o.key not in task.excluded_train_options]
-    table.append(Option("seed", SEED_SECTION, "seed", int, 0, "seed of the random weights, the split and the "
-                        "shuffling", parameter="random_state"))
+    seed = next(f for f in dataclasses.fields(TrainConfig) if f.name == "seed")
+    table.append(Option("seed", SEED_SECTION, "seed", int, seed.default, seed.metadata["help"],
+                        parameter="random_state"))
     table += _fields_of(task.options_class, TASK_SECTION, (), task.option_names)
     known = {o.name for o in table}
     unknown = sorted(set(task.defaults) - known)
@@ -109,7 +111,8 @@ def task_options(task: type[Task]) -> list[Option]:
         decided = task.auto_help.get(option.name)
         if option.name in task.model_defaults_keys():
             default, decided = None, task.describe_model_default(option.key)
-        out.append(dataclasses.replace(option, default=default, decided=decided if default is None else None))
+        out.append(dataclasses.replace(option, default=default, decided=decided if default is None else None,
+                                       help=task.option_help.get(option.name, option.help)))
     return out
 
 
@@ -117,7 +120,7 @@ def option_table(task: type[Task]) -> dict[str, Option]:
     return {option.name: option for option in task_options(task)}
 
 
-def spec_from_options(task: type[Task], given: dict[str, Any], *, keep_none: bool = False) -> dict[str, Any]:
+def spec_from_options(task: type[Task], given: dict[str, Any]) -> dict[str, Any]:
     """Flat option values -> a run specification's sections (``model_name``, ``model``, ``train``,
     ``task_options``). Options left at ``None`` are left out, so the task decides them."""
     table = option_table(task)
@@ -125,7 +128,7 @@ def spec_from_options(task: type[Task], given: dict[str, Any], *, keep_none: boo
     for name, value in given.items():
         if name not in table:
             raise ConfigError(f"{task.name} has no option {name!r}")
-        if value is None and not keep_none:
+        if value is None:
             continue
         option = table[name]
         if option.section == RUN_SECTION:
@@ -143,19 +146,25 @@ def default_values(task: type[Task], section: str) -> dict[str, Any]:
 
 
 def check_preset(task: type[Task], spec: dict[str, Any], where: str) -> None:
-    """A preset or config file may set only the task's options (and the data-derived model fields)."""
+    """A preset or config file may set only the task's options, the data-derived model fields and the linear
+    kind (which the model name decides: checked against it later). A run's own config.json also lists the
+    training settings that do not apply to its task; they pass at their inert defaults."""
     table = task_options(task)
+    inert = {f.name: _field_default(f) for f in dataclasses.fields(TrainConfig)
+             if f.name in task.excluded_train_options}
     allowed = {MODEL_SECTION: {o.key for o in table if o.section in (MODEL_SECTION, SEED_SECTION)}
-               | set(DATA_DERIVED_MODEL_FIELDS) | {"sparsity"},
+               | set(DATA_DERIVED_MODEL_FIELDS) | {"sparsity", "linear"},
                TRAIN_SECTION: {o.key for o in table if o.section in (TRAIN_SECTION, SEED_SECTION)},
                TASK_SECTION: {o.key for o in table if o.section == TASK_SECTION}}
     for section, keys in allowed.items():
         values = spec.get(section) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: {section} must be a mapping of settings, got {values!r}")
+        if section == TRAIN_SECTION:
+            values = {key: value for key, value in values.items() if key not in inert or value != inert[key]}
         unknown = sorted(set(values) - keys)
         if unknown:
-            raise ConfigError(f"{where}: {section}.{unknown[0]} is not a {task.name} option (known: "
+            raise ConfigError(f"{where}: {section}.{unknown[0]} is not an option of {task.name} (known: "
                               f"{', '.join(sorted(keys))})")
 
 

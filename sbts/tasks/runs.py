@@ -22,10 +22,12 @@ import numpy as np
 import torch
 
 from sbts import __version__
-from sbts.config import ModelConfig, RunConfig, read_config_file
+from sbts.config import DEFAULT_MODEL, ModelConfig, RunConfig, read_config_file
 from sbts.configs import preset_path
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
+from sbts.registry import task_class
+from sbts.tasks.options import check_preset
 from sbts.training import FitResult, load_checkpoint
 from sbts.training.checkpoint import read_json
 
@@ -45,8 +47,14 @@ class TrainedRun:
     scaler: ChannelScaler  # input statistics of the training data
 
 
+DENSITY_NAMES = ("density", "sparsity")  # two names of one setting: a higher layer's either replaces both
+
+
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
+    if any(name in update for name in DENSITY_NAMES):
+        for name in DENSITY_NAMES:
+            merged.pop(name, None)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
@@ -57,23 +65,22 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def build_run_spec(task: str, *, data: str | None, model_name: str | None, config_file: str | None,
                    model_overrides: dict[str, Any], train_overrides: dict[str, Any],
-                   task_overrides: dict[str, Any] | None = None,
-                   check_file: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any]:
+                   task_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run specification from, in order: the paper preset for the dataset (only without a config
-    file), a config file, then the command line's values. ``check_file`` vets each file's settings."""
+    file), a config file, then the command line's values. Each file may set only the task's options."""
+    task_type = task_class(task)
     spec: dict[str, Any] = {"task": task, "model": {}, "train": {}, "task_options": {}}
     if config_file:
         user = read_config_file(config_file)
         if user.get("task", task) != task:
             raise ConfigError(f"{config_file}: task is {user['task']!r}, but the command trains {task!r}")
-        if check_file is not None:
-            check_file(user, str(config_file))
+        check_preset(task_type, user, str(config_file))
         spec = _merge(spec, user)
     if data is not None:
         spec["data"] = data
     if model_name is not None:
         spec["model_name"] = model_name
-    spec.setdefault("model_name", "sbt")
+    spec.setdefault("model_name", DEFAULT_MODEL)
     if "data" not in spec:
         raise ConfigError("no dataset given: pass --data NAME_OR_PATH or set 'data' in the config file")
     for key in ("data", "model_name"):
@@ -86,8 +93,7 @@ def build_run_spec(task: str, *, data: str | None, model_name: str | None, confi
         preset = preset_path(task, spec["data"], spec["model_name"])
         if preset is not None:
             settings = read_config_file(preset)
-            if check_file is not None:
-                check_file(settings, str(preset))
+            check_preset(task_type, settings, str(preset))
             spec = _merge(settings, spec)
     spec = _merge(spec, {"model": model_overrides, "train": train_overrides, "task_options": task_overrides or {}})
     return spec
