@@ -16,6 +16,10 @@ Models are untrained (random scores; the speed does not depend on training). Tim
 median over rounds of the per-call time (``benchmarks/inference.py``); threads pinned; ratios are against
 the baseline measured in the same run. ``max_relative_difference``: cached stream against batch scoring of
 the same 300 steps.
+
+Also, on the SMD shape: scoring a whole series (steps/s) window by window in the runtime (the paper's SBT,
+as before) against the shared pass of the streamable SBT (numpy runtime and torch); and one training epoch
+at stride 1 of the streamable SBT, window by window against the shared pass (the same model, batch 128).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +43,11 @@ from sbts.config import read_config_file  # noqa: E402
 from sbts.data.preprocessing import ChannelScaler  # noqa: E402
 from sbts.export.artifact import export_model  # noqa: E402
 from sbts.models import create_model  # noqa: E402
+from sbts.config import TrainConfig  # noqa: E402
 from sbts.runtime import load  # noqa: E402
+from sbts.tasks.anomaly import AnomalyTask, split_and_scale  # noqa: E402
+from sbts.tasks.runs import series_network  # noqa: E402
+from sbts.training import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("SMD", "MSL")
@@ -92,7 +101,47 @@ def measure(dataset: str, seconds: float, folder: Path) -> dict:
             "max_relative_difference": float(np.max(np.abs(check - batch) / np.maximum(np.abs(batch), 1e-12)))}
 
 
-def markdown(rows: list[dict], info: dict, command: str) -> str:
+def best_seconds(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls (one call is already long)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def throughput_and_training(steps: int, repeats: int, folder: Path) -> dict:
+    """Whole-series scoring (steps/s) and one training epoch at stride 1 on the SMD shape."""
+    from sbts.heads.anomaly import score_series_with
+
+    windowed = exported(paper_model("SMD", "sbt"), folder, "smd-throughput-paper")
+    model = paper_model("SMD", "sbt", **STREAMABLE)
+    streamable = exported(model, folder, "smd-throughput-streamable")
+    window, channels = model.config.max_len, model.config.in_channels
+    series = np.random.default_rng(1).standard_normal((steps + window, channels))
+    context, rows = series[:window], series[window:]
+    seconds = {"windowed_runtime": best_seconds(lambda: windowed.decision_function(rows, context), repeats),
+               "shared_runtime": best_seconds(lambda: streamable.decision_function(rows, context), repeats),
+               "shared_torch": best_seconds(lambda: score_series_with(series_network(model, torch.device("cpu")),
+                                                                      rows.astype(np.float32), window,
+                                                                      context.astype(np.float32)), repeats)}
+    splits = split_and_scale(series, None, None, window=window, val_fraction=0.0, stride=1)
+    task, epoch = AnomalyTask(), {}
+    for name, dataset in (("windowed", splits.train_set()), ("shared", splits.train_blocks(128))):
+        trainer = Trainer(paper_model("SMD", "sbt", **STREAMABLE).train(), task,
+                          TrainConfig(epochs=1, batch_size=128, device="cpu"), verbose=False)
+        epoch[name] = best_seconds(lambda: trainer._train_epoch(torch.utils.data.DataLoader(
+            dataset, batch_size=None if getattr(dataset, "prebatched", False) else 128, shuffle=True)), 1)
+    return {"steps": steps, "scoring_steps_per_second": {k: round(steps / v) for k, v in seconds.items()},
+            "scoring_speedup_shared_runtime_vs_windowed": round(seconds["windowed_runtime"]
+                                                                / seconds["shared_runtime"], 2),
+            "training_windows": len(splits.train_set()),
+            "training_seconds_per_epoch": {k: round(v, 2) for k, v in epoch.items()},
+            "training_speedup_shared_vs_windowed": round(epoch["windowed"] / epoch["shared"], 2)}
+
+
+def markdown(rows: list[dict], info: dict, command: str, bulk: dict) -> str:
     lines = [f"Command: `{command}`", f"Machine: {machine_line(info)}, {info['torch_threads']} thread(s).", "",
              "| config | window | eager PyTorch dense (ms/step) | windowed SBT runtime | cached SBT stream | "
              "× vs dense | × vs windowed | cache bytes | artifact bytes | max rel. diff |",
@@ -103,6 +152,14 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
                      f"{ms['cached']:.3f} | {r['speedup_vs_torch_dense']:.1f} | "
                      f"{r['speedup_vs_windowed_runtime']:.1f} | {r['cache_bytes']:,} | {r['artifact_bytes']:,} | "
                      f"{r['max_relative_difference']:.1e} |")
+    rate, epoch = bulk["scoring_steps_per_second"], bulk["training_seconds_per_epoch"]
+    lines += ["", f"Whole-series scoring, SMD shape, {bulk['steps']:,} steps (steps/s): windowed runtime "
+                  f"{rate['windowed_runtime']:,}, shared pass in the runtime {rate['shared_runtime']:,} "
+                  f"({bulk['scoring_speedup_shared_runtime_vs_windowed']:.1f}x), shared pass in torch "
+                  f"{rate['shared_torch']:,}.",
+              f"One training epoch at stride 1 ({bulk['training_windows']:,} windows, batch 128): window by window "
+              f"{epoch['windowed']:.2f} s, shared pass {epoch['shared']:.2f} s "
+              f"({bulk['training_speedup_shared_vs_windowed']:.1f}x)."]
     return "\n".join(lines)
 
 
@@ -117,15 +174,16 @@ def main() -> None:
     info = machine_info()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(dataset, 1.0 if args.quick else 5.0, Path(tmp)) for dataset in DATASETS]
+        bulk = throughput_and_training(2_000 if args.quick else 20_000, 1 if args.quick else 3, Path(tmp))
     smd = rows[0]
     summary = {"per_step_speedup_vs_torch_dense": smd["speedup_vs_torch_dense"],
                "per_step_speedup_vs_windowed_runtime": smd["speedup_vs_windowed_runtime"],
                "max_relative_difference": max(r["max_relative_difference"] for r in rows), "configs": rows,
-               "machine": info}
+               **bulk, "machine": info}
     command = "python benchmarks/streaming.py " + " ".join(sys.argv[1:])
     if args.write:
-        replace_section(ROOT / "docs" / "benchmarks.md", "streaming", markdown(rows, info, command))
-    print(json.dumps(summary, indent=2) if args.json else markdown(rows, info, command))
+        replace_section(ROOT / "docs" / "benchmarks.md", "streaming", markdown(rows, info, command, bulk))
+    print(json.dumps(summary, indent=2) if args.json else markdown(rows, info, command, bulk))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from sbts.heads.forecasting import Formulation, forecast_every_step, forecast_ne
 from sbts.models import create_model
 from sbts.runtime import ForecastRuntime, load
 from sbts.tasks import forecasting
+from sbts.heads.network import SeriesNetwork
 from sbts.tasks.base import DataSource
 from sbts.tasks.forecasting import ForecastOptions, ForecastTask, SBTForecaster, forecast_split, split_and_scale
 from sbts.tasks.runs import last_step_function
@@ -202,7 +203,7 @@ def test_every_validation_and_test_row_is_forecast_once_from_the_rows_before_it(
 
     for split, (start, end) in (("val", (300, 380)), ("test", (380, 470))):
         seen.clear()
-        forecasts = forecast_split(forward_last, splits, split)
+        forecasts = forecast_split(SeriesNetwork(forward_last), splits, split)
         assert forecasts.shape == (end - start, 3)
         inputs = np.concatenate(seen)
         assert len(inputs) == end - start

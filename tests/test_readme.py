@@ -32,9 +32,9 @@ def test_python_api_block_runs(tmp_path, monkeypatch):
 
 def test_readme_commands_parse():
     parser = build_parser()
-    commands = [line.split("#")[0].split() for block in code_blocks("bash") for line in block.splitlines()
-                if line.startswith("sbts ")]
-    assert len(commands) >= 4
+    commands = [part.split() for block in code_blocks("bash") for line in block.splitlines()
+                for part in line.split("#")[0].split("|") if part.strip().startswith("sbts ")]  # piped ones too
+    assert len(commands) >= 4 and any("--stream" in argv for argv in commands)
     for argv in commands:
         parser.parse_args(argv[1:])  # argparse exits (SystemExit) on an unknown flag
 

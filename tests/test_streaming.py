@@ -3,6 +3,8 @@ which configurations a sliding window can reuse past states for."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -234,3 +236,161 @@ def test_predict_stream_reads_standard_input_and_says_when_it_recomputes_windows
     assert "recomputes its window for every row (input_norm window" in proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "step,a_next,b_next,c_next" and len(lines) == 7
+
+
+# --- the shared pass in torch -----------------------------------------------------------------------------
+
+SHARED = STREAMABLE[:2] + [dict(attention="step_t", pos_encoding="none", norm="layer", step_t_self=True)]
+
+
+@pytest.mark.parametrize("fields", SHARED, ids=lambda f: "-".join(map(str, f.values())))
+@pytest.mark.parametrize("zero_queries", [False, True], ids=["anomaly", "forecasting"])
+def test_shared_pass_equals_the_windows_in_outputs_and_gradients(fields, zero_queries):
+    import torch
+    from conftest import randomise
+
+    from sbts.models import create_model
+
+    window = 8
+    model = randomise(create_model("sbt", **{**BASE, "max_len": window, **fields})).train()
+    torch.manual_seed(1)
+    rows = torch.randn(2, 40, 3)
+    ends = torch.tensor([7, 8, 20, 39, 39])  # the first possible end, neighbours, the last, a repeat
+    queries = torch.zeros(2, len(ends), 3) if zero_queries else None
+    windows = torch.stack([rows[:, e - window + 1:e + 1] for e in ends.tolist()], 1).reshape(-1, window, 3).clone()
+    if zero_queries:
+        windows[:, -1] = 0
+    shared = model.last_steps(rows, ends, queries)
+    windowed = model(windows, last_step_only=True)[:, 0].reshape(2, len(ends), -1)
+    torch.testing.assert_close(shared, windowed, rtol=1e-5, atol=1e-6)
+    grads = []
+    for out in (shared, windowed):
+        model.zero_grad()
+        out.square().mean().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_shared_pass_refuses_what_it_cannot_compute():
+    import torch
+
+    from sbts.models import create_model
+
+    with pytest.raises(ValueError, match="pos_encoding sinusoidal"):
+        create_model("sbt", **BASE, attention="step_t").last_steps(torch.zeros(1, 20, 3), torch.tensor([12]))
+    model = create_model("sbt", **BASE, attention="step_t", pos_encoding="rope", norm="batch")
+    with pytest.raises(ValueError, match="batch norm"):
+        model.train().last_steps(torch.zeros(1, 20, 3), torch.tensor([12]))
+    with pytest.raises(ValueError, match=r"window ends must lie in \[9, 19\]"):
+        model.eval().last_steps(torch.zeros(1, 20, 3), torch.tensor([8]))
+
+
+# --- the shared pass in numpy, and every path against the windowed one ---------------------------------------
+
+@pytest.mark.parametrize("fields", SHARED, ids=lambda f: "-".join(map(str, f.values())))
+@pytest.mark.parametrize("context_rows", [0, 3, 30])
+def test_numpy_shared_scores_equal_window_by_window_scores(tmp_path, fields, context_rows):
+    from sbts.heads.anomaly import score_series
+    from sbts.heads.network import SeriesNetwork
+
+    detector = exported_detector(tmp_path, **fields)
+    assert detector.network.shared is not None
+    rng = np.random.default_rng(8)
+    series, context = rng.standard_normal((700, 3)), rng.standard_normal((context_rows, 3))  # > one chunk
+    scaled, before = detector._scale(series), detector._scale(context) if context_rows else None
+    windowed = score_series(detector.last_step, scaled, 8, before)
+    np.testing.assert_allclose(detector.decision_function(series, context if context_rows else None), windowed,
+                               rtol=1e-5, atol=1e-7)
+    assert SeriesNetwork(detector.last_step).shared is None
+
+
+@pytest.mark.parametrize("target", ["value", "change"])
+@pytest.mark.parametrize("context_rows", [0, 30])
+def test_numpy_shared_forecasts_equal_window_by_window_forecasts(tmp_path, target, context_rows):
+    from sbts.heads.forecasting import Formulation, forecast_every_step
+
+    forecaster = exported_forecaster(tmp_path, (target, "none"), **STREAMABLE[0])
+    rng = np.random.default_rng(9)
+    series, context = rng.standard_normal((600, 3)), rng.standard_normal((context_rows, 3))
+    before = forecaster._scale(context) if context_rows else None
+    windowed = forecast_every_step(forecaster.last_step, forecaster._scale(series), 8, Formulation(target), before)
+    shared = forecaster.predict_every_step(series, context if context_rows else None)
+    np.testing.assert_allclose(shared, forecaster._unscale(windowed), rtol=1e-5, atol=1e-5)
+
+
+def test_torch_scoring_and_forecasting_use_the_shared_pass_and_match_the_runtime(tmp_path):
+    """The estimator (torch shared pass) and its export (numpy shared pass) give the same scores."""
+    from sbts import SBTAnomalyDetector
+
+    series = np.sin(np.arange(900)[:, None] / 7 + np.arange(3)) + 0.1 * np.random.default_rng(10).standard_normal(
+        (900, 3))
+    detector = SBTAnomalyDetector(window=16, epochs=1, d_model=8, d_ff=16, pos_encoding="rope", norm="layer",
+                                  device="cpu").fit(series[:600])
+    detector.export(tmp_path / "d.sbts")
+    from sbts.runtime import load
+
+    np.testing.assert_allclose(detector.decision_function(series[600:], series[:600]),
+                               load(tmp_path / "d.sbts").decision_function(series[600:], series[:600]),
+                               rtol=1e-4, atol=1e-6)
+
+
+# --- training through the shared pass -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task", ["anomaly", "forecasting"])
+def test_shared_blocks_cover_every_training_target_once_and_give_the_windowed_loss(task):
+    import torch
+    from conftest import randomise
+
+    from sbts.data.forecasting import ForecastData, SplitBounds
+    from sbts.heads.forecasting import Formulation
+    from sbts.models import create_model
+    from sbts.tasks import anomaly, forecasting
+    from sbts.tasks.runs import SharedBlock
+
+    rng = np.random.default_rng(11)
+    window, stride, block = 8, 3, 5
+    if task == "anomaly":
+        splits = anomaly.split_and_scale(rng.standard_normal((120, 3)), None, None, window=window, val_fraction=0.2,
+                                         stride=stride, member_lengths=[70, 50])
+        windows, blocks, objective = splits.train_set(), splits.train_blocks(block), anomaly.AnomalyTask()
+        targets = windows.starts + window - 1
+    else:
+        data = ForecastData("y", rng.standard_normal((120, 3)), ["a", "b", "c"], None, {})
+        splits = forecasting.split_and_scale(data, SplitBounds(90, 120, 120, "fraction"), window=window, stride=stride,
+                                             formulation=Formulation("change"), require_test=False)
+        windows, blocks, objective = splits.train_set(), splits.train_blocks(block), forecasting.ForecastTask()
+        targets = windows.ends
+    covered = np.concatenate([b.ends.numpy() + int(e[0]) - (window - 1) for b, e in
+                              zip((blocks[i] for i in range(len(blocks))), blocks.blocks)])
+    np.testing.assert_array_equal(np.sort(covered), np.sort(targets))  # every target once, no block across members
+    model = randomise(create_model("sbt", **{**BASE, "max_len": window}, attention="step_t", pos_encoding="rope",
+                                   norm="layer")).train()
+    first = blocks[0]
+    assert isinstance(first, SharedBlock) and len(first.ends) == block
+    windowed = [windows[i] for i in range(block)]
+    batch = tuple(torch.stack(parts) for parts in zip(*windowed))
+    torch.testing.assert_close(objective.training_loss(model, first), objective.training_loss(model, batch),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_a_streamable_run_trains_through_the_shared_pass(tmp_path):
+    from sbts.tasks.anomaly import AnomalyTask
+    from sbts.tasks.runs import SharedBlocks
+
+    rng = np.random.default_rng(12)
+    t = np.arange(700)
+    series = np.sin(2 * np.pi * t[:, None] / 25 + np.arange(3)) + 0.05 * rng.standard_normal((700, 3))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.savetxt(folder / "train.csv", series[:400], delimiter=",")
+    np.savetxt(folder / "test.csv", series[400:], delimiter=",")
+    spec = {"task": "anomaly", "data": str(folder), "model": {**BASE, "max_len": 16, "pos_encoding": "rope",
+                                                                "norm": "layer"},
+            "train": {"epochs": 4, "batch_size": 32, "device": "cpu", "patience": 0}, "task_options": {}}
+    task = AnomalyTask()
+    run, data, _ = task.resolve(spec)
+    assert isinstance(task.datasets(data, run)[0], SharedBlocks)
+    metrics = task.train_run(spec, tmp_path / "run", verbose=False)
+    losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] and metrics["n_test"] == 300

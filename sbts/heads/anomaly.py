@@ -15,8 +15,10 @@ from collections.abc import Callable
 import numpy as np
 
 from sbts.data.windows import check_series, history_for, windows_ending_at_every_step
+from sbts.heads.network import SeriesNetwork
 
 ReconstructLast = Callable[[np.ndarray], np.ndarray]  # windows (B, w, D) float32 -> last-step reconstructions (B, D)
+
 SCORE_BATCH = 256  # windows per forward call: bounds memory on long series
 
 
@@ -35,6 +37,17 @@ def score_series(reconstruct_last: ReconstructLast, scaled: np.ndarray, window: 
         chunk = np.array(views[start:start + batch_size], dtype=np.float32, order="C")  # a writable copy
         scores[start:start + len(chunk)] = window_errors(chunk, reconstruct_last)
     return scores
+
+
+def score_series_with(network: SeriesNetwork, scaled: np.ndarray, window: int,
+                      context: np.ndarray | None = None) -> np.ndarray:
+    """``score_series``, through the network's shared pass when it has one (the same scores, one pass over the
+    rows), else window by window."""
+    if network.shared is None:
+        return score_series(network.last_step, scaled, window, context)
+    history = np.ascontiguousarray(history_for(scaled, window, context), dtype=np.float32)
+    reconstruction = np.asarray(network.shared(history, False), dtype=np.float64)
+    return np.mean(np.square(reconstruction - history[window - 1:].astype(np.float64)), axis=1)
 
 
 class ScoreStream:

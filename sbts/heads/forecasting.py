@@ -27,6 +27,7 @@ import numpy as np
 
 from sbts.data.windows import check_series, history_for, windows_ending_at_every_step
 from sbts.errors import ConfigError, DataError
+from sbts.heads.network import SeriesNetwork
 
 TARGETS = ("value", "change")
 INPUT_NORMS = ("none", "window")
@@ -110,6 +111,24 @@ def forecast_every_step(forward_last: ForwardLast, scaled: np.ndarray, window: i
         chunk = np.array(views[start:start + batch_size], dtype=np.float32)
         forecasts[start:start + len(chunk)] = forecast_windows(forward_last, chunk, formulation)
     return forecasts
+
+
+def forecast_every_step_with(network: SeriesNetwork, scaled: np.ndarray, window: int, formulation: Formulation,
+                             context: np.ndarray | None = None) -> np.ndarray:
+    """``forecast_every_step``, through the network's shared pass when it has one and ``input_norm`` is none
+    (the same forecasts, one pass over the rows; the query rows are the zeroed target slots)."""
+    if network.shared is None or formulation.input_norm != "none":
+        return forecast_every_step(network.last_step, scaled, window, formulation, context)
+    if context is None or not len(context):
+        first = np.full((1, scaled.shape[1]), np.nan, np.float32)
+        if len(scaled) < 2:
+            return first[:len(scaled)]
+        return np.concatenate([first, forecast_every_step_with(network, scaled[1:], window, formulation,
+                                                               scaled[:1])])
+    history = np.ascontiguousarray(history_for(scaled, window, context), dtype=np.float32)
+    output = np.asarray(network.shared(history, True), dtype=np.float32)
+    base = history[window - 2:-1] if formulation.target == "change" else np.zeros_like(output)
+    return base + output
 
 
 class WindowForecastStream:

@@ -101,6 +101,22 @@ class MultiHeadAttention(nn.Module):
                                              self._rotate(self._split(k), 0), self._split(v), attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).reshape(q.shape))
 
+    def query_rows(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                   own: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Step-T attention of K query rows (B, K, d), each the last step of its own window, over that window's
+        past keys and values (B, K, P, d) at steps 0..P-1, and with ``own`` (its key and value, (B, K, d)) at
+        step P too (``step_t_self``). Returns (B, K, d), before the output projection."""
+        b, n, p, _ = keys.shape
+        if own is not None:
+            keys, values = torch.cat([keys, own[0][:, :, None]], 2), torch.cat([values, own[1][:, :, None]], 2)
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (B, K, T, d) -> (B * K, h, T, dh)
+            return x.reshape(b * n, x.shape[2], self.n_heads, self.head_dim).transpose(1, 2)
+
+        q_heads = self._rotate(heads(q[:, :, None]), p)
+        weights = torch.softmax(q_heads @ self._rotate(heads(keys), 0).transpose(-1, -2) / math.sqrt(self.head_dim), -1)
+        return (weights @ heads(values)).transpose(1, 2).reshape(b, n, self.d_model)
+
     def _step_t_last(self, q_last: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The last step's attention output (B, 1, d): one softmax row over the past steps (and itself
         only with ``step_t_self``)."""

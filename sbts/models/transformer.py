@@ -85,6 +85,39 @@ class TimeSeriesTransformer(nn.Module):
             h = h[:, -1:]
         return self.head(torch.relu(h))
 
+    def last_steps(self, rows: torch.Tensor, ends: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """The shared pass of a streamable Step-T model: the last-step outputs (B, K, out_dim) of the windows
+        ending at ``ends`` (K,) of a long series ``rows`` (B, N, in_channels), each window's last row taking its
+        input from ``queries`` (B, K, in_channels; default the rows at ``ends``; forecasting zeroes them).
+
+        The same numbers as ``self(window, last_step_only=True)`` on each window, to float32 rounding, for one
+        pass over the rows: every step's past stream (its state attending to itself only) once, and per target
+        a query row attending to the keys and values of the ``max_len - 1`` steps before it at every layer."""
+        problem = self.config.streaming_problem
+        if problem is not None:
+            raise ValueError(f"the shared pass needs a streamable model: {problem}")
+        if self.training and self.config.norm == "batch":
+            raise ValueError("the shared pass cannot train a batch norm: its statistics would gather other rows "
+                             "than the windows'")
+        past = self.config.max_len - 1
+        if len(ends) and (int(ends.min()) < past or int(ends.max()) >= rows.shape[1]):
+            raise ValueError(f"window ends must lie in [{past}, {rows.shape[1] - 1}] (each needs {past} rows before it)")
+        scale = math.sqrt(self.config.d_model)
+        h = self.embedding(rows) * scale
+        g = self.embedding(rows[:, ends] if queries is None else queries) * scale
+        band = ends[:, None] - past + torch.arange(past, device=ends.device)
+        for layer in self.layers:
+            attention = layer.attention
+            k, v = attention.k_proj(h), attention.v_proj(h)
+            mixed = attention.query_rows(attention.q_proj(g), k[:, band], v[:, band],
+                                         (attention.k_proj(g), attention.v_proj(g)) if self.config.step_t_self
+                                         else None)
+            g = layer.norm1(g + attention.out_proj(mixed))
+            g = layer.norm2(g + layer.ff2(torch.relu(layer.ff1(g))))
+            h = layer.norm1(h + attention.out_proj(v))  # a past step attends only to itself: its value
+            h = layer.norm2(h + layer.ff2(torch.relu(layer.ff1(h))))
+        return self.head(torch.relu(g))
+
     def _rows_independent_after_attention(self) -> bool:
         """Whether the last layer's rows after attention can be computed one at a time: not when the norm
         mixes time steps (LayerNorm over time) or a batch norm gathers statistics over rows in training."""

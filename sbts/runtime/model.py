@@ -17,13 +17,14 @@ from sbts.config import ModelConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.windows import check_series
 from sbts.errors import ArtifactError, ConfigError, DataError, SBTSError
-from sbts.heads.anomaly import ScoreStream, score_series
-from sbts.heads.forecasting import Formulation, WindowForecastStream, forecast_every_step, forecast_next
+from sbts.heads.anomaly import ScoreStream, score_series_with
+from sbts.heads.forecasting import Formulation, WindowForecastStream, forecast_every_step_with, forecast_next
+from sbts.heads.network import SeriesNetwork
 from sbts.registry import entry, runtime_class
 from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
 from sbts.runtime.inputs import read_cases, read_series, stream_rows, write_rows
 from sbts.runtime.network import MacCounter, forward
-from sbts.runtime.streaming import CachedForecastStream, CachedScoreStream, StepStream
+from sbts.runtime.streaming import CachedForecastStream, CachedScoreStream, StepStream, numpy_shared_pass
 
 BATCH = 256  # cases per forward call: bounds memory on long inputs
 
@@ -165,6 +166,12 @@ class SeriesRuntime(RuntimeModel):
     def window(self) -> int:
         return self.config.max_len
 
+    @property
+    def network(self) -> SeriesNetwork:
+        """The network as the heads call it: window by window, and through the shared pass when streamable."""
+        shared = numpy_shared_pass(self.config, self.tensors) if self.config.streamable else None
+        return SeriesNetwork(self.last_step, shared)
+
     def last_step(self, windows: np.ndarray) -> np.ndarray:
         """The network's outputs (B, D) at the last step of prepared windows (B, w, D)."""
         return self.forward(windows, last_step_only=True)[:, 0]
@@ -238,7 +245,7 @@ class AnomalyRuntime(SeriesRuntime):
         scaled = self._scale(check_series(series, self.config.in_channels, where))
         before = None if context is None else self._scale(check_series(context, self.config.in_channels,
                                                                        context_where, allow_empty=True))
-        return score_series(self.last_step, scaled, self.window, before)
+        return score_series_with(self.network, scaled, self.window, before)
 
     def predict(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                 threshold: float | None = None) -> np.ndarray:
@@ -310,7 +317,7 @@ class ForecastRuntime(SeriesRuntime):
         scaled = self._scale(check_series(series, self.config.in_channels, where))
         before = None if context is None else self._scale(check_series(context, self.config.in_channels,
                                                                        context_where, allow_empty=True))
-        return self._unscale(forecast_every_step(self.last_step, scaled, self.window, self.formulation, before))
+        return self._unscale(forecast_every_step_with(self.network, scaled, self.window, self.formulation, before))
 
     @property
     def streamable(self) -> bool:

@@ -26,6 +26,7 @@ from sbts.config import ModelConfig
 from sbts.data.windows import check_series
 from sbts.errors import ConfigError
 from sbts.heads.forecasting import Formulation
+from sbts.heads.network import SHARED_CHUNK, SharedLastSteps
 from sbts.frozen_tensors import ROTARY_BASE, rotate_pairs
 from sbts.runtime.network import MacCounter, Network
 
@@ -137,6 +138,41 @@ class StepStream:
             hidden = np.maximum(net.linear(f"{name}.ff1", g), 0)
             g = net.norm(f"{name}.norm2", g + net.linear(f"{name}.ff2", hidden), None)
         return net.linear("head", np.maximum(g, 0))[0, 0]
+
+
+def numpy_shared_pass(config: ModelConfig, tensors: Mapping[str, np.ndarray],
+                      counter: MacCounter | None = None) -> SharedLastSteps:
+    """A streamable network's shared pass in numpy (``sbts.heads.network``): every step's past stream once,
+    then per target a query row over the ``max_len - 1`` steps before it, in chunks of ``SHARED_CHUNK``."""
+    check_streamable(config)
+    net = Network(config, tensors, counter if counter is not None else MacCounter())
+    past, scale = config.max_len - 1, np.float32(math.sqrt(config.d_model))
+
+    def last_steps(history: np.ndarray, zero_queries: bool) -> np.ndarray:
+        out = []
+        for start in range(0, len(history) - past, SHARED_CHUNK):
+            rows = np.asarray(history[start:start + SHARED_CHUNK + past], dtype=np.float32)[None]
+            n = rows.shape[1] - past
+            h = net.linear("embedding", rows) * scale
+            g = net.linear("embedding", np.zeros_like(rows[:, past:]) if zero_queries else rows[:, past:]) * scale
+            band = np.arange(n)[:, None] + np.arange(past)  # row i's past steps
+            for i in range(config.n_layers):
+                name = f"layers.{i}"
+                k, v = net.linear(f"{name}.attention.k_proj", h)[0], net.linear(f"{name}.attention.v_proj", h)[0]
+                q, keys, values = net.linear(f"{name}.attention.q_proj", g)[0][:, None], k[band], v[band]
+                if config.step_t_self:  # the last step also attends to itself: its own key and value
+                    keys = np.concatenate([keys, net.linear(f"{name}.attention.k_proj", g)[0][:, None]], 1)
+                    values = np.concatenate([values, net.linear(f"{name}.attention.v_proj", g)[0][:, None]], 1)
+                mixed = net.attend(f"{name}.attention", q, keys, values, None, past)[:, 0][None]
+                g = net.norm(f"{name}.norm1", g + net.linear(f"{name}.attention.out_proj", mixed), None)
+                g = net.norm(f"{name}.norm2", g + net.linear(f"{name}.ff2", np.maximum(net.linear(f"{name}.ff1", g),
+                                                                                        0)), None)
+                h = net.norm(f"{name}.norm1", h + net.linear(f"{name}.attention.out_proj", v[None]), None)
+                h = net.norm(f"{name}.norm2", h + net.linear(f"{name}.ff2", np.maximum(net.linear(f"{name}.ff1", h),
+                                                                                        0)), None)
+            out.append(net.linear("head", np.maximum(g, 0))[0])
+        return np.concatenate(out) if out else np.empty((0, config.out_dim), np.float32)
+    return last_steps
 
 
 class CachedScoreStream:

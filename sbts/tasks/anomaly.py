@@ -35,14 +35,15 @@ from sbts.data.anomaly import AnomalyData, canonical_anomaly_spec, load_anomaly
 from sbts.data.preprocessing import ChannelScaler
 from sbts.data.windows import check_series, check_window_fits, history_for, training_window_starts
 from sbts.errors import ConfigError, DataError, SBTSError
-from sbts.heads.anomaly import ScoreStream, score_series
+from sbts.heads.anomaly import ScoreStream, score_series_with
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
 from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
 from sbts.runtime.streaming import CachedScoreStream
 from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
-from sbts.tasks.runs import last_step_function
+from sbts.tasks.runs import (SharedBlock, SharedBlocks, last_step_function, series_network, shared_block_loss,
+                             trains_shared)
 from sbts.training.checkpoint import read_json
 
 TASK = "anomaly"
@@ -189,6 +190,14 @@ class AnomalySplits:
     def train_set(self) -> WindowDataset:
         return _windows_in(self.fit_parts, self.window, self.stride)
 
+    def train_blocks(self, block: int) -> SharedBlocks:
+        """The training windows' targets in blocks of ``block`` consecutive ones, for the shared pass."""
+        windows = self.train_set()
+        lengths = [len(part) for part in self.fit_parts]
+        starts = np.cumsum([0] + lengths[:-1])
+        return SharedBlocks(windows.rows.numpy(), self.window, windows.starts + self.window - 1,
+                            [(int(a), int(a + n)) for a, n in zip(starts, lengths)], block)
+
     def val_set(self) -> WindowDataset | None:
         """Windows ending at validation steps, every ``stride`` steps (the last one included), for selection."""
         if not any(len(part) for part in self.val_parts):
@@ -250,17 +259,16 @@ class SplitScores:
     test_seconds: float  # wall time to score the test series
 
 
-def score_splits(model: torch.nn.Module, splits: AnomalySplits, device: torch.device,
-                 batch_size: int = 256) -> SplitScores:
+def score_splits(model: torch.nn.Module, splits: AnomalySplits, device: torch.device) -> SplitScores:
     """One score per step of every split: each validation part continues its fit part, and each test series
-    continues its training series (a pooled set's members each their own)."""
-    reconstruct = last_step_function(model, device)
-    fit = np.concatenate([score_series(reconstruct, part, splits.window, None, batch_size)
-                          for part in splits.fit_parts])
-    val = np.concatenate([score_series(reconstruct, part, splits.window, before, batch_size) if len(part)
+    continues its training series (a pooled set's members each their own). A streamable model scores through
+    its shared pass."""
+    network = series_network(model, device)
+    fit = np.concatenate([score_series_with(network, part, splits.window, None) for part in splits.fit_parts])
+    val = np.concatenate([score_series_with(network, part, splits.window, before) if len(part)
                           else fit[:0] for before, part in zip(splits.fit_parts, splits.val_parts)])
     start = time.perf_counter()
-    tests = [score_series(reconstruct, part, splits.window, before, batch_size) for part, before in splits.test_parts()]
+    tests = [score_series_with(network, part, splits.window, before) for part, before in splits.test_parts()]
     return SplitScores(fit, val, np.concatenate(tests) if tests else None, time.perf_counter() - start)
 
 
@@ -379,7 +387,13 @@ class AnomalyTask(Task):
         return splits
 
     # --- what the output means -----------------------------------------------------------------------------
+    def datasets(self, data: AnomalySplits, run: RunConfig):
+        train = data.train_blocks(run.train.batch_size) if trains_shared(run.model) else data.train_set()
+        return train, data.val_set()
+
     def training_loss(self, model, batch):
+        if isinstance(batch, SharedBlock):
+            return shared_block_loss(model, batch)
         (x,) = batch
         return F.mse_loss(model(x, last_step_only=True)[:, 0], x[:, -1])
 
@@ -487,7 +501,7 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
         scaled = self._scale(check_series(X, self.n_features_in_, "X", one_d=False, owner=name))
         before = None if context is None else self._scale(check_series(context, self.n_features_in_, "context",
                                                                        owner=name))
-        return score_series(last_step_function(self.model_, self.device_), scaled, self.config_.max_len, before)
+        return score_series_with(series_network(self.model_, self.device_), scaled, self.config_.max_len, before)
 
     def score_samples(self, X, context=None) -> np.ndarray:
         """The negated anomaly score (scikit-learn's convention: the lower, the more abnormal)."""

@@ -127,7 +127,7 @@ class Task:
         """What a checkpoint keeps to prepare the data again exactly (scaler, splits, names)."""
         return {"scaler": data.scaler.to_dict(), "files": data.files}
 
-    def datasets(self, data: Any) -> tuple[Dataset, Dataset | None]:
+    def datasets(self, data: Any, run: RunConfig) -> tuple[Dataset, Dataset | None]:
         return data.train_set(), data.val_set()
 
     def training_loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -208,7 +208,7 @@ class Task:
             trainer.resume()
         if run_dir is not None:  # written once the run can start; on resume it records the new epoch budget
             atomic_write_json(run_dir / "config.json", run.to_dict())
-        return trainer, trainer.fit(*self.datasets(data))
+        return trainer, trainer.fit(*self.datasets(data, run))
 
     def train_run(self, spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
                   train_overrides: dict[str, Any] | None = None,

@@ -289,7 +289,7 @@ class ClassificationTask(Task):
         return {"classes": data.classes, "scaler": data.scaler.to_dict(), "val_indices": data.val_indices,
                 "files": data.files}
 
-    def datasets(self, data: ClassificationData):
+    def datasets(self, data: ClassificationData, run: RunConfig):
         return data.train, data.val
 
     # --- what the output means -----------------------------------------------------------------------------

@@ -33,12 +33,14 @@ from sbts.data.preprocessing import ChannelScaler
 from sbts.data.windows import check_series, check_window_fits, training_window_starts, windows_ending_at_every_step
 from sbts.errors import ConfigError, DataError, SBTSError
 from sbts.heads.forecasting import (INPUT_NORMS, TARGETS, Formulation, ForwardLast, WindowForecastStream,
-                                    forecast_every_step, forecast_next, prepare_windows)
+                                    forecast_every_step_with, forecast_next, prepare_windows)
 from sbts.metrics.forecasting import FORECAST_METRIC_NOTES, forecast_errors
 from sbts.runtime.streaming import CachedForecastStream
 from sbts.tasks.base import DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
-from sbts.tasks.runs import last_step_function
+from sbts.heads.network import SeriesNetwork
+from sbts.tasks.runs import (SharedBlock, SharedBlocks, last_step_function, series_network, shared_block_loss,
+                             trains_shared)
 
 TASK = "forecasting"
 DEFAULT_WINDOW = 96  # without a paper preset; the paper uses 200 (199 observed steps and the target slot)
@@ -155,9 +157,17 @@ class ForecastSplits:
             return np.empty((0, self.window, self.n_channels), np.float32)
         return windows_ending_at_every_step(self.rows[start - self.window + 1:end], self.window)
 
+    def train_ends(self) -> np.ndarray:
+        return training_window_starts(self.bounds.train_end, self.window, self.stride) + self.window - 1
+
     def train_set(self) -> ForecastWindows:
-        ends = training_window_starts(self.bounds.train_end, self.window, self.stride) + self.window - 1
-        return ForecastWindows(self.rows, self.window, ends, self.formulation)
+        return ForecastWindows(self.rows, self.window, self.train_ends(), self.formulation)
+
+    def train_blocks(self, block: int) -> SharedBlocks:
+        """The training targets in blocks of ``block`` consecutive ones, for the shared pass (``input_norm`` none:
+        a window normalised by its own steps has no shared pass)."""
+        return SharedBlocks(self.rows, self.window, self.train_ends(), [(0, self.bounds.train_end)], block,
+                            zeroed=True, change=self.formulation.target == "change")
 
     def val_set(self) -> ForecastWindows | None:
         """Windows ending at every ``stride``-th validation row (the last included), to select the epoch."""
@@ -191,11 +201,12 @@ def _forecast(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.
     return (base + model(x, last_step_only=True)[:, 0]) * scale + offset
 
 
-def forecast_split(forward_last: ForwardLast, splits: ForecastSplits, split: str) -> np.ndarray:
-    """The scaled forecast of every row of a split, each from the rows before it."""
+def forecast_split(network: SeriesNetwork, splits: ForecastSplits, split: str) -> np.ndarray:
+    """The scaled forecast of every row of a split, each from the rows before it (through the shared pass of a
+    streamable model)."""
     start, end = splits.span(split)
-    return forecast_every_step(forward_last, splits.rows[start:end], splits.window, splits.formulation,
-                               context=splits.rows[:start])
+    return forecast_every_step_with(network, splits.rows[start:end], splits.window, splits.formulation,
+                                    context=splits.rows[:start])
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -306,7 +317,13 @@ class ForecastTask(Task):
         return {"scaler": data.scaler.to_dict(), "files": data.files, "columns": data.columns}
 
     # --- what the output means -----------------------------------------------------------------------------
+    def datasets(self, data: ForecastSplits, run: RunConfig):
+        shared = trains_shared(run.model) and data.formulation.input_norm == "none"
+        return data.train_blocks(run.train.batch_size) if shared else data.train_set(), data.val_set()
+
     def training_loss(self, model, batch):
+        if isinstance(batch, SharedBlock):
+            return shared_block_loss(model, batch)
         return F.mse_loss(_forecast(model, batch), batch[1])
 
     @torch.no_grad()
@@ -324,12 +341,12 @@ class ForecastTask(Task):
     # --- the report -------------------------------------------------------------------------------------------
     def report(self, run: RunConfig, model: torch.nn.Module, data: ForecastSplits, device: torch.device) -> TaskReport:
         """The model's errors next to the baselines', and the test forecasts as a csv."""
-        forward_last = last_step_function(model, device)
+        network = series_network(model, device)
         std = data.scaler.std
         has_val = data.span("val")[1] > data.span("val")[0]
-        val = _errors(forecast_split(forward_last, data, "val"), data, "val", std) if has_val else {}
+        val = _errors(forecast_split(network, data, "val"), data, "val", std) if has_val else {}
         start = time.perf_counter()
-        test_forecasts = forecast_split(forward_last, data, "test")
+        test_forecasts = forecast_split(network, data, "test")
         test_seconds = time.perf_counter() - start
         test = _errors(test_forecasts, data, "test", std)
         baselines = baseline_report(data)
@@ -407,8 +424,8 @@ class SBTForecaster(SBTEstimator):
         """The one-step-ahead forecast (n_steps, n_variables) of every row of ``y`` from the rows before it."""
         self._check_fitted()
         before = None if context is None else self._scaled(context, "context")
-        scaled = forecast_every_step(self._forward_last(), self._scaled(y, "y"), self.config_.max_len,
-                                     self.formulation_, context=before)
+        scaled = forecast_every_step_with(series_network(self.model_, self.device_), self._scaled(y, "y"),
+                                          self.config_.max_len, self.formulation_, context=before)
         return self.scaler_.inverse_transform_rows(scaled)
 
     def stream(self, context=None) -> CachedForecastStream | WindowForecastStream:

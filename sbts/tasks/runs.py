@@ -16,16 +16,19 @@ import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 from sbts import __version__
 from sbts.config import DEFAULT_MODEL, ModelConfig, RunConfig, read_config_file
 from sbts.configs import preset_path
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import CheckpointError, ConfigError, DataError, SBTSError
+from sbts.heads.network import SHARED_CHUNK, SeriesNetwork, SharedLastSteps
 from sbts.registry import task_class
 from sbts.tasks.options import check_preset
 from sbts.training import FitResult, load_checkpoint
@@ -167,6 +170,80 @@ def last_step_function(model: torch.nn.Module, device: torch.device) -> Callable
         with torch.no_grad():
             return model(torch.from_numpy(windows).to(device), last_step_only=True)[:, 0].cpu().numpy()
     return last_step
+
+
+class SharedBlock(NamedTuple):
+    """A training batch for the shared pass: ``len(ends)`` consecutive targets of one series and the rows their
+    windows cover. ``zeroed``: the windows' last rows are target slots (forecasting); ``change``: the target is
+    the change from the row before (0-d bool tensors)."""
+
+    ends: torch.Tensor  # (K,) positions in rows
+    rows: torch.Tensor  # (L, D)
+    zeroed: torch.Tensor
+    change: torch.Tensor
+
+
+class SharedBlocks(Dataset):
+    """Training examples of a streamable model as blocks of ``block`` consecutive targets (one optimiser step
+    each, in shuffled order): a block costs one pass over its rows instead of one per window. Targets are the
+    window ends ``ends`` of ``rows`` (N, D), grouped within each of ``parts`` (start, stop) of the rows."""
+
+    prebatched = True  # each item is a whole batch
+
+    def __init__(self, rows: np.ndarray, window: int, ends: np.ndarray, parts: list[tuple[int, int]], block: int,
+                 zeroed: bool = False, change: bool = False):
+        self.rows, self.past = torch.from_numpy(np.ascontiguousarray(rows, np.float32)), window - 1
+        self.flags = torch.tensor(zeroed), torch.tensor(change)
+        self.blocks = [chosen[i:i + block] for start, stop in parts
+                       for chosen in [ends[(ends >= start) & (ends < stop)]] for i in range(0, len(chosen), block)]
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> SharedBlock:
+        ends = self.blocks[index]
+        first = int(ends[0]) - self.past
+        return SharedBlock(torch.from_numpy(ends - first), self.rows[first:int(ends[-1]) + 1], *self.flags)
+
+
+def shared_block_loss(model: torch.nn.Module, block: SharedBlock) -> torch.Tensor:
+    """The windowed tasks' loss through the shared pass: MSE between the last-step outputs (plus the row before
+    for a change target) and the rows at the block's targets."""
+    rows = block.rows[None]
+    queries = torch.zeros(1, len(block.ends), rows.shape[2], device=rows.device) if bool(block.zeroed) else None
+    out = model.last_steps(rows, block.ends, queries)[0]
+    if bool(block.change):
+        out = out + block.rows[block.ends - 1]
+    return F.mse_loss(out, block.rows[block.ends])
+
+
+def trains_shared(config: ModelConfig) -> bool:
+    """Whether a model trains through the shared pass: streamable, and no batch norm (whose training statistics
+    would gather other rows than the windows')."""
+    return config.streamable and config.norm != "batch"
+
+
+def series_network(model: torch.nn.Module, device: torch.device) -> SeriesNetwork:
+    """A model (put in eval mode) as the numpy heads call it: window by window, and for a streamable model
+    through its shared pass (``TimeSeriesTransformer.last_steps``)."""
+    return SeriesNetwork(last_step_function(model, device),
+                         _shared_last_steps(model, device) if model.config.streamable else None)
+
+
+def _shared_last_steps(model: torch.nn.Module, device: torch.device) -> SharedLastSteps:
+    model.eval()
+    past = model.config.max_len - 1
+
+    def last_steps(history: np.ndarray, zero_queries: bool) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(history) - past, SHARED_CHUNK):
+                rows = torch.from_numpy(history[start:start + SHARED_CHUNK + past]).to(device)[None]
+                ends = torch.arange(past, rows.shape[1], device=device)
+                queries = torch.zeros(1, len(ends), rows.shape[2], device=device) if zero_queries else None
+                out.append(model.last_steps(rows, ends, queries)[0].cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, model.config.out_dim), np.float32)
+    return last_steps
 
 
 def check_files_unchanged(recorded: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> None:

@@ -68,6 +68,12 @@ def mismatch_reason(exc: Exception) -> str:
     return lines[-1][:160] if lines else exc.__class__.__name__
 
 
+def _to_device(batch, device: torch.device):
+    """The batch's tensors on ``device``, keeping the batch's type (a tuple, or a named tuple the task reads)."""
+    moved = [t.to(device) for t in batch]
+    return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -178,7 +184,7 @@ class Trainer:
         show_bar = self.verbose and tqdm is not None and sys.stderr.isatty()
         batches = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False) if show_bar else loader
         for batch in batches:
-            batch = tuple(t.to(self.device) for t in batch)
+            batch = _to_device(batch, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.task.training_loss(self.model, batch)
             if not torch.isfinite(loss):
@@ -198,8 +204,9 @@ class Trainer:
 
         Without a validation set the best epoch is chosen on the training set (and says so).
         """
-        loader = DataLoader(train_set, batch_size=self.config.batch_size, shuffle=True,
-                            generator=self.shuffle_generator)
+        # A prebatched set (the shared pass's blocks) yields whole batches: no batching, only their order shuffled.
+        loader = DataLoader(train_set, batch_size=None if getattr(train_set, "prebatched", False)
+                            else self.config.batch_size, shuffle=True, generator=self.shuffle_generator)
         selection_set, selection_name = (val_set, "val") if val_set is not None else (train_set, "train")
         stopped_early = interrupted = False
         if not self.best_state:
