@@ -62,7 +62,7 @@ def model_overrides(job: dict) -> dict:
         overrides["density"] = job["density"]
     if job["dataset"].startswith("SMD/"):
         overrides["max_len"] = job["smd_window"]
-    return overrides
+    return overrides | job.get("model_options", {})  # e.g. the streamable configuration's
 
 
 def one_run(job: dict) -> dict:

@@ -75,7 +75,7 @@ def one_run(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     target, input_norm = FORMULATIONS[job["formulation"]]
     model = {"seed": job["seed"], "max_len": job["window"]} | ({} if job["density"] is None else
-                                                                {"density": job["density"]})
+                                                                {"density": job["density"]}) | job.get("model_options", {})
     spec = build_run_spec("forecasting", data=job["dataset"], model_name=job["model"], config_file=None,
                           model_overrides=model,
                           train_overrides={"epochs": job["epochs"], "patience": PATIENCE, "stride": job["stride"],

@@ -175,15 +175,15 @@ def numpy_shared_pass(config: ModelConfig, tensors: Mapping[str, np.ndarray],
     return last_steps
 
 
-class CachedScoreStream:
-    """Anomaly scores one observation at a time with a ``StepStream``: ``update(x_t)`` is the score of step t,
-    equal to batch scoring of the whole stream with the same context (the windowed ``ScoreStream``'s
-    numbers, at the cost of one step). ``scale`` maps raw rows (n, D) to the model's scaled rows."""
+class _CachedStream:
+    """A ``StepStream`` fed with raw observations: ``update(x_t)`` for one, ``update_many`` for a block (past
+    states in one pass, then a query row each); a bad observation refuses its block and changes nothing.
+    ``scale`` maps raw rows (n, D) to the model's scaled rows; ``context``: raw rows that precede the stream."""
 
     def __init__(self, stream: StepStream, scale: Callable[[np.ndarray], np.ndarray],
                  context: np.ndarray | None = None):
-        self.stream, self.scale, self.n_channels = stream, scale, stream.config.in_channels
-        self.context = context
+        self.stream, self.scale, self.context = stream, scale, context
+        self.n_channels = stream.config.in_channels
         self.reset()
 
     def reset(self) -> None:
@@ -194,26 +194,39 @@ class CachedScoreStream:
             rows = self.scale(check_series(self.context, self.n_channels, "context"))[-self.stream.size:]
             self.stream.push(*self.stream.past_states(rows))
 
-    def update(self, observation: np.ndarray) -> float:
-        """The score of one new observation (n_channels values); a bad one changes nothing."""
-        row = self.scale(check_series(np.reshape(observation, (1, -1)), self.n_channels,
-                                      f"observation {self.steps}"))[0]
-        keys, values = self.stream.past_states(row[None])
-        if self.stream.empty:  # no history at all: the observation stands in for it
-            self.stream.fill(keys, values)
-        reconstruction = self.stream.query(row).astype(np.float64)
-        self.stream.push(keys, values)
-        self.steps += 1
-        return float(np.mean(np.square(reconstruction - row.astype(np.float32).astype(np.float64))))
+    def update(self, observation: np.ndarray):
+        return self.update_many(np.reshape(observation, (1, -1)), f"observation {self.steps}")[0]
 
-    def update_many(self, observations: np.ndarray) -> np.ndarray:
-        """Scores of several new observations (n, n_channels), in order."""
-        return np.array([self.update(row) for row in check_series(observations, self.n_channels, "observations")])
+    def update_many(self, observations: np.ndarray, where: str | None = None) -> np.ndarray:
+        checked = check_series(observations, self.n_channels, where or f"observations from {self.steps}")
+        rows = self.scale(checked).astype(np.float32)
+        out = self._outputs(rows, *self.stream.past_states(rows))
+        self.steps += len(rows)
+        return out
+
+    def _outputs(self, rows: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
-class CachedForecastStream:
-    """One-step-ahead forecasts one observation at a time with a ``StepStream``: ``update(x_t)`` gives the
-    forecast of step t + 1 in the data's units, equal to ``forecast_next`` on the stream so far (and context).
+class CachedScoreStream(_CachedStream):
+    """Anomaly scores one observation at a time: ``update(x_t)`` is the score of step t, equal to batch scoring
+    of the whole stream with the same context (the windowed ``ScoreStream``'s numbers, at the cost of one
+    step)."""
+
+    def _outputs(self, rows: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        scores = np.empty(len(rows))
+        for i, row in enumerate(rows):
+            if self.stream.empty:  # no history at all: the observation stands in for it
+                self.stream.fill(keys[i:i + 1], values[i:i + 1])
+            reconstruction = self.stream.query(row).astype(np.float64)
+            self.stream.push(keys[i:i + 1], values[i:i + 1])
+            scores[i] = np.mean(np.square(reconstruction - row.astype(np.float64)))
+        return scores
+
+
+class CachedForecastStream(_CachedStream):
+    """One-step-ahead forecasts one observation at a time: ``update(x_t)`` gives the forecast of step t + 1 in
+    the data's units, equal to ``forecast_next`` on the stream so far (and context).
 
     The window's last row, the step being forecast, is a zeroed slot (``sbts.heads.forecasting``), so each
     observation is pushed to the past stream and the query row reads zeros. ``input_norm="window"`` scales every
@@ -224,31 +237,14 @@ class CachedForecastStream:
         if formulation.input_norm != "none":
             raise ConfigError(f"input_norm {formulation.input_norm}: each window is scaled by its own steps, so this "
                               "forecaster cannot stream one step at a time")
-        self.stream, self.formulation, self.scale, self.unscale = stream, formulation, scale, unscale
-        self.n_channels, self.context = stream.config.in_channels, context
-        self.reset()
+        self.formulation, self.unscale = formulation, unscale
+        super().__init__(stream, scale, context)
 
-    def reset(self) -> None:
-        """Start again from the context given at creation (or none)."""
-        self.stream.reset()
-        self.steps = 0
-        self.last: np.ndarray | None = None  # the last scaled row: the base of a change forecast
-        if self.context is not None and len(self.context) and self.stream.size:
-            rows = self.scale(check_series(self.context, self.n_channels, "context"))[-self.stream.size:]
-            self.stream.push(*self.stream.past_states(rows))
-            self.last = rows[-1]
-
-    def update(self, observation: np.ndarray) -> np.ndarray:
-        """The forecast (n_channels,) of the step after this observation; a bad one changes nothing."""
-        row = self.scale(check_series(np.reshape(observation, (1, -1)), self.n_channels,
-                                      f"observation {self.steps}"))[0]
-        self.stream.push(*self.stream.past_states(row[None]))
-        self.last = row.astype(np.float32)
-        self.steps += 1
-        output = self.stream.query(np.zeros(self.n_channels, np.float32))
-        base = self.last if self.formulation.target == "change" else np.zeros_like(output)
-        return self.unscale((base + output)[None])[0]
-
-    def update_many(self, observations: np.ndarray) -> np.ndarray:
-        """Forecasts (n, n_channels): row i is the forecast of the step after observation i."""
-        return np.array([self.update(row) for row in check_series(observations, self.n_channels, "observations")])
+    def _outputs(self, rows: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        slot = np.zeros(self.n_channels, np.float32)  # the target slot of every window
+        outputs = np.empty((len(rows), self.stream.config.out_dim), np.float32)
+        for i in range(len(rows)):
+            self.stream.push(keys[i:i + 1], values[i:i + 1])
+            outputs[i] = self.stream.query(slot)
+        base = rows if self.formulation.target == "change" else np.zeros_like(outputs)
+        return self.unscale(base + outputs)
