@@ -19,13 +19,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sbts.frozen_tensors import activation_mask, derive_seed, rotary_tables
+from sbts.frozen_tensors import ROTARY_BASE, activation_mask, derive_seed, rotary_tables
 from sbts.layers.storage import SEED_BITS, LayerStorage, StoredTensor
 
 
 def fixed_activation_mask(seed: int, length: int, width: int, density: float) -> torch.Tensor:
     """``activation_mask`` as a tensor: ceil(density * width) kept entries in every row."""
     return torch.from_numpy(activation_mask(seed, length, width, density))
+
+
+def _turn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Turn the channel pairs of split heads (..., T, dh) by angles (T, dh // 2); an odd head's last channel has
+    no pair and stays as it is."""
+    paired = 2 * cos.shape[-1]
+    even, odd = x[..., 0:paired:2], x[..., 1:paired:2]
+    turned = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+    return torch.cat([turned, x[..., paired:]], dim=-1)
 
 
 class MultiHeadAttention(nn.Module):
@@ -70,11 +79,19 @@ class MultiHeadAttention(nn.Module):
         t = x.shape[2]
         if start + t > self.rotary_cos.shape[0]:
             raise ValueError(f"sequence length {start + t} exceeds the model's max_len {self.rotary_cos.shape[0]}")
-        cos, sin = self.rotary_cos[start:start + t], self.rotary_sin[start:start + t]
-        paired = 2 * cos.shape[-1]  # an odd head's last channel has no pair and stays as it is
-        even, odd = x[..., 0:paired:2], x[..., 1:paired:2]
-        turned = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-        return torch.cat([turned, x[..., paired:]], dim=-1)
+        return _turn(x, self.rotary_cos[start:start + t], self.rotary_sin[start:start + t])
+
+    def turn_rows(self, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """RoPE of rows (B, N, d) at the absolute ``steps`` (N,) of a long series (identity without rotary): a
+        query and a key turned by their own steps multiply as they would in any window holding both."""
+        if not self.rotary:
+            return x
+        frequencies = ROTARY_BASE ** (-2 * torch.arange(self.head_dim // 2, dtype=torch.float64) / self.head_dim)
+        angles = steps.to(torch.float64).cpu()[:, None] * frequencies
+        cos, sin = angles.cos().to(x.dtype).to(x.device), angles.sin().to(x.dtype).to(x.device)
+        b, n, _ = x.shape
+        return _turn(x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2), cos, sin).transpose(1, 2).reshape(
+            b, n, self.d_model)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 last_row_only: bool = False) -> torch.Tensor:
@@ -104,8 +121,9 @@ class MultiHeadAttention(nn.Module):
     def query_rows(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                    own: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Step-T attention of K query rows (B, K, d), each the last step of its own window, over that window's
-        past keys and values (B, K, P, d) at steps 0..P-1, and with ``own`` (its key and value, (B, K, d)) at
-        step P too (``step_t_self``). Returns (B, K, d), before the output projection."""
+        past keys and values (B, K, P, d), and with ``own`` (its key and value, (B, K, d)) too (``step_t_self``).
+        Under RoPE queries and keys come turned by their steps (``turn_rows``). Returns (B, K, d), before the
+        output projection."""
         b, n, p, _ = keys.shape
         if own is not None:
             keys, values = torch.cat([keys, own[0][:, :, None]], 2), torch.cat([values, own[1][:, :, None]], 2)
@@ -113,8 +131,7 @@ class MultiHeadAttention(nn.Module):
         def heads(x: torch.Tensor) -> torch.Tensor:  # (B, K, T, d) -> (B * K, h, T, dh)
             return x.reshape(b * n, x.shape[2], self.n_heads, self.head_dim).transpose(1, 2)
 
-        q_heads = self._rotate(heads(q[:, :, None]), p)
-        weights = torch.softmax(q_heads @ self._rotate(heads(keys), 0).transpose(-1, -2) / math.sqrt(self.head_dim), -1)
+        weights = torch.softmax(heads(q[:, :, None]) @ heads(keys).transpose(-1, -2) / math.sqrt(self.head_dim), -1)
         return (weights @ heads(values)).transpose(1, 2).reshape(b, n, self.d_model)
 
     def _step_t_last(self, q_last: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

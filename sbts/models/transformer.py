@@ -101,17 +101,20 @@ class TimeSeriesTransformer(nn.Module):
                              "than the windows'")
         past = self.config.max_len - 1
         if len(ends) and (int(ends.min()) < past or int(ends.max()) >= rows.shape[1]):
-            raise ValueError(f"window ends must lie in [{past}, {rows.shape[1] - 1}] (each needs {past} rows before it)")
+            raise ValueError(f"window ends must lie in [{past}, {rows.shape[1] - 1}] (each needs {past} rows "
+                             "before it)")
         scale = math.sqrt(self.config.d_model)
         h = self.embedding(rows) * scale
         g = self.embedding(rows[:, ends] if queries is None else queries) * scale
         band = ends[:, None] - past + torch.arange(past, device=ends.device)
+        steps = torch.arange(rows.shape[1], device=ends.device)
         for layer in self.layers:
             attention = layer.attention
-            k, v = attention.k_proj(h), attention.v_proj(h)
-            mixed = attention.query_rows(attention.q_proj(g), k[:, band], v[:, band],
-                                         (attention.k_proj(g), attention.v_proj(g)) if self.config.step_t_self
-                                         else None)
+            # Keys turned once by their own steps (RoPE), each query by its own: no window is ever turned anew.
+            k, v = attention.turn_rows(attention.k_proj(h), steps), attention.v_proj(h)
+            own = ((attention.turn_rows(attention.k_proj(g), ends), attention.v_proj(g)) if self.config.step_t_self
+                   else None)
+            mixed = attention.query_rows(attention.turn_rows(attention.q_proj(g), ends), k[:, band], v[:, band], own)
             g = layer.norm1(g + attention.out_proj(mixed))
             g = layer.norm2(g + layer.ff2(torch.relu(layer.ff1(g))))
             h = layer.norm1(h + attention.out_proj(v))  # a past step attends only to itself: its value

@@ -33,6 +33,16 @@ from sbts.runtime.network import MacCounter, Network
 FLOAT_BYTES = 4
 
 
+def turn_rows(config: ModelConfig, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """RoPE of (n, d_model) rows at the absolute ``steps`` (n,) of a stream: a query and a key turned by their
+    own steps multiply as they would in any window holding both."""
+    head_dim = config.d_model // config.n_heads
+    frequencies = ROTARY_BASE ** (-2 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
+    angles = steps.astype(np.float64)[:, None] * frequencies
+    cos, sin = np.cos(angles).astype(np.float32)[:, None], np.sin(angles).astype(np.float32)[:, None]
+    return rotate_pairs(x.reshape(len(x), config.n_heads, head_dim), cos, sin).reshape(x.shape)
+
+
 def check_streamable(config: ModelConfig, what: str = "this model") -> None:
     problem = config.streaming_problem
     if problem is not None:
@@ -52,7 +62,6 @@ class StepStream:
         self.config = config
         self.net = Network(config, tensors, counter if counter is not None else MacCounter())
         self.size = config.max_len - 1  # the past steps a query reads
-        self.head_dim = config.d_model // config.n_heads
         shape = (config.n_layers, 2 * self.size, config.d_model)
         self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         self.reset()
@@ -70,15 +79,7 @@ class StepStream:
         self.step = 0  # absolute step of the next row pushed
 
     def _turn(self, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        """RoPE of (n, d_model) rows at absolute ``steps`` (identity without rotary positions)."""
-        if not self.net.rotary:
-            return x
-        frequencies = ROTARY_BASE ** (-2 * np.arange(self.head_dim // 2, dtype=np.float64) / self.head_dim)
-        angles = steps.astype(np.float64)[:, None] * frequencies
-        heads = x.reshape(len(x), self.config.n_heads, self.head_dim)
-        cos, sin = np.cos(angles).astype(np.float32)[:, None], np.sin(angles).astype(np.float32)[:, None]
-        turned = rotate_pairs(heads, cos, sin)
-        return turned.reshape(x.shape)
+        return turn_rows(self.config, x, steps) if self.net.rotary else x
 
     def past_states(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values (n, n_layers, d_model) of prepared rows (n, in_channels) in the past stream (keys not
@@ -156,14 +157,20 @@ def numpy_shared_pass(config: ModelConfig, tensors: Mapping[str, np.ndarray],
             h = net.linear("embedding", rows) * scale
             g = net.linear("embedding", np.zeros_like(rows[:, past:]) if zero_queries else rows[:, past:]) * scale
             band = np.arange(n)[:, None] + np.arange(past)  # row i's past steps
+            steps, ends = np.arange(rows.shape[1]), np.arange(past, rows.shape[1])
+
+            def turn(x: np.ndarray, at: np.ndarray) -> np.ndarray:  # keys and queries once, by their own steps
+                return turn_rows(config, x, at) if net.rotary else x
+
             for i in range(config.n_layers):
                 name = f"layers.{i}"
-                k, v = net.linear(f"{name}.attention.k_proj", h)[0], net.linear(f"{name}.attention.v_proj", h)[0]
-                q, keys, values = net.linear(f"{name}.attention.q_proj", g)[0][:, None], k[band], v[band]
+                k = turn(net.linear(f"{name}.attention.k_proj", h)[0], steps)
+                v = net.linear(f"{name}.attention.v_proj", h)[0]
+                q, keys, values = turn(net.linear(f"{name}.attention.q_proj", g)[0], ends)[:, None], k[band], v[band]
                 if config.step_t_self:  # the last step also attends to itself: its own key and value
-                    keys = np.concatenate([keys, net.linear(f"{name}.attention.k_proj", g)[0][:, None]], 1)
+                    keys = np.concatenate([keys, turn(net.linear(f"{name}.attention.k_proj", g)[0], ends)[:, None]], 1)
                     values = np.concatenate([values, net.linear(f"{name}.attention.v_proj", g)[0][:, None]], 1)
-                mixed = net.attend(f"{name}.attention", q, keys, values, None, past)[:, 0][None]
+                mixed = net.attend(f"{name}.attention", q, keys, values, None, None)[:, 0][None]
                 g = net.norm(f"{name}.norm1", g + net.linear(f"{name}.attention.out_proj", mixed), None)
                 g = net.norm(f"{name}.norm2", g + net.linear(f"{name}.ff2", np.maximum(net.linear(f"{name}.ff1", g),
                                                                                         0)), None)
