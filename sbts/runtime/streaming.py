@@ -33,14 +33,22 @@ from sbts.runtime.network import MacCounter, Network
 FLOAT_BYTES = 4
 
 
-def turn_rows(config: ModelConfig, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """RoPE of (n, d_model) rows at the absolute ``steps`` (n,) of a stream: a query and a key turned by their
-    own steps multiply as they would in any window holding both."""
+def rotary_angles(config: ModelConfig, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin (n, 1, head_dim // 2) of the RoPE angles at the absolute ``steps`` (n,) of a stream."""
     head_dim = config.d_model // config.n_heads
     frequencies = ROTARY_BASE ** (-2 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
     angles = steps.astype(np.float64)[:, None] * frequencies
-    cos, sin = np.cos(angles).astype(np.float32)[:, None], np.sin(angles).astype(np.float32)[:, None]
-    return rotate_pairs(x.reshape(len(x), config.n_heads, head_dim), cos, sin).reshape(x.shape)
+    return np.cos(angles).astype(np.float32)[:, None], np.sin(angles).astype(np.float32)[:, None]
+
+
+def turn_rows(config: ModelConfig, x: np.ndarray, steps: np.ndarray,
+              angles: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """RoPE of (n, d_model) rows at the absolute ``steps`` (n,) of a stream (``angles``: their
+    ``rotary_angles``, when already known): a query and a key turned by their own steps multiply as they would
+    in any window holding both."""
+    cos, sin = rotary_angles(config, steps) if angles is None else angles
+    return rotate_pairs(x.reshape(len(x), config.n_heads, config.d_model // config.n_heads), cos, sin).reshape(
+        x.shape)
 
 
 def check_streamable(config: ModelConfig, what: str = "this model") -> None:
@@ -78,8 +86,9 @@ class StepStream:
         """Forget every step seen (the next one starts a new stream)."""
         self.step = 0  # absolute step of the next row pushed
 
-    def _turn(self, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        return turn_rows(self.config, x, steps) if self.net.rotary else x
+    def _turn(self, x: np.ndarray, steps: np.ndarray, angles: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> np.ndarray:
+        return turn_rows(self.config, x, steps, angles) if self.net.rotary else x
 
     def past_states(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values (n, n_layers, d_model) of prepared rows (n, in_channels) in the past stream (keys not
@@ -111,8 +120,11 @@ class StepStream:
 
     def _write(self, keys: np.ndarray, values: np.ndarray) -> None:
         steps = self.step + np.arange(len(keys))
-        for layer in range(self.config.n_layers):
-            turned = self._turn(keys[:, layer], steps)
+        layers = self.config.n_layers
+        # Every layer's keys of a row turn by the same step: one rotation for all of them.
+        turned_all = self._turn(keys.reshape(-1, keys.shape[-1]), np.repeat(steps, layers)).reshape(keys.shape)
+        for layer in range(layers):
+            turned = turned_all[:, layer]
             for offset, step in enumerate(steps):
                 slot = int(step) % self.size if self.size else 0
                 if self.size:
@@ -126,13 +138,14 @@ class StepStream:
         net, config = self.net, self.config
         start = self.step % self.size if self.size else 0  # the oldest cached row's slot
         here = np.array([self.step])
+        angles = rotary_angles(config, here) if self.net.rotary else None  # the query's step, at every layer
         g = net.linear("embedding", row[None, None].astype(np.float32)) * np.float32(math.sqrt(config.d_model))
         for i in range(config.n_layers):
             name = f"layers.{i}"
             keys, values = self.keys[i, start:start + self.size], self.values[i, start:start + self.size]
-            q = self._turn(net.linear(f"{name}.attention.q_proj", g)[0], here)[None]
+            q = self._turn(net.linear(f"{name}.attention.q_proj", g)[0], here, angles)[None]
             if config.step_t_self:  # the last step also attends to itself: its own key and value
-                keys = np.concatenate([keys, self._turn(net.linear(f"{name}.attention.k_proj", g)[0], here)])
+                keys = np.concatenate([keys, self._turn(net.linear(f"{name}.attention.k_proj", g)[0], here, angles)])
                 values = np.concatenate([values, net.linear(f"{name}.attention.v_proj", g)[0]])
             mixed = net.attend(f"{name}.attention", q, keys[None], values[None], None, None)
             g = net.norm(f"{name}.norm1", g + net.linear(f"{name}.attention.out_proj", mixed), None)
