@@ -394,3 +394,29 @@ def test_a_streamable_run_trains_through_the_shared_pass(tmp_path):
     metrics = task.train_run(spec, tmp_path / "run", verbose=False)
     losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0] and metrics["n_test"] == 300
+
+
+def test_predict_stream_bad_uses_are_one_line_errors(tmp_path, capsys):
+    from conftest import randomise
+
+    from sbts.cli.main import main
+    from sbts.export.artifact import export_model
+    from sbts.models import create_model
+
+    exported_detector(tmp_path, **STREAMABLE[0])
+    classifier = tmp_path / "classifier.sbts"
+    export_model(randomise(create_model("sbt", **BASE)), classifier, task="classification",
+                 inference_state={"classes": ["a", "b", "c"]})
+    cases = [(["predict", str(classifier), "--stream", "--input", "-"], "--stream applies to anomaly detectors"),
+             (["predict", str(tmp_path / "detector.sbts"), "--stream", "--proba", "--input", "-"],
+              "--proba applies to classifiers"),
+             (["predict", str(tmp_path / "detector.sbts"), "--stream", "--input", str(tmp_path / "missing.csv"),
+               "-o", str(tmp_path / "out.csv")], "missing.csv: cannot read"),
+             (["predict", str(tmp_path / "detector.sbts"), "--stream", "--input", str(tmp_path / "rows.csv"),
+               "-o", str(tmp_path / "rows.csv")], "would overwrite the input rows")]
+    (tmp_path / "rows.csv").write_text("0,0,0\n")
+    for argv, fragment in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sbts: error: ") and fragment in err[0], err
+    assert not (tmp_path / "out.csv").exists() and (tmp_path / "rows.csv").read_text() == "0,0,0\n"  # nothing lost

@@ -94,23 +94,30 @@ def forecast_windows(forward_last: ForwardLast, windows: np.ndarray, formulation
     return prepared.forecast(np.asarray(forward_last(prepared.x), dtype=np.float32))
 
 
+def _each_row(forecast_from: Callable[[np.ndarray, np.ndarray], np.ndarray], scaled: np.ndarray,
+              context: np.ndarray | None) -> np.ndarray:
+    """Forecasts of every row of ``scaled`` by ``forecast_from(rows, context)``; without context the first row
+    has no history: its forecast is NaN (a stand-in history would be the row itself), and it is the others'."""
+    if context is not None and len(context):
+        return forecast_from(scaled, context)
+    first = np.full((1, scaled.shape[1]), np.nan, np.float32)
+    if len(scaled) < 2:
+        return first[:len(scaled)]
+    return np.concatenate([first, forecast_from(scaled[1:], scaled[:1])])
+
+
 def forecast_every_step(forward_last: ForwardLast, scaled: np.ndarray, window: int, formulation: Formulation,
                         context: np.ndarray | None = None, batch_size: int = FORECAST_BATCH) -> np.ndarray:
     """The one-step-ahead forecast of every row of ``scaled`` (n, D) from the rows before it; ``context``:
-    scaled rows that precede the series. Without context the first row has no history: its forecast is NaN
-    (a stand-in history would be the row itself)."""
-    if context is None or not len(context):
-        first = np.full((1, scaled.shape[1]), np.nan, np.float32)
-        if len(scaled) < 2:
-            return first[:len(scaled)]
-        return np.concatenate([first, forecast_every_step(forward_last, scaled[1:], window, formulation, scaled[:1],
-                                                          batch_size)])
-    views = windows_ending_at_every_step(history_for(scaled, window, context), window)
-    forecasts = np.empty((len(views), scaled.shape[1]), dtype=np.float32)
-    for start in range(0, len(views), batch_size):
-        chunk = np.array(views[start:start + batch_size], dtype=np.float32)
-        forecasts[start:start + len(chunk)] = forecast_windows(forward_last, chunk, formulation)
-    return forecasts
+    scaled rows that precede the series (without it the first row's forecast is NaN)."""
+    def forecast_from(rows: np.ndarray, before: np.ndarray) -> np.ndarray:
+        views = windows_ending_at_every_step(history_for(rows, window, before), window)
+        forecasts = np.empty((len(views), rows.shape[1]), dtype=np.float32)
+        for start in range(0, len(views), batch_size):
+            chunk = np.array(views[start:start + batch_size], dtype=np.float32)
+            forecasts[start:start + len(chunk)] = forecast_windows(forward_last, chunk, formulation)
+        return forecasts
+    return _each_row(forecast_from, scaled, context)
 
 
 def forecast_every_step_with(network: SeriesNetwork, scaled: np.ndarray, window: int, formulation: Formulation,
@@ -119,16 +126,13 @@ def forecast_every_step_with(network: SeriesNetwork, scaled: np.ndarray, window:
     (the same forecasts, one pass over the rows; the query rows are the zeroed target slots)."""
     if network.shared is None or formulation.input_norm != "none":
         return forecast_every_step(network.last_step, scaled, window, formulation, context)
-    if context is None or not len(context):
-        first = np.full((1, scaled.shape[1]), np.nan, np.float32)
-        if len(scaled) < 2:
-            return first[:len(scaled)]
-        return np.concatenate([first, forecast_every_step_with(network, scaled[1:], window, formulation,
-                                                               scaled[:1])])
-    history = np.ascontiguousarray(history_for(scaled, window, context), dtype=np.float32)
-    output = np.asarray(network.shared(history, True), dtype=np.float32)
-    base = history[window - 2:-1] if formulation.target == "change" else np.zeros_like(output)
-    return base + output
+
+    def forecast_from(rows: np.ndarray, before: np.ndarray) -> np.ndarray:
+        history = np.ascontiguousarray(history_for(rows, window, before), dtype=np.float32)
+        output = np.asarray(network.shared(history, True), dtype=np.float32)
+        base = history[window - 2:-1] if formulation.target == "change" else np.zeros_like(output)
+        return base + output
+    return _each_row(forecast_from, scaled, context)
 
 
 class WindowForecastStream:

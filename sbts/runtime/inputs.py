@@ -78,12 +78,16 @@ def stream_rows(path: str, n_channels: int, columns: list[str] | None, on_bad_ro
     if on_bad_row not in BAD_ROW_ACTIONS:
         raise DataError(f"on_bad_row must be one of {', '.join(BAD_ROW_ACTIONS)}, got {on_bad_row!r}")
     where = "standard input" if path == "-" else str(path)
-    try:
+    try:  # opened now, not at the first row: a missing file fails before any output is written
         handle = sys.stdin if path == "-" else open(path, encoding="utf-8", newline="")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return _rows(handle, where, n_channels, columns, on_bad_row, close=path != "-")
+
+
+def _rows(handle, where: str, n_channels: int, columns: list[str] | None, on_bad_row: str, close: bool):
     skip_first = False
-    with handle if path != "-" else _NoClose(handle):
+    with handle if close else _NoClose(handle):
         for number, line in enumerate(handle, start=1):
             text = line.strip()
             if not text:

@@ -197,14 +197,16 @@ class SeriesRuntime(RuntimeModel):
                     on_bad_row: str = "fail") -> None:
         """``sbts predict --stream``: one output line per input row as it arrives, flushed at once."""
         stream = self.stream(None if context is None else read_series(context, self.columns))
+        if output is not None and input_path != "-" and Path(output).resolve() == Path(input_path).resolve():
+            raise DataError(f"{output}: the output would overwrite the input rows; choose another -o")
+        rows = stream_rows(input_path, self.config.in_channels, self.columns, on_bad_row)
         if not self.streamable:
             print(f"sbts: note: this model recomputes its window for every row ({self.not_streamable_because})",
                   file=sys.stderr, flush=True)
         target = sys.stdout if output is None else open(output, "w", encoding="utf-8")
         try:
             print(",".join(self.stream_header), file=target, flush=True)
-            for step, (_, row) in enumerate(stream_rows(input_path, self.config.in_channels, self.columns,
-                                                        on_bad_row)):
+            for step, (_, row) in enumerate(rows):
                 print(",".join(self.stream_line(step, stream.update(row))), file=target, flush=True)
         finally:
             if output is not None:
