@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 from sbts import __version__
@@ -171,6 +172,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from sbts.tasks import task_of_run
 
+    if args.format == "c":
+        return _export_c(args)
+    if args.force or args.c_weights:
+        raise ConfigError(f"--{'force' if args.force else 'c-weights'} applies to --format c only")
     task = task_of_run(args.run_dir)
     if args.format == "onnx":
         if args.float16:
@@ -183,6 +188,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(json.dumps({"path": str(result.path), "format": "sbts", "size_bytes": result.size_bytes,
                       "float_dtype": result.float_dtype,
                       "probe_max_relative_difference": result.probe_max_relative_difference}, indent=2))
+    return 0
+
+
+def _export_c(args: argparse.Namespace) -> int:
+    """``--format c``: from a run directory, or from an exported ``.sbts`` file (torch-free then)."""
+    from sbts.export.c_build import write_c_export
+    from sbts.export.c_source import DEFAULT_WEIGHT_FORM, WEIGHT_FORMS
+
+    if args.float16:
+        raise ConfigError("--float16 applies to the .sbts format only (the C export keeps float32)")
+    form = args.c_weights or DEFAULT_WEIGHT_FORM
+    if Path(args.run_dir).is_file():
+        from sbts.runtime.artifact import read_artifact
+
+        artifact = read_artifact(args.run_dir)
+        result = write_c_export(artifact, args.output, weight_form=form, force=args.force)
+    else:
+        from sbts.tasks import task_of_run
+
+        result = task_of_run(args.run_dir).export_c_run(args.run_dir, args.output, checkpoint=args.checkpoint,
+                                                        weight_form=form, force=args.force)
+    report = {"directory": str(result.directory), "format": "c", "files": ["sbts.h", "sbts.c"],
+              "weights": result.weight_form, "weights_means": WEIGHT_FORMS[result.weight_form], **result.sizes,
+              "footprint": result.footprint if result.footprint is not None else "no C compiler and size found here",
+              "footprint_measured_with": "size on the host C compiler's -Os object (flash: text + data; RAM: data + "
+                                         "bss, the arena included)"}
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -254,10 +286,19 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     summary.add_argument("--checkpoint", choices=["best", "last"], default="best")
     summary.add_argument("--json", action="store_true", help="machine-readable output")
 
-    export = subparsers.add_parser("export", help="write a trained run as a compact .sbts artifact or ONNX")
-    export.add_argument("run_dir")
-    export.add_argument("-o", "--output", required=True, help="file to write (e.g. model.sbts or model.onnx)")
-    export.add_argument("--format", choices=["sbts", "onnx"], default="sbts")
+    export = subparsers.add_parser("export", help="write a trained run as a compact .sbts artifact, ONNX, or C99 "
+                                                  "source for a microcontroller")
+    export.add_argument("run_dir", help="the run directory (--format c also takes an exported .sbts file)")
+    export.add_argument("-o", "--output", required=True,
+                        help="file to write (e.g. model.sbts or model.onnx); --format c: the directory for sbts.h "
+                             "and sbts.c")
+    export.add_argument("--format", choices=["sbts", "onnx", "c"], default="sbts")
+    from sbts.export.c_source import DEFAULT_WEIGHT_FORM, WEIGHT_FORMS
+
+    export.add_argument("--c-weights", choices=list(WEIGHT_FORMS),
+                        help=f"--format c (default {DEFAULT_WEIGHT_FORM}): " + "; ".join(
+                            f"{name}: {means}" for name, means in WEIGHT_FORMS.items()))
+    export.add_argument("--force", action="store_true", help="--format c: write into a non-empty directory")
     export.add_argument("--float16", action="store_true",
                         help="store the float tensors (norms, dense weights, tables) as float16")
     export.add_argument("--checkpoint", choices=["best", "last"], default="best")

@@ -21,6 +21,8 @@ from sbts import __version__
 from sbts.atomic import atomic_write_bytes
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import SBTSError
+from sbts.export.c_build import CExportResult, write_c_export
+from sbts.export.c_source import DEFAULT_WEIGHT_FORM
 from sbts.layers.kinds import ALPHA, MASK, layer_kind
 from sbts.models.transformer import TimeSeriesTransformer
 from sbts.runtime.artifact import (ALPHAS, MASKS, Artifact, artifact_bytes, encode_mask, load_artifact_bytes,
@@ -88,23 +90,42 @@ def probe_difference(model: TimeSeriesTransformer, artifact: Artifact, batch: in
     return _relative(output, reference), _relative(reference, exact)
 
 
-def export_model(model: TimeSeriesTransformer, path: str | Path, *, task: str,
-                 inference_state: dict[str, Any] | None = None, scaler: ChannelScaler | None = None,
-                 float_dtype: str = "float32") -> ExportResult:
-    """Write ``model`` as an artifact at ``path`` (atomically), after checking that the runtime reproduces it."""
+def verified_artifact(model: TimeSeriesTransformer, where: str | Path, *, task: str,
+                      inference_state: dict[str, Any] | None = None, scaler: ChannelScaler | None = None,
+                      float_dtype: str = "float32") -> tuple[bytes, float]:
+    """The artifact's bytes for ``model`` and the runtime's largest relative difference from PyTorch on the probe
+    batch, after checking it is within tolerance (``where`` names what would be written)."""
     was_training = model.training
     model.eval()
     try:
         document, tensors = build_artifact(model, task=task, inference_state=inference_state, scaler=scaler,
                                            float_dtype=float_dtype)
         data = artifact_bytes(document, tensors)
-        difference, torch_error = probe_difference(model, load_artifact_bytes(data, str(path)))
+        difference, torch_error = probe_difference(model, load_artifact_bytes(data, str(where)))
     finally:
         model.train(was_training)
     # An ill-conditioned model may round more than PROBE_RTOL in torch float32 itself; then allow a few times that.
     tolerance = max(PROBE_RTOL[float_dtype], 4 * torch_error)
     if not difference <= tolerance:  # NaN fails too
-        raise SBTSError(f"{path}: not written: the exported model differs from the PyTorch model "
+        raise SBTSError(f"{where}: not written: the exported model differs from the PyTorch model "
                         f"(max relative difference {difference:.2e} > {tolerance:.2g})")
+    return data, difference
+
+
+def export_model(model: TimeSeriesTransformer, path: str | Path, *, task: str,
+                 inference_state: dict[str, Any] | None = None, scaler: ChannelScaler | None = None,
+                 float_dtype: str = "float32") -> ExportResult:
+    """Write ``model`` as an artifact at ``path`` (atomically), after checking that the runtime reproduces it."""
+    data, difference = verified_artifact(model, path, task=task, inference_state=inference_state, scaler=scaler,
+                                         float_dtype=float_dtype)
     atomic_write_bytes(path, data)
     return ExportResult(Path(path), len(data), float_dtype, difference)
+
+
+def export_c_model(model: TimeSeriesTransformer, directory: str | Path, *, task: str,
+                   inference_state: dict[str, Any] | None = None, scaler: ChannelScaler | None = None,
+                   weight_form: str = DEFAULT_WEIGHT_FORM, force: bool = False) -> CExportResult:
+    """Write ``model`` as C99 (``sbts.h``, ``sbts.c``) into ``directory``, from the verified artifact: the C
+    engine computes what the numpy runtime does."""
+    data, _ = verified_artifact(model, directory, task=task, inference_state=inference_state, scaler=scaler)
+    return write_c_export(load_artifact_bytes(data, str(directory)), directory, weight_form=weight_form, force=force)

@@ -1,74 +1,126 @@
-"""C99 source of a network, for machines without Python (first part of wave 2, step 3: the network only).
+"""C99 export: an ``.sbts`` artifact as one header and one source file, for machines without Python.
 
-``c_network_source(artifact)`` turns a verified ``.sbts`` artifact into a header and a source file that
-compute the network's per-step outputs for one window of up to ``SBTS_MAX_LEN`` steps, with the numbers of
-``sbts.runtime.network.forward`` (to float32 rounding):
+``c_sources(artifact, weights)`` writes the network and the task's head as C with the numbers of the numpy
+runtime (``sbts.runtime``), to float32 rounding: raw inputs in, scaled with the training statistics in C;
+class logits, an anomaly score and its 0/1 decision, or next-step forecasts in the data's units out. The
+engine (``c_engine.c``, the same for every model) follows the generated constants; macros select its parts,
+so a model carries only the code it runs.
 
-- a sparse-binary linear keeps 2 bits per weight (0, +alpha, -alpha) and its alpha, in ``const`` arrays
-  (flash); a dense linear, the norms and tables keep float32;
-- all working memory is one static arena (``SBTS_ARENA_BYTES``), no malloc; libm's ``expf`` and ``sqrtf`` only;
-- ``int sbts_forward(const float *x, int n_steps, float *out)`` takes scaled inputs, row-major steps x
-  channels, and writes n_steps x SBTS_OUT_DIM outputs; it returns 0, or ``SBTS_BAD_LENGTH`` /
-  ``SBTS_NOT_FINITE`` for a length it cannot take or a non-finite input, writing nothing then.
-
-Task heads (input scaling, pooling, scores, thresholds, forecasts), streaming and the command line are not
-here yet.
+Weights live in ``const`` arrays (flash) in one of two forms (``WEIGHT_FORMS``), the choice recorded in the
+header: 2-bit ternary codes (fastest), or 1 bit per position saying kept or not, the signs regenerated from
+the layer's 64-bit seed by SplitMix64 (smallest). All working memory is one static arena, no malloc; libm only.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from dataclasses import dataclass, field
+from importlib import resources
 
 import numpy as np
 
-from sbts.config import ModelConfig
-from sbts.frozen_tensors import rotary_tables
+from sbts import __version__
+from sbts.data.preprocessing import ChannelScaler
+from sbts.errors import ConfigError, SBTSError
+from sbts.frozen_tensors import ROTARY_BASE, splitmix64
+from sbts.heads.forecasting import WINDOW_NORM_EPS, Formulation
 from sbts.layers.kinds import NORM_EPS
 from sbts.runtime.artifact import Artifact, network_tensors
 
-CODES_PER_BYTE = 4  # 2-bit ternary codes: 0 zero, 1 +alpha, 2 -alpha
-FLOAT_BYTES = 4
-VALUES_PER_LINE = 8
+WEIGHT_FORMS = {
+    "ternary": "2-bit ternary codes per weight (0, +alpha, -alpha), one alpha per layer: fastest",
+    "mask": "1 bit per weight (kept or not), signs regenerated from the layer's 64-bit seed (SplitMix64): smallest",
+}
+DEFAULT_WEIGHT_FORM = "ternary"
+TASKS = {"classification": 0, "anomaly": 1, "forecasting": 2}  # the tasks with a head in C
+HEADER, SOURCE = "sbts.h", "sbts.c"
+FLOAT_BYTES, DOUBLE_BYTES, SEED_BYTES = 4, 8, 8
+CODES_PER_BYTE = {"ternary": 4, "mask": 8}
+ITEMS_PER_LINE = 12
+
+
+def _float(value: float) -> str:
+    return f"{float(np.float32(value))!r}f"
 
 
 def _floats(name: str, values: np.ndarray) -> str:
-    flat = np.asarray(values, dtype=np.float32).reshape(-1)
-    items = [f"{float(v)!r}f" if np.isfinite(v) else "0.0f" for v in flat.tolist()]
-    lines = [", ".join(items[i:i + VALUES_PER_LINE]) for i in range(0, len(items), VALUES_PER_LINE)]
-    return f"static const float {name}[{max(len(flat), 1)}] = {{\n    " + ",\n    ".join(lines or ["0.0f"]) + "\n};\n"
+    items = [_float(v) for v in np.asarray(values, np.float32).reshape(-1)] or ["0.0f"]
+    return _array(f"static const float {name}[{len(items)}]", items)
 
 
-def _codes(name: str, weight: np.ndarray) -> tuple[str, float]:
-    """The 2-bit codes of a ternary weight {-alpha, 0, +alpha} and its alpha."""
-    flat = np.asarray(weight, dtype=np.float32).reshape(-1)
-    alpha = float(np.abs(flat).max()) if flat.size else 0.0
-    codes = np.where(flat > 0, 1, np.where(flat < 0, 2, 0)).astype(np.uint8)
-    padded = np.concatenate([codes, np.zeros(-len(codes) % CODES_PER_BYTE, np.uint8)]).reshape(-1, CODES_PER_BYTE)
-    packed = (padded * (4 ** np.arange(CODES_PER_BYTE, dtype=np.uint8))).sum(axis=1).astype(np.uint8)
-    lines = [", ".join(str(int(b)) for b in packed[i:i + 16]) for i in range(0, len(packed), 16)]
-    return (f"static const unsigned char {name}[{max(len(packed), 1)}] = {{\n    "
-            + ",\n    ".join(lines or ["0"]) + "\n};\n"), alpha
+def _doubles(name: str, values: np.ndarray) -> str:
+    items = [repr(float(v)) for v in np.asarray(values, np.float64).reshape(-1)] or ["0.0"]
+    return _array(f"static const double {name}[{len(items)}]", items)
 
 
-def _cname(name: str) -> str:
-    return "w_" + name.replace(".", "_")
+def _bytes(name: str, data: np.ndarray) -> str:
+    items = [str(int(b)) for b in np.asarray(data, np.uint8).reshape(-1)] or ["0"]
+    return _array(f"static const unsigned char {name}[{len(items)}]", items)
 
 
-class _Source:
+def _array(declaration: str, items: list[str]) -> str:
+    lines = [", ".join(items[i:i + ITEMS_PER_LINE]) for i in range(0, len(items), ITEMS_PER_LINE)]
+    return f"{declaration} = {{\n    " + ",\n    ".join(lines) + "\n};\n"
+
+
+def _c_string(text: str) -> str:
+    """A C string literal of ``text`` (UTF-8; anything but printable ASCII as octal escapes)."""
+    out = []
+    for byte in text.encode():
+        char = chr(byte)
+        out.append(char if 32 <= byte < 127 and char not in '"\\?' else f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _pack(values: np.ndarray, per_byte: int) -> np.ndarray:
+    """Rows of small codes (out, in) packed ``per_byte`` to a byte, least significant first, each row padded
+    to whole bytes."""
+    bits = 8 // per_byte
+    out_features, in_features = values.shape
+    padded = np.zeros((out_features, -(-in_features // per_byte) * per_byte), np.uint8)
+    padded[:, :in_features] = values
+    groups = padded.reshape(out_features, -1, per_byte).astype(np.uint16)
+    return (groups << (bits * np.arange(per_byte, dtype=np.uint16))).sum(axis=2).astype(np.uint8).reshape(-1)
+
+
+def seed_signs(seed: int, count: int) -> np.ndarray:
+    """True where element i of the seed's stream makes a positive weight: uniform u >= 1/2, its top bit."""
+    return (splitmix64(seed, 0, count) >> np.uint64(63)).astype(bool)
+
+
+@dataclass
+class CSource:
+    """The generated files and what their constants take."""
+
+    header: str
+    source: str
+    weight_form: str
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+class _Constants:
     """The constant arrays and the linear descriptors, collected while walking the network."""
 
-    def __init__(self, config: ModelConfig, tensors: Mapping[str, np.ndarray], ternary: set[str]):
-        self.config, self.tensors, self.ternary = config, tensors, ternary
+    def __init__(self, artifact: Artifact, weight_form: str):
+        self.tensors = network_tensors(artifact)
+        self.entries = artifact.document["layers"]
+        self.weight_form = weight_form
         self.arrays: list[str] = []
         self.linears: list[str] = []
-        self.weight_bytes = 0  # every constant array
-        self.linear_weight_bytes = 0  # the linears' weights alone (codes and alphas, or floats)
+        self.sizes = {"linear_weight_bytes": 0, "other_constant_bytes": 0}
 
     def floats(self, name: str, values: np.ndarray) -> str:
-        cname = _cname(name)
+        cname = "c_" + re.sub(r"\W", "_", name)
         self.arrays.append(_floats(cname, values))
-        self.weight_bytes += FLOAT_BYTES * int(np.size(values))
+        self.sizes["other_constant_bytes"] += FLOAT_BYTES * int(np.size(values))
+        return cname
+
+    def bits(self, name: str, mask: np.ndarray) -> str:
+        cname = "c_" + re.sub(r"\W", "_", name)
+        packed = _pack(np.asarray(mask) != 0, 8)
+        self.arrays.append(_bytes(cname, packed))
+        self.sizes["other_constant_bytes"] += len(packed)
         return cname
 
     def linear(self, name: str) -> int:
@@ -76,386 +128,219 @@ class _Source:
         weight = self.tensors[f"{name}.weight"]
         out_features, in_features = weight.shape
         bias = self.floats(f"{name}.bias", self.tensors[f"{name}.bias"]) if f"{name}.bias" in self.tensors else "0"
-        if name in self.ternary:
-            text, alpha = _codes(_cname(name) + "_codes", weight)
-            self.arrays.append(text)
-            stored = -(-weight.size // CODES_PER_BYTE) + FLOAT_BYTES
-            self.weight_bytes += stored
-            self.linear_weight_bytes += stored
-            entry = f"{{{in_features}, {out_features}, {_cname(name)}_codes, {alpha!r}f, 0, {bias}}}"
+        cname = "c_" + name.replace(".", "_")
+        if self.entries.get(name, {}).get("kind") != "sparse_binary_linear":
+            self.arrays.append(_floats(cname + "_weight", weight))
+            self.sizes["linear_weight_bytes"] += FLOAT_BYTES * weight.size
+            self.linears.append(f"{{{in_features}, {out_features}, 0, 0, 0.0f, {cname}_weight, {bias}}}")
+            return len(self.linears) - 1
+        alpha = float(np.abs(weight).max())
+        seed = int(self.entries[name]["seed"])
+        if self.weight_form == "mask":
+            signs = seed_signs(seed, weight.size).reshape(weight.shape)
+            kept = weight != 0
+            if not np.array_equal(signs[kept], weight[kept] > 0):  # the C engine would compute other signs
+                raise SBTSError(f"layer {name}: its signs are not those of its seed; export with weights=ternary")
+            packed = _pack(kept, CODES_PER_BYTE["mask"])
+            stored = len(packed) + FLOAT_BYTES + SEED_BYTES
         else:
-            entry = f"{{{in_features}, {out_features}, 0, 0.0f, {self.floats(name + '.weight', weight)}, {bias}}}"
-            self.linear_weight_bytes += FLOAT_BYTES * weight.size
-        self.linears.append(entry)
+            packed = _pack(np.where(weight > 0, 1, np.where(weight < 0, 2, 0)), CODES_PER_BYTE["ternary"])
+            stored = len(packed) + FLOAT_BYTES
+        self.arrays.append(_bytes(cname + "_bits", packed))
+        self.sizes["linear_weight_bytes"] += stored
+        self.linears.append(f"{{{in_features}, {out_features}, {cname}_bits, UINT64_C({seed}), {_float(alpha)}, 0, "
+                            f"{bias}}}")
         return len(self.linears) - 1
 
 
-def c_network_source(artifact: Artifact, prefix: str = "sbts") -> tuple[str, str, dict[str, int]]:
-    """The header and the source of the artifact's network, and the sizes the export reports."""
+def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSource:
+    """The header and the source of the artifact's network and task head."""
+    if weight_form not in WEIGHT_FORMS:
+        raise ConfigError(f"C weights must be one of {', '.join(WEIGHT_FORMS)}; got {weight_form!r}")
+    task = artifact.document["task"]
+    if task not in TASKS:
+        raise ConfigError(f"{artifact.source}: task {task!r} has no C head (C export takes {', '.join(TASKS)})")
     config = artifact.config
-    tensors = network_tensors(artifact)
-    ternary = {name for name, entry in artifact.document["layers"].items() if entry["kind"] == "sparse_binary_linear"}
-    src = _Source(config, tensors, ternary)
+    state = artifact.document.get("task_state", {})
+    formulation = Formulation(**state["formulation"]) if task == "forecasting" else Formulation()
+    consts = _Constants(artifact, weight_form)
+    tensors = consts.tensors
     d, heads, layers = config.d_model, config.n_heads, config.n_layers
     head_dim = d // heads
-    embedding, head = src.linear("embedding"), None
-    layer_linears = []
-    norms = []
+
+    embedding = consts.linear("embedding")
+    layer_rows, norm_rows, mask_rows = [], [], []
     for i in range(layers):
         name = f"layers.{i}"
-        layer_linears.append([src.linear(f"{name}.attention.{p}") for p in ("q_proj", "k_proj", "v_proj", "out_proj")]
-                             + [src.linear(f"{name}.ff1"), src.linear(f"{name}.ff2")])
+        ids = [consts.linear(f"{name}.attention.{p}") for p in ("q_proj", "k_proj", "v_proj", "out_proj")]
+        layer_rows.append("{" + ", ".join(map(str, ids + [consts.linear(f"{name}.ff1"), consts.linear(f"{name}.ff2")]))
+                          + "}")
         pair = []
         for which in ("norm1", "norm2"):
             key = f"{name}.{which}"
-            if config.norm == "batch":
+            if config.norm == "batch":  # eval mode folds the running statistics into one scale and shift
                 scale = tensors[f"{key}.weight"] / np.sqrt(tensors[f"{key}.running_var"] + np.float32(NORM_EPS))
                 shift = tensors[f"{key}.bias"] - tensors[f"{key}.running_mean"] * scale
-                pair.append((src.floats(key + ".scale", scale), src.floats(key + ".shift", shift)))
+                pair += [consts.floats(key + ".scale", scale), consts.floats(key + ".shift", shift)]
             elif config.norm in ("layer", "layer_time"):
-                pair.append((src.floats(key + ".weight", tensors[f"{key}.weight"]),
-                             src.floats(key + ".bias", tensors[f"{key}.bias"])))
+                pair += [consts.floats(key + ".weight", tensors[f"{key}.weight"]),
+                         consts.floats(key + ".bias", tensors[f"{key}.bias"])]
             else:
-                pair.append(("0", "0"))
-        norms.append(pair)
+                pair += ["0", "0"]
+        norm_rows.append("{" + ", ".join(pair) + "}")
         if config.attention == "qkv_mask":
-            for which in ("q", "k", "v"):
-                src.floats(f"{name}.attention.{which}_mask", tensors[f"{name}.attention.{which}_mask"])
-    head = src.linear("head")
-    table = src.floats("positional.table", tensors["positional.table"]) if "positional.table" in tensors else "0"
-    if config.pos_encoding == "rope":
-        cos, sin = rotary_tables(config.max_len, head_dim)
-        rope = (src.floats("rotary.cos", cos), src.floats("rotary.sin", sin))
-    else:
-        rope = ("0", "0")
-    ff = config.d_ff
-    arena_floats = config.max_len * (6 * d + ff) + config.max_len
-    upper = prefix.upper()
-    kind = "sparse-binary" if ternary else "dense"
-    header = f"""/* {prefix}.h: the network of an sbts model ({kind}, {config.attention} attention,
-   norm {config.norm}, positions {config.pos_encoding}), generated by sbts. Weights in flash: {src.weight_bytes} bytes
-   (sparse-binary linears as 2-bit ternary codes and one alpha each, other tensors float32). */
-#ifndef {upper}_H
-#define {upper}_H
+            mask_rows.append("{" + ", ".join(consts.bits(f"{name}.attention.{w}_mask",
+                                                         tensors[f"{name}.attention.{w}_mask"]) for w in "qkv") + "}")
+    head = consts.linear("head")
+    table = consts.floats("positional.table", tensors["positional.table"]) if "positional.table" in tensors else "0"
+    rope = config.pos_encoding == "rope"
+    frequencies = ROTARY_BASE ** (-2 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
 
-#define {upper}_IN_CHANNELS {config.in_channels}
-#define {upper}_OUT_DIM {config.out_dim}
-#define {upper}_MAX_LEN {config.max_len}
-#define {upper}_ARENA_BYTES {arena_floats * FLOAT_BYTES}
-#define {upper}_BAD_LENGTH 1
-#define {upper}_NOT_FINITE 2
+    scaler = _input_scaler(artifact)
+    mean = np.zeros(config.in_channels) if scaler is None else scaler.mean
+    std = np.ones(config.in_channels) if scaler is None else scaler.std
+    consts.arrays.append(_doubles("INPUT_MEAN", mean) + _doubles("INPUT_STD", std))
+    consts.sizes["other_constant_bytes"] += 2 * DOUBLE_BYTES * config.in_channels
+    if rope:
+        consts.arrays.append(_doubles("ROPE_FREQUENCY", frequencies))
+        consts.sizes["other_constant_bytes"] += DOUBLE_BYTES * len(frequencies)
 
-/* Per-step outputs (n_steps x {upper}_OUT_DIM, row-major) of one window of scaled inputs (n_steps x
-   {upper}_IN_CHANNELS, row-major). Returns 0, {upper}_BAD_LENGTH or {upper}_NOT_FINITE (and writes nothing). */
-int {prefix}_forward(const float *x, int n_steps, float *out);
+    streamable = task != "classification" and config.streamable and formulation.input_norm == "none" \
+        and config.max_len >= 2
+    threshold = (state.get("threshold") or {}).get("value") if task == "anomaly" else None
+    out_dim = {"classification": config.out_dim, "anomaly": 1 + (threshold is not None),
+               "forecasting": config.out_dim}[task]
+    names_key = {"classification": "classes", "forecasting": "columns"}.get(task)
+    names = [str(n) for n in state.get(names_key, [])] if names_key else []
+    arena_bytes = _arena_bytes(config, task, streamable, rope)
 
-#endif
-"""
-    linear_table = ",\n    ".join(src.linears)
-    norm_rows = ",\n    ".join(f"{{{a}, {b}, {c}, {e}}}" for (a, b), (c, e) in norms)
-    layer_rows = ",\n    ".join("{" + ", ".join(map(str, row)) + "}" for row in layer_linears)
-    masks = ",\n    ".join("{" + ", ".join(f"w_layers_{i}_attention_{which}_mask" for which in "qkv") + "}"
-                           for i in range(layers)) if config.attention == "qkv_mask" else "{0, 0, 0}"
-    fixed = "1" if config.needs_fixed_length else "0"
-    context_self = "1" if config.step_t_self else "0"
-    attention_mode = {"full": 0, "step_t": 1, "qkv_mask": 2}[config.attention]
-    norm_mode = {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}[config.norm]
-    source = f"""/* {prefix}.c: generated by sbts; see {prefix}.h. C99, no malloc, libm only. */
-#include <math.h>
-#include "{prefix}.h"
+    defines = {
+        "D": d, "HEADS": heads, "HEAD_DIM": head_dim, "FF": config.d_ff, "LAYERS": layers,
+        "MAX_LEN": config.max_len, "IN_CH": config.in_channels, "NET_OUT": config.out_dim,
+        "CACHE": max(config.max_len - 1, 1),
+        "QUERY_ROWS": 1 if config.attention == "step_t" else config.max_len,
+        "ATTENTION": {"full": 0, "step_t": 1, "qkv_mask": 2}[config.attention],
+        "STEP_T_SELF": int(config.step_t_self), "FIXED_LENGTH": int(config.needs_fixed_length),
+        "NORM": {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}[config.norm],
+        "POSITIONS_NONE": 0, "POSITIONS_TABLE": 1, "POSITIONS_ROPE": 2,
+        "POSITIONS": 2 if rope else (1 if table != "0" else 0),
+        "SEED_SIGNS": int(weight_form == "mask"),
+        "TASK_CLASSIFICATION": 0, "TASK_ANOMALY": 1, "TASK_FORECASTING": 2, "TASK": TASKS[task],
+        "HAS_THRESHOLD": int(threshold is not None), "STREAMABLE": int(streamable),
+        "TARGET_CHANGE": int(formulation.target == "change"),
+        "INPUT_NORM_WINDOW": int(formulation.input_norm == "window"),
+        "EMBEDDING": embedding, "HEAD": head,
+        "EMBED_SCALE": _float(math.sqrt(d)), "ATTENTION_SCALE": _float(1.0 / math.sqrt(head_dim)),
+        "NORM_EPS": _float(NORM_EPS), "WINDOW_NORM_EPS": _float(WINDOW_NORM_EPS),
+    }
+    sizes = dict(consts.sizes, arena_bytes=arena_bytes,
+                 constant_bytes=consts.sizes["linear_weight_bytes"] + consts.sizes["other_constant_bytes"])
+    header = _header(artifact, task, weight_form, out_dim, threshold, names, streamable, sizes)
+    engine = resources.files("sbts.export").joinpath("c_engine.c").read_text(encoding="utf-8")
+    source = "\n".join([
+        f"/* {SOURCE}: generated by sbts {__version__}; see {HEADER}. C99, no malloc, libm only. */",
+        "#include <math.h>", "#include <stdint.h>", f'#include "{HEADER}"', "",
+        *(f"#define {key} {value}" for key, value in defines.items()), "",
+        "".join(consts.arrays),
+    ]) + _tables(consts, layer_rows, norm_rows, mask_rows, table, names_key, names, engine)
+    return CSource(header, source, weight_form, sizes)
 
-#define D {d}
-#define HEADS {heads}
-#define HEAD_DIM {head_dim}
-#define FF {ff}
-#define LAYERS {layers}
-#define MAX_LEN {config.max_len}
-#define EPS {NORM_EPS!r}f
-#define EMBED_SCALE {math.sqrt(d)!r}f
 
-typedef struct {{ int in, out; const unsigned char *codes; float alpha; const float *w; const float *bias; }} linear_t;
-typedef struct {{ const float *a1, *b1, *a2, *b2; }} norms_t;
-typedef struct {{ const float *q, *k, *v; }} masks_t;
+def _tables(consts: _Constants, layer_rows: list[str], norm_rows: list[str], mask_rows: list[str], table: str,
+            names_key: str | None, names: list[str], engine: str) -> str:
+    """The engine, with the descriptor tables after its type definitions."""
+    marker = "#define ATTENTION_FULL 0"
+    types, rest = engine.split(marker, 1)
+    tables = "\n".join([
+        "static const linear_t LINEARS[] = {\n    " + ",\n    ".join(consts.linears) + "\n};",
+        "static const layer_t LAYER_LINEARS[LAYERS] = {\n    " + ",\n    ".join(layer_rows) + "\n};",
+        "static const norms_t NORMS[LAYERS] = {\n    " + ",\n    ".join(norm_rows) + "\n};",
+        ("static const masks_t MASKS[LAYERS] = {\n    " + ",\n    ".join(mask_rows) + "\n};") if mask_rows else "",
+        f"static const float *const TABLE = {table};",
+        (f"const char *const sbts_{'class' if names_key == 'classes' else 'column'}_names[SBTS_OUT_DIM] = {{"
+         + ", ".join(_c_string(n) for n in names) + "};") if names else "",
+        "",
+    ])
+    return types + tables + marker + rest
 
-{''.join(src.arrays)}
-static const linear_t LINEARS[] = {{
-    {linear_table}
-}};
-static const int LAYER_LINEARS[LAYERS][6] = {{
-    {layer_rows}
-}};
-static const norms_t NORMS[LAYERS] = {{
-    {norm_rows}
-}};
-static const masks_t MASKS[] = {{
-    {masks}
-}};
-static const float *const TABLE = {table};
-static const float *const ROPE_COS = {rope[0]};
-static const float *const ROPE_SIN = {rope[1]};
 
-static float arena[{arena_floats}];
+def _input_scaler(artifact: Artifact) -> ChannelScaler | None:
+    mean, std = (artifact.tensors.get(f"input_scaler.{key}") for key in ("mean", "std"))
+    return None if mean is None or std is None else ChannelScaler(mean, std)  # the divisor the runtime uses
 
-/* y (rows x out) = x (rows x in) W^T + b; a ternary W adds or subtracts each kept input, then scales by alpha. */
-static void linear(const linear_t *l, const float *x, float *y, int rows)
-{{
-    int r, o, i;
-    for (r = 0; r < rows; ++r) {{
-        const float *xr = x + r * l->in;
-        for (o = 0; o < l->out; ++o) {{
-            float acc = 0.0f;
-            if (l->codes) {{
-                long base = (long)o * l->in;
-                for (i = 0; i < l->in; ++i) {{
-                    long at = base + i;
-                    int code = (l->codes[at >> 2] >> ((at & 3) * 2)) & 3;
-                    if (code == 1) acc += xr[i]; else if (code == 2) acc -= xr[i];
-                }}
-                acc *= l->alpha;
-            }} else {{
-                const float *w = l->w + (long)o * l->in;
-                for (i = 0; i < l->in; ++i) acc += w[i] * xr[i];
-            }}
-            y[r * l->out + o] = acc + (l->bias ? l->bias[o] : 0.0f);
-        }}
-    }}
-}}
 
-/* RoPE: turn the channel pairs of every head of row x by position pos (an odd head's last channel stays). */
-static void rotate(float *x, int pos)
-{{
-    int h, p;
-    for (h = 0; h < HEADS; ++h)
-        for (p = 0; p < HEAD_DIM / 2; ++p) {{
-            float c = ROPE_COS[pos * (HEAD_DIM / 2) + p], s = ROPE_SIN[pos * (HEAD_DIM / 2) + p];
-            float *e = x + h * HEAD_DIM + 2 * p;
-            float a = e[0], b = e[1];
-            e[0] = a * c - b * s;
-            e[1] = a * s + b * c;
-        }}
-}}
+def _arena_bytes(config, task: str, streamable: bool, rope: bool) -> int:
+    """sizeof the engine's arena struct: a uint64 step, then float buffers (see c_engine.c), 8-byte aligned."""
+    length, d, half = config.max_len, config.d_model, (config.d_model // config.n_heads) // 2
+    query_rows = 1 if config.attention == "step_t" else length
+    floats = (config.in_channels * length + 5 * d * length + config.d_ff * length + query_rows * length
+              + (2 * length * half if rope else 0) + 2 * config.n_layers * d + d + config.out_dim
+              + 3 * config.in_channels)
+    if streamable:
+        floats += 2 * config.n_layers * d * 2 * (length - 1)
+    return DOUBLE_BYTES + -(-floats * FLOAT_BYTES // DOUBLE_BYTES) * DOUBLE_BYTES
 
-/* Row q of one head against keys 0..n_keys-1: the softmax-weighted sum of their values into out. */
-static void attend_row(const float *q, const float *k, const float *v, int n_keys, float *scores, float *out)
-{{
-    int h, j, c;
-    for (h = 0; h < HEADS; ++h) {{
-        float top = -INFINITY, total = 0.0f;
-        for (j = 0; j < n_keys; ++j) {{
-            float s = 0.0f;
-            for (c = 0; c < HEAD_DIM; ++c) s += q[h * HEAD_DIM + c] * k[j * D + h * HEAD_DIM + c];
-            scores[j] = s * (1.0f / sqrtf((float)HEAD_DIM));
-            if (scores[j] > top) top = scores[j];
-        }}
-        for (j = 0; j < n_keys; ++j) {{ scores[j] = expf(scores[j] - top); total += scores[j]; }}
-        for (c = 0; c < HEAD_DIM; ++c) {{
-            float acc = 0.0f;
-            for (j = 0; j < n_keys; ++j) acc += scores[j] * v[j * D + h * HEAD_DIM + c];
-            out[h * HEAD_DIM + c] = acc / total;
-        }}
-    }}
-}}
 
-/* n values x[0], x[stride], ... standardised, then scaled and shifted by a[j] and b[j]. */
-static void standardise(float *x, int n, int stride, const float *a, const float *b)
-{{
-    int j;
-    float mean = 0.0f, var = 0.0f;
-    for (j = 0; j < n; ++j) mean += x[j * stride];
-    mean /= (float)n;
-    for (j = 0; j < n; ++j) {{ float z = x[j * stride] - mean; var += z * z; }}
-    var /= (float)n;
-    for (j = 0; j < n; ++j) x[j * stride] = (x[j * stride] - mean) / sqrtf(var + EPS) * a[j] + b[j];
-}}
-
-static void norm(int mode, const float *a, const float *b, float *h, int n)
-{{
-    int t, c;
-    if (mode == 1) {{  /* batch norm in eval mode: scale and shift per channel */
-        for (t = 0; t < n; ++t) for (c = 0; c < D; ++c) h[t * D + c] = h[t * D + c] * a[c] + b[c];
-    }} else if (mode == 2) {{  /* every channel over the window's steps; weight and bias per step */
-        for (c = 0; c < D; ++c) standardise(h + c, n, D, a, b);
-    }} else if (mode == 3) {{  /* the features of every step */
-        for (t = 0; t < n; ++t) standardise(h + t * D, D, 1, a, b);
-    }}
-}}
-
-int {prefix}_forward(const float *x, int n_steps, float *out);
-
-#endif
-"""
-    linear_table = ",\n    ".join(src.linears)
-    norm_rows = ",\n    ".join(f"{{{a}, {b}, {c}, {e}}}" for (a, b), (c, e) in norms)
-    layer_rows = ",\n    ".join("{" + ", ".join(map(str, row)) + "}" for row in layer_linears)
-    masks = ",\n    ".join("{" + ", ".join(f"w_layers_{i}_attention_{which}_mask" for which in "qkv") + "}"
-                           for i in range(layers)) if config.attention == "qkv_mask" else "{0, 0, 0}"
-    fixed = "1" if config.needs_fixed_length else "0"
-    context_self = "1" if config.step_t_self else "0"
-    attention_mode = {"full": 0, "step_t": 1, "qkv_mask": 2}[config.attention]
-    norm_mode = {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}[config.norm]
-    source = f"""/* {prefix}.c: generated by sbts; see {prefix}.h. C99, no malloc, libm only. */
-#include <math.h>
-#include "{prefix}.h"
-
-#define D {d}
-#define HEADS {heads}
-#define HEAD_DIM {head_dim}
-#define FF {ff}
-#define LAYERS {layers}
-#define MAX_LEN {config.max_len}
-#define EPS {NORM_EPS!r}f
-#define EMBED_SCALE {math.sqrt(d)!r}f
-
-typedef struct {{ int in, out; const unsigned char *codes; float alpha; const float *w; const float *bias; }} linear_t;
-typedef struct {{ const float *a1, *b1, *a2, *b2; }} norms_t;
-typedef struct {{ const float *q, *k, *v; }} masks_t;
-
-{''.join(src.arrays)}
-static const linear_t LINEARS[] = {{
-    {linear_table}
-}};
-static const int LAYER_LINEARS[LAYERS][6] = {{
-    {layer_rows}
-}};
-static const norms_t NORMS[LAYERS] = {{
-    {norm_rows}
-}};
-static const masks_t MASKS[] = {{
-    {masks}
-}};
-static const float *const TABLE = {table};
-static const float *const ROPE_COS = {rope[0]};
-static const float *const ROPE_SIN = {rope[1]};
-
-static float arena[{arena_floats}];
-
-/* y (rows x out) = x (rows x in) W^T + b; a ternary W adds or subtracts each kept input, then scales by alpha. */
-static void linear(const linear_t *l, const float *x, float *y, int rows)
-{{
-    int r, o, i;
-    for (r = 0; r < rows; ++r) {{
-        const float *xr = x + r * l->in;
-        for (o = 0; o < l->out; ++o) {{
-            float acc = 0.0f;
-            if (l->codes) {{
-                long base = (long)o * l->in;
-                for (i = 0; i < l->in; ++i) {{
-                    long at = base + i;
-                    int code = (l->codes[at >> 2] >> ((at & 3) * 2)) & 3;
-                    if (code == 1) acc += xr[i]; else if (code == 2) acc -= xr[i];
-                }}
-                acc *= l->alpha;
-            }} else {{
-                const float *w = l->w + (long)o * l->in;
-                for (i = 0; i < l->in; ++i) acc += w[i] * xr[i];
-            }}
-            y[r * l->out + o] = acc + (l->bias ? l->bias[o] : 0.0f);
-        }}
-    }}
-}}
-
-/* RoPE: turn the channel pairs of every head of row x by position pos (an odd head's last channel stays). */
-static void rotate(float *x, int pos)
-{{
-    int h, p;
-    for (h = 0; h < HEADS; ++h)
-        for (p = 0; p < HEAD_DIM / 2; ++p) {{
-            float c = ROPE_COS[pos * (HEAD_DIM / 2) + p], s = ROPE_SIN[pos * (HEAD_DIM / 2) + p];
-            float *e = x + h * HEAD_DIM + 2 * p;
-            float a = e[0], b = e[1];
-            e[0] = a * c - b * s;
-            e[1] = a * s + b * c;
-        }}
-}}
-
-/* Row q of one head against keys 0..n_keys-1: the softmax-weighted sum of their values into out. */
-static void attend_row(const float *q, const float *k, const float *v, int n_keys, float *scores, float *out)
-{{
-    int h, j, c;
-    for (h = 0; h < HEADS; ++h) {{
-        float top = -INFINITY, total = 0.0f;
-        for (j = 0; j < n_keys; ++j) {{
-            float s = 0.0f;
-            for (c = 0; c < HEAD_DIM; ++c) s += q[h * HEAD_DIM + c] * k[j * D + h * HEAD_DIM + c];
-            scores[j] = s * (1.0f / sqrtf((float)HEAD_DIM));
-            if (scores[j] > top) top = scores[j];
-        }}
-        for (j = 0; j < n_keys; ++j) {{ scores[j] = expf(scores[j] - top); total += scores[j]; }}
-        for (c = 0; c < HEAD_DIM; ++c) {{
-            float acc = 0.0f;
-            for (j = 0; j < n_keys; ++j) acc += scores[j] * v[j * D + h * HEAD_DIM + c];
-            out[h * HEAD_DIM + c] = acc / total;
-        }}
-    }}
-}}
-
-static void norm(int mode, const float *a, const float *b, float *h, int n)
-{{
-    int t, c;
-    if (mode == 1) {{
-        for (t = 0; t < n; ++t) for (c = 0; c < D; ++c) h[t * D + c] = h[t * D + c] * a[c] + b[c];
-    }} else if (mode == 2) {{ /* every channel over the window's steps; weight and bias per step */
-        for (c = 0; c < D; ++c) {{
-            float mean = 0.0f, var = 0.0f;
-            for (t = 0; t < n; ++t) mean += h[t * D + c];
-            mean /= (float)n;
-            for (t = 0; t < n; ++t) {{ float z = h[t * D + c] - mean; var += z * z; }}
-            var /= (float)n;
-            for (t = 0; t < n; ++t) h[t * D + c] = (h[t * D + c] - mean) / sqrtf(var + EPS) * a[t] + b[t];
-        }}
-    }} else if (mode == 3) {{ /* the features of every step */
-        for (t = 0; t < n; ++t) {{
-            float mean = 0.0f, var = 0.0f;
-            for (c = 0; c < D; ++c) mean += h[t * D + c];
-            mean /= (float)D;
-            for (c = 0; c < D; ++c) {{ float z = h[t * D + c] - mean; var += z * z; }}
-            var /= (float)D;
-            for (c = 0; c < D; ++c) h[t * D + c] = (h[t * D + c] - mean) / sqrtf(var + EPS) * a[c] + b[c];
-        }}
-    }}
-}}
-
-int {prefix}_forward(const float *x, int n_steps, float *out)
-{{
-    float *h = arena, *q = h + MAX_LEN * D, *k = q + MAX_LEN * D, *v = k + MAX_LEN * D;
-    float *mixed = v + MAX_LEN * D, *tmp = mixed + MAX_LEN * D, *ff = tmp + MAX_LEN * D, *scores = ff + MAX_LEN * FF;
-    int t, c, l, i;
-    if (n_steps < 1 || n_steps > MAX_LEN || ({fixed} && n_steps != MAX_LEN)
-        || ({attention_mode} == 1 && !{context_self} && n_steps < 2))
-        return {upper}_BAD_LENGTH;
-    for (i = 0; i < n_steps * {config.in_channels}; ++i)
-        if (!(x[i] - x[i] == 0.0f)) return {upper}_NOT_FINITE;  /* NaN and infinities fail x - x == 0 */
-    linear(&LINEARS[{embedding}], x, h, n_steps);
-    for (i = 0; i < n_steps * D; ++i) h[i] = h[i] * EMBED_SCALE + (TABLE ? TABLE[i] : 0.0f);
-    for (l = 0; l < LAYERS; ++l) {{
-        const int *ids = LAYER_LINEARS[l];
-        linear(&LINEARS[ids[0]], h, q, n_steps);
-        linear(&LINEARS[ids[1]], h, k, n_steps);
-        linear(&LINEARS[ids[2]], h, v, n_steps);
-        if ({attention_mode} == 2)
-            for (i = 0; i < n_steps * D; ++i) {{ q[i] *= MASKS[l].q[i]; k[i] *= MASKS[l].k[i]; v[i] *= MASKS[l].v[i]; }}
-        if (ROPE_COS)
-            for (t = 0; t < n_steps; ++t) {{ rotate(q + t * D, t); rotate(k + t * D, t); }}
-        if ({attention_mode} == 1) {{ /* past steps are their own values; the last step attends to the past */
-            int last = n_steps - 1;
-            for (t = 0; t < last; ++t) for (c = 0; c < D; ++c) mixed[t * D + c] = v[t * D + c];
-            attend_row(q + last * D, k, v, {context_self} ? n_steps : last, scores, mixed + last * D);
-        }} else {{
-            for (t = 0; t < n_steps; ++t) attend_row(q + t * D, k, v, n_steps, scores, mixed + t * D);
-        }}
-        linear(&LINEARS[ids[3]], mixed, tmp, n_steps);
-        for (i = 0; i < n_steps * D; ++i) h[i] += tmp[i];
-        norm({norm_mode}, NORMS[l].a1, NORMS[l].b1, h, n_steps);
-        linear(&LINEARS[ids[4]], h, ff, n_steps);
-        for (i = 0; i < n_steps * FF; ++i) if (ff[i] < 0.0f) ff[i] = 0.0f;
-        linear(&LINEARS[ids[5]], ff, tmp, n_steps);
-        for (i = 0; i < n_steps * D; ++i) h[i] += tmp[i];
-        norm({norm_mode}, NORMS[l].a2, NORMS[l].b2, h, n_steps);
-    }}
-    for (i = 0; i < n_steps * D; ++i) if (h[i] < 0.0f) h[i] = 0.0f;
-    linear(&LINEARS[{head}], h, out, n_steps);
-    return 0;
-}}
-"""
-    return header, source, {"weight_bytes": src.weight_bytes, "linear_weight_bytes": src.linear_weight_bytes,
-                            "arena_bytes": arena_floats * FLOAT_BYTES}
+def _header(artifact: Artifact, task: str, weight_form: str, out_dim: int, threshold: float | None,
+            names: list[str], streamable: bool, sizes: dict[str, int]) -> str:
+    config = artifact.config
+    kind = "sparse-binary" if any(e.get("kind") == "sparse_binary_linear"
+                                  for e in artifact.document["layers"].values()) else "dense"
+    window = "SBTS_WINDOW" if task != "classification" else "SBTS_MAX_LEN"
+    forward_doc = {
+        "classification": (f"x: n_steps x SBTS_IN_CHANNELS raw values, row-major, 1 <= n_steps <= SBTS_MAX_LEN"
+                           f"{' (exactly SBTS_MAX_LEN for this model)' if config.needs_fixed_length else ''}; "
+                           "out: SBTS_OUT_DIM class logits (the per-step logits averaged over the steps); the "
+                           "predicted class is the largest, named in sbts_class_names."),
+        "anomaly": ("x: the newest n_steps >= 1 raw rows (n_steps x SBTS_IN_CHANNELS, row-major, oldest first); "
+                    "the last SBTS_WINDOW are read (fewer: the oldest row given stands in for the missing ones). "
+                    "out[0]: the anomaly score of the newest row (mean squared reconstruction error, higher is more "
+                    "anomalous)" + ("; out[1]: 1.0f if the score exceeds SBTS_THRESHOLD, else 0.0f." if threshold
+                                    is not None else "; this detector carries no threshold.")),
+        "forecasting": ("x: the newest n_steps >= 1 observed raw rows (n_steps x SBTS_IN_CHANNELS, row-major, oldest "
+                        "first); the last SBTS_WINDOW - 1 are read (fewer: the oldest row given stands in for the "
+                        "missing ones). out: the forecast of the next step, SBTS_OUT_DIM values in the data's units "
+                        "(names in sbts_column_names)."),
+    }[task]
+    lines = [
+        f"/* {HEADER}: an sbts {task} model in C99, generated by sbts {__version__}.",
+        f"   Network: {kind}, d_model {config.d_model}, {config.n_layers} layers, {config.attention} attention, norm "
+        f"{config.norm}, positions {config.pos_encoding}.",
+        f"   Weights in flash: {weight_form}: {WEIGHT_FORMS[weight_form]}.",
+        f"   Constants {sizes['constant_bytes']} bytes (linear weights {sizes['linear_weight_bytes']}, other "
+        f"{sizes['other_constant_bytes']}); working memory: one static arena of SBTS_ARENA_BYTES.",
+        "   Not reentrant: one model state per program (the arena); calls must not overlap. */",
+        "#ifndef SBTS_H", "#define SBTS_H", "", "#include <stdint.h>", "",
+        f"#define SBTS_IN_CHANNELS {config.in_channels}",
+        f"#define SBTS_OUT_DIM {out_dim}",
+        f"#define SBTS_MAX_LEN {config.max_len}",
+        *( [f"#define SBTS_WINDOW {config.max_len}"] if task != "classification" else []),
+        f"#define SBTS_ARENA_BYTES {sizes['arena_bytes']}",
+        *( [f"#define SBTS_THRESHOLD {float(threshold)!r}"] if threshold is not None else []),
+        f"#define SBTS_STREAMABLE {int(streamable)}",
+        "#define SBTS_OK 0",
+        f"#define SBTS_BAD_LENGTH 1  /* n_steps outside what the model takes ({window}) */",
+        "#define SBTS_NOT_FINITE 2  /* a NaN or infinite input (or one that scales to it); nothing is written */",
+        "",
+        "/* Start (or start again): forgets a stream's history. */",
+        "void sbts_init(void);",
+        "",
+        f"/* {forward_doc}\n   Returns SBTS_OK, SBTS_BAD_LENGTH or SBTS_NOT_FINITE. */",
+        "int sbts_forward(const float *x, int n_steps, float *out);",
+    ]
+    if streamable:
+        stream_doc = ("the score (and decision) of the newest row, as sbts_forward on the stream so far"
+                      if task == "anomaly" else "the forecast of the step after it, as sbts_forward on the stream so "
+                      "far")
+        lines += ["", "/* One observation at a time, at the cost of one step: x_t holds SBTS_IN_CHANNELS raw values; "
+                  f"out gets\n   {stream_doc}. The keys and values of the last SBTS_WINDOW - 1 steps stay in the "
+                  "arena. "
+                  "A bad row\n   returns SBTS_NOT_FINITE and changes nothing. sbts_stream_reset() starts a new "
+                  "stream. */",
+                  "void sbts_stream_reset(void);", "int sbts_stream_update(const float *x_t, float *out);"]
+    if names:
+        what = "class" if task == "classification" else "column"
+        lines += ["", f"extern const char *const sbts_{what}_names[SBTS_OUT_DIM];"]
+    lines += ["", "/* Element `index` of the SplitMix64 stream of `seed` (sbts.frozen_tensors): the weights' signs. */",
+              "uint64_t sbts_splitmix64(uint64_t seed, uint64_t index);", "", "#endif", ""]
+    return "\n".join(lines)

@@ -26,7 +26,9 @@ from sbts.atomic import atomic_write_bytes
 from sbts.config import DEFAULT_MODEL, ModelConfig, RunConfig, TaskOptions, TrainConfig
 from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import CheckpointError, ConfigError
-from sbts.export.artifact import ExportResult, export_model
+from sbts.export.artifact import ExportResult, export_c_model, export_model
+from sbts.export.c_build import CExportResult
+from sbts.export.c_source import DEFAULT_WEIGHT_FORM
 from sbts.export.onnx import export_onnx
 from sbts.models import create_model, list_models, model_config, model_defaults
 from sbts.tasks.options import MODEL_SECTION, TASK_SECTION, TRAIN_SECTION, Option, default_values, task_options
@@ -284,6 +286,13 @@ class Task:
         trained = self.load_trained(run_dir, checkpoint)
         return export_model(trained.model, path, task=self.name, inference_state=trained.inference_state,
                             scaler=trained.scaler, float_dtype=float_dtype)
+
+    def export_c_run(self, run_dir: str | Path, directory: str | Path, *, checkpoint: str = "best",
+                     weight_form: str = DEFAULT_WEIGHT_FORM, force: bool = False) -> CExportResult:
+        """A saved run's checkpoint as C99 source and header in ``directory`` (``sbts.export.c_source``)."""
+        trained = self.load_trained(run_dir, checkpoint)
+        return export_c_model(trained.model, directory, task=self.name, inference_state=trained.inference_state,
+                              scaler=trained.scaler, weight_form=weight_form, force=force)
 
     def export_onnx_run(self, run_dir: str | Path, path: str | Path, *, checkpoint: str = "best") -> Path:
         """A saved run's checkpoint as ONNX (the per-step network; inputs scaled as in training)."""

@@ -21,7 +21,9 @@ from sklearn.exceptions import NotFittedError
 
 from sbts.config import RunConfig
 from sbts.errors import SBTSError
-from sbts.export.artifact import ExportResult, build_artifact, export_model
+from sbts.export.artifact import ExportResult, build_artifact, export_c_model, export_model
+from sbts.export.c_build import CExportResult
+from sbts.export.c_source import DEFAULT_WEIGHT_FORM
 from sbts.runtime.artifact import artifact_bytes, load_artifact_bytes, network_tensors
 from sbts.runtime.streaming import StepStream
 from sbts.tasks.base import DataSource, Task
@@ -123,6 +125,15 @@ class SBTEstimator(BaseEstimator):
     def _inference_state(self) -> dict[str, Any]:
         """The facts the exported artifact keeps besides the weights."""
         return {}
+
+    def export_c(self, directory: str | Path, weight_form: str = DEFAULT_WEIGHT_FORM,
+                 force: bool = False) -> CExportResult:
+        """Write the fitted model as C99 (``sbts.h``, ``sbts.c``) into ``directory`` (``weight_form``: ternary, 2
+        bits per weight, or mask, 1 bit with the signs regenerated from the seed)."""
+        self._check_fitted()
+        return export_c_model(self.model_, directory, task=self.task_class.name,
+                              inference_state=self._inference_state(), scaler=self.scaler_, weight_form=weight_form,
+                              force=force)
 
     def export(self, path: str | Path, float_dtype: str = "float32") -> ExportResult:
         """Write the fitted model as a ``.sbts`` artifact for ``sbts.runtime`` (``float_dtype``: or float16)."""
