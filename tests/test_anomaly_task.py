@@ -259,6 +259,48 @@ def test_run_export_carries_the_threshold_and_cli_predict_scores_a_file(trained_
     np.testing.assert_allclose(table[WINDOW - 1:, 1], recorded[WINDOW - 1:, 1], rtol=1e-4, atol=1e-7)
 
 
+def test_cli_export_c_from_a_run_and_from_its_artifact_scores_as_the_runtime(trained_run, tmp_path, capsys):
+    from sbts.export.c_build import CModel, compile_library, find_compiler
+    from sbts.export.c_source import c_sources
+    from sbts.runtime.artifact import read_artifact
+
+    run_dir, folder, metrics = trained_run
+    assert main(["export", str(run_dir), "-o", str(tmp_path / "run.sbts")]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--format", "c", "-o", str(tmp_path / "c")]) == 0
+    assert json.loads(capsys.readouterr().out)["footprint"]["flash_bytes"] > 0
+    assert main(["export", str(tmp_path / "run.sbts"), "--format", "c", "--c-weights", "mask", "-o",
+                 str(tmp_path / "c-mask")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"] == "mask" and report["arena_bytes"] > 0
+    header = (tmp_path / "c" / "sbts.h").read_text()
+    assert f"#define SBTS_THRESHOLD {metrics['threshold']['value']!r}" in header
+    if find_compiler() is None:
+        pytest.skip("no C compiler found")
+    runtime = load(tmp_path / "run.sbts")
+    c = CModel(compile_library(c_sources(read_artifact(tmp_path / "run.sbts")), tmp_path / "lib"),
+               runtime.config.in_channels, 2)
+    rows = np.loadtxt(folder / "test.csv", delimiter=",", skiprows=1)[:40]
+    np.testing.assert_allclose([c.forward(rows[:t + 1])[1][0] for t in range(len(rows))],
+                               runtime.decision_function(rows), rtol=1e-5, atol=1e-7)
+    assert (tmp_path / "c" / "sbts.c").read_text() == (tmp_path / "lib" / "sbts.c").read_text()  # one source
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--format", "c", "--float16"], "--float16 applies to the .sbts format only"),
+    (["--force"], "--force applies to --format c only"),
+    (["--c-weights", "mask"], "--c-weights applies to --format c only"),
+    (["--format", "c"], "not empty; pass --force")])
+def test_cli_export_c_bad_uses_exit_2_and_write_nothing(trained_run, tmp_path, capsys, extra, message):
+    run_dir, _, _ = trained_run
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    assert main(["export", str(run_dir), "-o", str(target), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+
+
 # --- CLI and bad input -----------------------------------------------------------------------
 
 def run_cli(args, capsys):
