@@ -16,7 +16,7 @@ from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import ConfigError
 from sbts.export.artifact import build_artifact
 from sbts.export.c_build import CModel, STRICT_FLAGS, compile_library, find_compiler, write_c_export
-from sbts.export.c_source import WEIGHT_FORMS, c_sources, seed_signs
+from sbts.export.c_source import ROW_BLOCK, WEIGHT_FORMS, c_sources, seed_signs
 from sbts.frozen_tensors import splitmix64
 from sbts.models import create_model
 from sbts.runtime import load
@@ -26,7 +26,13 @@ from sbts.runtime.model import AnomalyRuntime, ClassifierRuntime, ForecastRuntim
 COMPILER = find_compiler()
 pytestmark = pytest.mark.skipif(COMPILER is None, reason="no C compiler found (gcc, cc or clang)")
 SMALL = dict(in_channels=3, max_len=7, d_model=8, n_heads=2, n_layers=2, d_ff=12)
-NETWORKS = list(itertools.product(("sbt", "dense"), ATTENTION_MODES, NORMS, POS_ENCODINGS))
+FORMS = sorted(WEIGHT_FORMS)
+# Every attention x norm x positions for the SBT, the weight forms in turn; the dense model's float linears
+# once per attention x norm, the positional schemes in turn.
+NETWORKS = ([("sbt", *combo, FORMS[i % len(FORMS)])
+             for i, combo in enumerate(itertools.product(ATTENTION_MODES, NORMS, POS_ENCODINGS))]
+            + [("dense", attention, norm, POS_ENCODINGS[i % len(POS_ENCODINGS)], "lists")
+               for i, (attention, norm) in enumerate(itertools.product(ATTENTION_MODES, NORMS))])
 SCALER = ChannelScaler(np.array([0.5, -1.0, 2.0]), np.array([2.0, 0.5, 3.0]))
 STATES = {"classification": {"classes": ["yes", "no \"quoted\""]},
           "anomaly": {"threshold": {"value": 0.8}},
@@ -41,7 +47,7 @@ def artifact_for(task, model_name="sbt", state=None, **fields):
     return load_artifact_bytes(artifact_bytes(*document), "model")
 
 
-def c_model(tmp_path, artifact, form="ternary"):
+def c_model(tmp_path, artifact, form="lists"):
     generated = c_sources(artifact, form)
     out_dim = int(generated.header.split("#define SBTS_OUT_DIM ")[1].split()[0])
     return CModel(compile_library(generated, tmp_path), artifact.config.in_channels, out_dim)
@@ -51,12 +57,12 @@ def raw_rows(n, seed=0):
     return SCALER.inverse_transform_rows(np.random.default_rng(seed).standard_normal((n, 3)))
 
 
-@pytest.mark.parametrize("model_name,attention,norm,pos", NETWORKS, ids=str)
-def test_c_classifier_equals_the_numpy_runtime(tmp_path, model_name, attention, norm, pos):
+@pytest.mark.parametrize("model_name,attention,norm,pos,form", NETWORKS, ids=str)
+def test_c_classifier_equals_the_numpy_runtime(tmp_path, model_name, attention, norm, pos, form):
     artifact = artifact_for("classification", model_name, attention=attention, norm=norm, pos_encoding=pos)
-    runtime, c = ClassifierRuntime(artifact), c_model(tmp_path, artifact, "ternary" if model_name == "dense" or
-                                                       pos != "rope" else "mask")
+    runtime, c = ClassifierRuntime(artifact), c_model(tmp_path, artifact, form)
     lengths = [7] if artifact.config.needs_fixed_length else [7, 4, 2] + ([1] if attention != "step_t" else [])
+    assert all(length < ROW_BLOCK for length in lengths)  # the padded strides: every length leaves padding
     for n in lengths:
         case = raw_rows(n, n)
         status, logits = c.forward(case)
@@ -108,6 +114,17 @@ def test_c_forecaster_and_its_stream_equal_the_runtime(tmp_path, model_name, att
             np.testing.assert_allclose(c.stream_update(row)[1], stream.update(row), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_windows_longer_than_one_block_of_steps(tmp_path, form):
+    """Lengths below, at and past whole blocks of ROW_BLOCK steps (the padded strides of the engine)."""
+    artifact = artifact_for("classification", max_len=2 * ROW_BLOCK + 3, attention="full", norm="layer",
+                            pos_encoding="rope")
+    runtime, c = ClassifierRuntime(artifact), c_model(tmp_path, artifact, form)
+    for n in (ROW_BLOCK - 1, ROW_BLOCK, ROW_BLOCK + 1, 2 * ROW_BLOCK + 3):
+        case = raw_rows(n, n)
+        np.testing.assert_allclose(c.forward(case)[1], runtime.decision_function([case.T])[0], rtol=1e-5, atol=1e-5)
+
+
 def test_the_c_splitmix64_is_bit_identical_to_frozen_tensors(tmp_path):
     c = c_model(tmp_path, artifact_for("anomaly"), "mask")
     seeds = [0, 1, 2**63 + 12345, 2**64 - 1, 0x9E3779B97F4A7C15]
@@ -126,8 +143,9 @@ def test_both_weight_forms_give_the_same_numbers_and_the_mask_form_is_smaller(tm
         c = c_model(tmp_path / form, artifact, form)
         outputs[form] = c.forward(raw_rows(7))[1]
         sizes[form] = c_sources(artifact, form).sizes["linear_weight_bytes"]
-    np.testing.assert_array_equal(outputs["ternary"], outputs["mask"])
-    assert sizes["mask"] < sizes["ternary"]
+    np.testing.assert_array_equal(outputs["ternary"], outputs["mask"])  # the same sums in the same order
+    np.testing.assert_allclose(outputs["lists"], outputs["ternary"], rtol=1e-6)  # + terms first, then -
+    assert sizes["mask"] < sizes["ternary"] < sizes["lists"]  # at density 0.5: 1 bit < 2 bits < 8 bits x 0.5
     layers = artifact.document["layers"]
     for name in ("embedding", "layers.0.ff1"):  # the signs the engine regenerates are the weights' signs
         weight = network_tensors(artifact)[f"{name}.weight"]

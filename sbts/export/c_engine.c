@@ -2,19 +2,27 @@
    The engine: the same C for every sbts model; the macros and constants above select and feed its parts.
 
    Layout. Every activation is stored feature-major: channel c of step t of an n-step buffer sits at
-   [c * n + t], so the steps of one channel are contiguous. A linear then visits each weight once and,
+   [c * STRIDE(n) + t], so the steps of one channel are contiguous; the stride rounds n up to whole blocks of
+   ROW_BLOCK steps, so that a kernel always works on whole blocks (the padding steps carry values no output
+   reads). A linear then visits each weight once and,
    for all the steps at once, adds (or, for a ternary weight, adds or subtracts) one contiguous column:
    a loop a compiler turns into vector instructions, and, for a sparse-binary layer, work in proportion
    to the kept weights only, with alpha applied once per output.
    --------------------------------------------------------------------------------------------------- */
 
+#define FORM_TERNARY 0
+#define FORM_MASK 1
+#define FORM_LISTS 2
+
 typedef struct {
-    int in, out;                /* features in and out */
-    const unsigned char *bits;  /* ternary: 2-bit codes or 1-bit kept mask per weight (0 for a float linear) */
-    uint64_t seed;              /* 1-bit form: the seed whose SplitMix64 stream gives the signs */
-    float alpha;                /* ternary: the magnitude of every kept weight */
-    const float *w;             /* float linear: weights (out x in, row-major) */
-    const float *bias;          /* 0: no bias */
+    int in, out;                   /* features in and out */
+    const unsigned char *bits;     /* ternary: 2-bit codes; mask: 1 bit (kept or not) per weight */
+    uint64_t seed;                 /* mask: the seed whose SplitMix64 stream gives the signs */
+    const unsigned short *counts;  /* lists: per output, how many kept inputs have +alpha, then -alpha */
+    const INDEX_T *index;          /* lists: those inputs, output after output, the +alpha ones first */
+    float alpha;                   /* sparse-binary: the magnitude of every kept weight */
+    const float *w;                /* float linear: weights (out x in, row-major); 0 for a sparse-binary one */
+    const float *bias;             /* 0: no bias */
 } linear_t;
 
 typedef struct { const float *a1, *b1, *a2, *b2; } norms_t;  /* scale and shift of norm1 and norm2 */
@@ -33,8 +41,8 @@ typedef struct { int q, k, v, out, ff1, ff2; } layer_t;      /* indices into LIN
 /* Every buffer the engine uses, and nothing else: the one piece of mutable state. */
 static struct {
     uint64_t step;  /* the stream's next absolute step; 0: an empty stream */
-    float xin[IN_CH * MAX_LEN], h[D * MAX_LEN], q[D * MAX_LEN], k[D * MAX_LEN], v[D * MAX_LEN];
-    float mixed[D * MAX_LEN], ff[FF * MAX_LEN], scores[QUERY_ROWS * MAX_LEN];
+    float xin[IN_CH * PADDED_LEN], h[D * PADDED_LEN], q[D * PADDED_LEN], k[D * PADDED_LEN], v[D * PADDED_LEN];
+    float mixed[D * PADDED_LEN], ff[FF * PADDED_LEN], scores[QUERY_ROWS * MAX_LEN];
 #if POSITIONS == POSITIONS_ROPE
     float rope[2 * MAX_LEN * HALF];  /* cos, then sin, of every (position, pair) of a window */
 #endif
@@ -57,28 +65,61 @@ uint64_t sbts_splitmix64(uint64_t seed, uint64_t index)
     return z ^ (z >> 31);
 }
 
+#if WEIGHT_FORM != FORM_LISTS
+/* acc[r] += column[r] (or -=) for r < rows: eight at a time, a block compilers turn into vector instructions
+   even at -O2, then the rest. */
 static void add_column(float *restrict acc, const float *restrict column, int rows)
 {
-    int r;
-    for (r = 0; r < rows; ++r) acc[r] += column[r];
+    int r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        acc[r] += column[r]; acc[r + 1] += column[r + 1]; acc[r + 2] += column[r + 2]; acc[r + 3] += column[r + 3];
+        acc[r + 4] += column[r + 4]; acc[r + 5] += column[r + 5]; acc[r + 6] += column[r + 6];
+        acc[r + 7] += column[r + 7];
+    }
+    for (; r < rows; ++r) acc[r] += column[r];
 }
 
 static void subtract_column(float *restrict acc, const float *restrict column, int rows)
 {
-    int r;
-    for (r = 0; r < rows; ++r) acc[r] -= column[r];
+    int r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        acc[r] -= column[r]; acc[r + 1] -= column[r + 1]; acc[r + 2] -= column[r + 2]; acc[r + 3] -= column[r + 3];
+        acc[r + 4] -= column[r + 4]; acc[r + 5] -= column[r + 5]; acc[r + 6] -= column[r + 6];
+        acc[r + 7] -= column[r + 7];
+    }
+    for (; r < rows; ++r) acc[r] -= column[r];
 }
+#endif
+
+#if WEIGHT_FORM == FORM_LISTS
+/* The kernel below sums a block of ROW_BLOCK steps in 16 named accumulators (four 128-bit vectors). */
+typedef char row_block_is_the_kernels[ROW_BLOCK == 16 ? 1 : -1];
+
+/* The kept inputs of one output, `count` indices: the sum of x over them, for one step (channel i at
+   x[i * xs]). */
+static float gather_sum(const float *x, int xs, const INDEX_T *index, int count)
+{
+    float s0 = 0.0f, s1 = 0.0f;
+    int j = 0;
+    for (; j + 2 <= count; j += 2) { s0 += x[(long)index[j] * xs]; s1 += x[(long)index[j + 1] * xs]; }
+    if (j < count) s0 += x[(long)index[j] * xs];
+    return s0 + s1;
+}
+#endif
 
 /* y = W x + b for `rows` steps: x holds l->in channels, channel i at x + i * xs; y channel o at y + o * ys. */
 static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, int rows)
 {
-    int o, i, j, b, r;
+    int o, i, r;
+#if WEIGHT_FORM == FORM_LISTS
+    const INDEX_T *index = l->index;
+#endif
     for (o = 0; o < l->out; ++o) {
         float *restrict yo = y + (long)o * ys;
         const float bias = l->bias ? l->bias[o] : 0.0f;
-        for (r = 0; r < rows; ++r) yo[r] = 0.0f;
         if (l->w) {
             const float *wo = l->w + (long)o * l->in;
+            for (r = 0; r < rows; ++r) yo[r] = 0.0f;
             for (i = 0; i < l->in; ++i) {
                 const float wi = wo[i];
                 const float *restrict xi = x + (long)i * xs;
@@ -87,10 +128,51 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
             for (r = 0; r < rows; ++r) yo[r] += bias;
             continue;
         }
-#if SEED_SIGNS
+#if WEIGHT_FORM == FORM_LISTS
+        {   /* the output's kept inputs, those with +alpha first, then those with -alpha */
+            const int plus = l->counts[2 * o], minus = l->counts[2 * o + 1];
+            if (rows == 1) {  /* one step: a gather-add per kept weight, no branch */
+                yo[0] = (gather_sum(x, xs, index, plus) - gather_sum(x, xs, index + plus, minus)) * l->alpha + bias;
+                index += plus + minus;
+                continue;
+            }
+            /* ROW_BLOCK steps at a time (whole blocks: the strides are padded), their sums held in registers
+               across the whole list: one load per kept weight and step, alpha and the stores once per output. */
+            for (r = 0; r < rows; r += ROW_BLOCK) {
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
+                float a8 = 0.0f, a9 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f, a14 = 0.0f, a15 = 0.0f;
+                const float *base = x + r;
+                float *to = yo + r;
+                for (i = 0; i < plus; ++i) {
+                    const float *c = base + (long)index[i] * xs;
+                    a0 += c[0]; a1 += c[1]; a2 += c[2]; a3 += c[3]; a4 += c[4]; a5 += c[5]; a6 += c[6]; a7 += c[7];
+                    a8 += c[8]; a9 += c[9]; a10 += c[10]; a11 += c[11];
+                    a12 += c[12]; a13 += c[13]; a14 += c[14]; a15 += c[15];
+                }
+                for (i = plus; i < plus + minus; ++i) {
+                    const float *c = base + (long)index[i] * xs;
+                    a0 -= c[0]; a1 -= c[1]; a2 -= c[2]; a3 -= c[3]; a4 -= c[4]; a5 -= c[5]; a6 -= c[6]; a7 -= c[7];
+                    a8 -= c[8]; a9 -= c[9]; a10 -= c[10]; a11 -= c[11];
+                    a12 -= c[12]; a13 -= c[13]; a14 -= c[14]; a15 -= c[15];
+                }
+                to[0] = a0 * l->alpha + bias; to[1] = a1 * l->alpha + bias;
+                to[2] = a2 * l->alpha + bias; to[3] = a3 * l->alpha + bias;
+                to[4] = a4 * l->alpha + bias; to[5] = a5 * l->alpha + bias;
+                to[6] = a6 * l->alpha + bias; to[7] = a7 * l->alpha + bias;
+                to[8] = a8 * l->alpha + bias; to[9] = a9 * l->alpha + bias;
+                to[10] = a10 * l->alpha + bias; to[11] = a11 * l->alpha + bias;
+                to[12] = a12 * l->alpha + bias; to[13] = a13 * l->alpha + bias;
+                to[14] = a14 * l->alpha + bias; to[15] = a15 * l->alpha + bias;
+            }
+            index += plus + minus;
+            continue;  /* alpha and the bias are applied */
+        }
+#elif WEIGHT_FORM == FORM_MASK
         {   /* 1 bit per weight: kept or not; a kept weight's sign is the top bit of its stream element */
             const int row_bytes = (l->in + 7) / 8;
             const unsigned char *row = l->bits + (long)o * row_bytes;
+            int j, b;
+            for (r = 0; r < rows; ++r) yo[r] = 0.0f;
             for (j = 0; j < row_bytes; ++j) {
                 if (!row[j]) continue;
                 for (b = 0; b < 8; ++b) {
@@ -107,6 +189,8 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
         {   /* 2 bits per weight: 0 dropped, 1 +alpha, 2 -alpha; four to a byte, each output's row byte-aligned */
             const int row_bytes = (l->in + 3) / 4;
             const unsigned char *row = l->bits + (long)o * row_bytes;
+            int j, b;
+            for (r = 0; r < rows; ++r) yo[r] = 0.0f;
             for (j = 0; j < row_bytes; ++j) {
                 if (!row[j]) continue;
                 for (b = 0; b < 4; ++b) {
@@ -239,31 +323,33 @@ static void norm(const float *a, const float *b, float *h, int hs, int first, in
 }
 
 /* Feed-forward half of an encoder layer, after attention: steps first..n-1 of h get the out projection of
-   `mixed`, the residual and norm1, the feed-forward, the residual and norm2 (stride n everywhere). */
-static void finish_layer(int l, float *h, const float *mixed, int first, int n)
+   `mixed`, the residual and norm1, the feed-forward, the residual and norm2 (stride s everywhere). */
+static void finish_layer(int l, float *h, const float *mixed, int first, int n, int s)
 {
     const int rows = n - first;
     float *tmp = arena.q;  /* the queries are spent by now */
     int c, t;
-    linear(&LINEARS[LAYER_LINEARS[l].out], mixed + first, n, tmp + first, n, rows);
-    for (c = 0; c < D; ++c) for (t = first; t < n; ++t) h[c * n + t] += tmp[c * n + t];
-    norm(NORMS[l].a1, NORMS[l].b1, h, n, first, n);
-    linear(&LINEARS[LAYER_LINEARS[l].ff1], h + first, n, arena.ff + first, n, rows);
-    for (c = 0; c < FF; ++c) relu(arena.ff + c * n + first, rows);
-    linear(&LINEARS[LAYER_LINEARS[l].ff2], arena.ff + first, n, tmp + first, n, rows);
-    for (c = 0; c < D; ++c) for (t = first; t < n; ++t) h[c * n + t] += tmp[c * n + t];
-    norm(NORMS[l].a2, NORMS[l].b2, h, n, first, n);
+    linear(&LINEARS[LAYER_LINEARS[l].out], mixed + first, s, tmp + first, s, rows);
+    for (c = 0; c < D; ++c) for (t = first; t < n; ++t) h[c * s + t] += tmp[c * s + t];
+    norm(NORMS[l].a1, NORMS[l].b1, h, s, first, n);
+    linear(&LINEARS[LAYER_LINEARS[l].ff1], h + first, s, arena.ff + first, s, rows);
+    for (c = 0; c < FF; ++c) relu(arena.ff + c * s + first, rows);
+    linear(&LINEARS[LAYER_LINEARS[l].ff2], arena.ff + first, s, tmp + first, s, rows);
+    for (c = 0; c < D; ++c) for (t = first; t < n; ++t) h[c * s + t] += tmp[c * s + t];
+    norm(NORMS[l].a2, NORMS[l].b2, h, s, first, n);
 }
 
-/* The encoder on the n prepared steps in arena.xin (feature-major, stride n); afterwards arena.h holds the
-   ReLU of the last layer's states of every step, or (last_only) of the last step, at [c * n + n - 1]. */
+/* The encoder on the n prepared steps in arena.xin (feature-major, stride STRIDE(n)); afterwards arena.h
+   holds the ReLU of the last layer's states of every step, or (last_only) of the last step, at
+   [c * STRIDE(n) + n - 1]. */
 static void network(int n, int last_only)
 {
     float *h = arena.h, *q = arena.q, *k = arena.k, *v = arena.v, *mixed = arena.mixed;
+    const int s = STRIDE(n);
     int l, c, t;
-    linear(&LINEARS[EMBEDDING], arena.xin, n, h, n, n);
+    linear(&LINEARS[EMBEDDING], arena.xin, s, h, s, n);
     for (c = 0; c < D; ++c)
-        for (t = 0; t < n; ++t) h[c * n + t] = h[c * n + t] * EMBED_SCALE + (TABLE ? TABLE[t * D + c] : 0.0f);
+        for (t = 0; t < n; ++t) h[c * s + t] = h[c * s + t] * EMBED_SCALE + (TABLE ? TABLE[t * D + c] : 0.0f);
 #if POSITIONS == POSITIONS_ROPE
     rope_table(n);
 #endif
@@ -274,36 +360,36 @@ static void network(int n, int last_only)
 #if ATTENTION == ATTENTION_STEP_T
         /* past steps attend to themselves only (their output is their value); the last step to the past */
         const int context = STEP_T_SELF ? n : n - 1;
-        linear(&LINEARS[ids->k], h, n, k, n, context);
-        linear(&LINEARS[ids->v], h, n, v, n, first == 0 ? n : context);
-        linear(&LINEARS[ids->q], h + n - 1, n, q + n - 1, n, 1);
+        linear(&LINEARS[ids->k], h, s, k, s, context);
+        linear(&LINEARS[ids->v], h, s, v, s, first == 0 ? n : context);
+        linear(&LINEARS[ids->q], h + n - 1, s, q + n - 1, s, 1);
 #if POSITIONS == POSITIONS_ROPE
-        rotate(q + n - 1, n, 1, arena.rope + (n - 1) * HALF, arena.rope + MAX_LEN * HALF + (n - 1) * HALF);
-        rotate(k, n, context, arena.rope, arena.rope + MAX_LEN * HALF);
+        rotate(q + n - 1, s, 1, arena.rope + (n - 1) * HALF, arena.rope + MAX_LEN * HALF + (n - 1) * HALF);
+        rotate(k, s, context, arena.rope, arena.rope + MAX_LEN * HALF);
 #endif
-        for (c = 0; c < D; ++c) for (t = first; t < n - 1; ++t) mixed[c * n + t] = v[c * n + t];
-        attend(q + n - 1, n, 1, k, v, n, context, mixed + n - 1, n);
+        for (c = 0; c < D; ++c) for (t = first; t < n - 1; ++t) mixed[c * s + t] = v[c * s + t];
+        attend(q + n - 1, s, 1, k, v, s, context, mixed + n - 1, s);
 #else
-        linear(&LINEARS[ids->q], h + first, n, q + first, n, n - first);
-        linear(&LINEARS[ids->k], h, n, k, n, n);
-        linear(&LINEARS[ids->v], h, n, v, n, n);
+        linear(&LINEARS[ids->q], h + first, s, q + first, s, n - first);
+        linear(&LINEARS[ids->k], h, s, k, s, n);
+        linear(&LINEARS[ids->v], h, s, v, s, n);
 #if ATTENTION == ATTENTION_QKV_MASK
         for (c = 0; c < D; ++c)
             for (t = 0; t < n; ++t) {
-                if (t >= first && !bit(MASKS[l].q, (long)t * D + c)) q[c * n + t] = 0.0f;
-                if (!bit(MASKS[l].k, (long)t * D + c)) k[c * n + t] = 0.0f;
-                if (!bit(MASKS[l].v, (long)t * D + c)) v[c * n + t] = 0.0f;
+                if (t >= first && !bit(MASKS[l].q, (long)t * D + c)) q[c * s + t] = 0.0f;
+                if (!bit(MASKS[l].k, (long)t * D + c)) k[c * s + t] = 0.0f;
+                if (!bit(MASKS[l].v, (long)t * D + c)) v[c * s + t] = 0.0f;
             }
 #endif
 #if POSITIONS == POSITIONS_ROPE
-        rotate(q + first, n, n - first, arena.rope + first * HALF, arena.rope + MAX_LEN * HALF + first * HALF);
-        rotate(k, n, n, arena.rope, arena.rope + MAX_LEN * HALF);
+        rotate(q + first, s, n - first, arena.rope + first * HALF, arena.rope + MAX_LEN * HALF + first * HALF);
+        rotate(k, s, n, arena.rope, arena.rope + MAX_LEN * HALF);
 #endif
-        attend(q + first, n, n - first, k, v, n, n, mixed + first, n);
+        attend(q + first, s, n - first, k, v, s, n, mixed + first, s);
 #endif
-        finish_layer(l, h, mixed, first, n);
+        finish_layer(l, h, mixed, first, n, s);
         if (l == LAYERS - 1)
-            for (c = 0; c < D; ++c) relu(h + c * n + first, n - first);
+            for (c = 0; c < D; ++c) relu(h + c * s + first, n - first);
     }
 }
 
@@ -342,12 +428,12 @@ int sbts_forward(const float *x, int n_steps, float *out)
     if (n_steps < 1 || n_steps > MAX_LEN || (FIXED_LENGTH && n_steps != MAX_LEN)
         || (ATTENTION == ATTENTION_STEP_T && !STEP_T_SELF && n_steps < 2))
         return SBTS_BAD_LENGTH;
-    if ((status = load_rows(x, n_steps, n_steps, n_steps)) != SBTS_OK) return status;
+    if ((status = load_rows(x, n_steps, n_steps, STRIDE(n_steps))) != SBTS_OK) return status;
     network(n_steps, 0);
     /* The per-step logits averaged over the steps: the head is linear, so it runs once on the mean state. */
     for (c = 0; c < D; ++c) {
         float total = 0.0f;
-        for (t = 0; t < n_steps; ++t) total += arena.h[c * n_steps + t];
+        for (t = 0; t < n_steps; ++t) total += arena.h[c * STRIDE(n_steps) + t];
         arena.pooled[c] = total / (float)n_steps;
     }
     head(arena.pooled, 1);
@@ -375,10 +461,10 @@ int sbts_forward(const float *x, int n_steps, float *out)
 {
     int status;
     if (n_steps < 1) return SBTS_BAD_LENGTH;
-    if ((status = load_rows(x, n_steps, MAX_LEN, MAX_LEN)) != SBTS_OK) return status;
+    if ((status = load_rows(x, n_steps, MAX_LEN, PADDED_LEN)) != SBTS_OK) return status;
     network(MAX_LEN, 1);
-    head(arena.h + MAX_LEN - 1, MAX_LEN);
-    score_into(arena.xin + MAX_LEN - 1, MAX_LEN, out);
+    head(arena.h + MAX_LEN - 1, PADDED_LEN);
+    score_into(arena.xin + MAX_LEN - 1, PADDED_LEN, out);
     return SBTS_OK;
 }
 #endif
@@ -402,9 +488,9 @@ int sbts_forward(const float *x, int n_steps, float *out)
     const int observed = MAX_LEN - 1;
     int c, t, status;
     if (n_steps < 1) return SBTS_BAD_LENGTH;
-    if ((status = load_rows(x, n_steps, observed, MAX_LEN)) != SBTS_OK) return status;
+    if ((status = load_rows(x, n_steps, observed, PADDED_LEN)) != SBTS_OK) return status;
     for (c = 0; c < IN_CH; ++c) {
-        float *row = arena.xin + c * MAX_LEN, mean = 0.0f, var = 0.0f;
+        float *row = arena.xin + c * PADDED_LEN, mean = 0.0f, var = 0.0f;
         arena.shift[c] = 0.0f;
         arena.spread[c] = 1.0f;
         if (INPUT_NORM_WINDOW) {  /* each window centred and scaled by its own observed steps */
@@ -419,8 +505,8 @@ int sbts_forward(const float *x, int n_steps, float *out)
         row[observed] = 0.0f;  /* the target slot: never read */
     }
     network(MAX_LEN, 1);
-    head(arena.h + MAX_LEN - 1, MAX_LEN);
-    forecast_into(arena.xin + observed - 1, MAX_LEN, out);
+    head(arena.h + MAX_LEN - 1, PADDED_LEN);
+    forecast_into(arena.xin + observed - 1, PADDED_LEN, out);
     return SBTS_OK;
 }
 #endif
@@ -454,7 +540,7 @@ static void past_state(void)
         const layer_t *ids = &LAYER_LINEARS[l];
         linear(&LINEARS[ids->k], h, 1, arena.row_keys + l * D, 1, 1);
         linear(&LINEARS[ids->v], h, 1, arena.row_values + l * D, 1, 1);
-        finish_layer(l, h, arena.row_values + l * D, 0, 1);  /* a softmax over one key is 1: mixed = value */
+        finish_layer(l, h, arena.row_values + l * D, 0, 1, 1);  /* a softmax over one key is 1: mixed = value */
     }
 }
 
@@ -512,7 +598,7 @@ static void query(void)
         }
 #endif
         attend(q, 1, 1, keys + start, values + start, 2 * CACHE, CACHE + STEP_T_SELF, arena.mixed, 1);
-        finish_layer(l, g, arena.mixed, 0, 1);
+        finish_layer(l, g, arena.mixed, 0, 1, 1);
     }
     relu(g, D);
     head(g, 1);

@@ -29,10 +29,15 @@ from sbts.layers.kinds import NORM_EPS
 from sbts.runtime.artifact import Artifact, network_tensors
 
 WEIGHT_FORMS = {
-    "ternary": "2-bit ternary codes per weight (0, +alpha, -alpha), one alpha per layer: fastest",
+    "lists": "per output, the indices of its kept inputs (+alpha ones, then -alpha ones), 1 byte each (2 past 256 "
+             "inputs), one alpha per layer: fastest, and smaller than 2-bit codes below density 0.25",
+    "ternary": "2-bit ternary codes per weight (0, +alpha, -alpha), one alpha per layer",
     "mask": "1 bit per weight (kept or not), signs regenerated from the layer's 64-bit seed (SplitMix64): smallest",
 }
-DEFAULT_WEIGHT_FORM = "ternary"
+FORM_CODES = {"ternary": 0, "mask": 1, "lists": 2}  # WEIGHT_FORM in the engine
+BYTE_INDEX_LIMIT = 256  # inputs a one-byte index addresses
+ROW_BLOCK = 16  # steps the engine's kernels take at a time: buffer strides are whole blocks (c_engine.c)
+DEFAULT_WEIGHT_FORM = "lists"
 TASKS = {"classification": 0, "anomaly": 1, "forecasting": 2}  # the tasks with a head in C
 HEADER, SOURCE = "sbts.h", "sbts.c"
 FLOAT_BYTES, DOUBLE_BYTES, SEED_BYTES = 4, 8, 8
@@ -54,9 +59,9 @@ def _doubles(name: str, values: np.ndarray) -> str:
     return _array(f"static const double {name}[{len(items)}]", items)
 
 
-def _bytes(name: str, data: np.ndarray) -> str:
-    items = [str(int(b)) for b in np.asarray(data, np.uint8).reshape(-1)] or ["0"]
-    return _array(f"static const unsigned char {name}[{len(items)}]", items)
+def _bytes(name: str, data: np.ndarray, c_type: str = "unsigned char") -> str:
+    items = [str(int(b)) for b in np.asarray(data).reshape(-1)] or ["0"]
+    return _array(f"static const {c_type} {name}[{len(items)}]", items)
 
 
 def _array(declaration: str, items: list[str]) -> str:
@@ -102,8 +107,8 @@ class CSource:
 class _Constants:
     """The constant arrays and the linear descriptors, collected while walking the network."""
 
-    def __init__(self, artifact: Artifact, weight_form: str):
-        self.tensors = network_tensors(artifact)
+    def __init__(self, artifact: Artifact, tensors: dict[str, np.ndarray], weight_form: str, index_type: str):
+        self.tensors, self.index_type = tensors, index_type
         self.entries = artifact.document["layers"]
         self.weight_form = weight_form
         self.arrays: list[str] = []
@@ -132,10 +137,22 @@ class _Constants:
         if self.entries.get(name, {}).get("kind") != "sparse_binary_linear":
             self.arrays.append(_floats(cname + "_weight", weight))
             self.sizes["linear_weight_bytes"] += FLOAT_BYTES * weight.size
-            self.linears.append(f"{{{in_features}, {out_features}, 0, 0, 0.0f, {cname}_weight, {bias}}}")
+            self.linears.append(f"{{{in_features}, {out_features}, 0, 0, 0, 0, 0.0f, {cname}_weight, {bias}}}")
             return len(self.linears) - 1
         alpha = float(np.abs(weight).max())
         seed = int(self.entries[name]["seed"])
+        if self.weight_form == "lists":
+            plus, minus = weight > 0, weight < 0
+            counts = np.stack([plus.sum(1), minus.sum(1)], axis=1).astype(np.uint16)
+            index = np.concatenate([np.concatenate([np.flatnonzero(plus[o]), np.flatnonzero(minus[o])])
+                                    for o in range(out_features)])
+            index_bytes = 1 if self.index_type == "unsigned char" else 2
+            self.arrays.append(_bytes(cname + "_counts", counts, "unsigned short")
+                               + _bytes(cname + "_index", index, self.index_type))
+            self.sizes["linear_weight_bytes"] += 2 * counts.size + index_bytes * len(index) + FLOAT_BYTES
+            self.linears.append(f"{{{in_features}, {out_features}, 0, 0, {cname}_counts, {cname}_index, "
+                                f"{_float(alpha)}, 0, {bias}}}")
+            return len(self.linears) - 1
         if self.weight_form == "mask":
             signs = seed_signs(seed, weight.size).reshape(weight.shape)
             kept = weight != 0
@@ -148,8 +165,8 @@ class _Constants:
             stored = len(packed) + FLOAT_BYTES
         self.arrays.append(_bytes(cname + "_bits", packed))
         self.sizes["linear_weight_bytes"] += stored
-        self.linears.append(f"{{{in_features}, {out_features}, {cname}_bits, UINT64_C({seed}), {_float(alpha)}, 0, "
-                            f"{bias}}}")
+        self.linears.append(f"{{{in_features}, {out_features}, {cname}_bits, UINT64_C({seed}), 0, 0, {_float(alpha)}, "
+                            f"0, {bias}}}")
         return len(self.linears) - 1
 
 
@@ -163,8 +180,12 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
     config = artifact.config
     state = artifact.document.get("task_state", {})
     formulation = Formulation(**state["formulation"]) if task == "forecasting" else Formulation()
-    consts = _Constants(artifact, weight_form)
-    tensors = consts.tensors
+    tensors = network_tensors(artifact)
+    widest = max(w.shape[1] for name, w in tensors.items() if name.endswith(".weight") and w.ndim == 2
+                 and "norm" not in name)
+    index_type = "unsigned char" if widest <= BYTE_INDEX_LIMIT else "unsigned short"
+    consts = _Constants(artifact, tensors, weight_form, index_type)
+
     d, heads, layers = config.d_model, config.n_heads, config.n_layers
     head_dim = d // heads
 
@@ -216,7 +237,8 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
 
     defines = {
         "D": d, "HEADS": heads, "HEAD_DIM": head_dim, "FF": config.d_ff, "LAYERS": layers,
-        "MAX_LEN": config.max_len, "IN_CH": config.in_channels, "NET_OUT": config.out_dim,
+        "MAX_LEN": config.max_len, "ROW_BLOCK": ROW_BLOCK, "PADDED_LEN": _padded(config.max_len),
+        "STRIDE(n)": "(((n) + ROW_BLOCK - 1) / ROW_BLOCK * ROW_BLOCK)", "IN_CH": config.in_channels, "NET_OUT": config.out_dim,
         "CACHE": max(config.max_len - 1, 1),
         "QUERY_ROWS": 1 if config.attention == "step_t" else config.max_len,
         "ATTENTION": {"full": 0, "step_t": 1, "qkv_mask": 2}[config.attention],
@@ -224,7 +246,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         "NORM": {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}[config.norm],
         "POSITIONS_NONE": 0, "POSITIONS_TABLE": 1, "POSITIONS_ROPE": 2,
         "POSITIONS": 2 if rope else (1 if table != "0" else 0),
-        "SEED_SIGNS": int(weight_form == "mask"),
+        "WEIGHT_FORM": FORM_CODES[weight_form], "INDEX_T": index_type,
         "TASK_CLASSIFICATION": 0, "TASK_ANOMALY": 1, "TASK_FORECASTING": 2, "TASK": TASKS[task],
         "HAS_THRESHOLD": int(threshold is not None), "STREAMABLE": int(streamable),
         "TARGET_CHANGE": int(formulation.target == "change"),
@@ -269,11 +291,16 @@ def _input_scaler(artifact: Artifact) -> ChannelScaler | None:
     return None if mean is None or std is None else ChannelScaler(mean, std)  # the divisor the runtime uses
 
 
+def _padded(length: int) -> int:
+    return -(-length // ROW_BLOCK) * ROW_BLOCK
+
+
 def _arena_bytes(config, task: str, streamable: bool, rope: bool) -> int:
     """sizeof the engine's arena struct: a uint64 step, then float buffers (see c_engine.c), 8-byte aligned."""
     length, d, half = config.max_len, config.d_model, (config.d_model // config.n_heads) // 2
+    padded = _padded(length)
     query_rows = 1 if config.attention == "step_t" else length
-    floats = (config.in_channels * length + 5 * d * length + config.d_ff * length + query_rows * length
+    floats = (config.in_channels * padded + 5 * d * padded + config.d_ff * padded + query_rows * length
               + (2 * length * half if rope else 0) + 2 * config.n_layers * d + d + config.out_dim
               + 3 * config.in_channels)
     if streamable:

@@ -49,6 +49,13 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON heade
 MASKS = "sparse_binary.masks"  # every sparse-binary layer's encoded mask, one after another
 ALPHAS = "sparse_binary.alphas"  # their alphas, in the same order
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0, "pb": 0}]
+LZMA_MIN_DICT = 4096  # liblzma's smallest dictionary
+
+
+def _encoder_filters(size: int) -> list[dict[str, Any]]:
+    """The decoder's filters with a dictionary no larger than the data: the same stream format (a decoder with a
+    larger dictionary reads it), without preset 9's 64 MiB match finder set up for every small mask."""
+    return [dict(_LZMA_FILTERS[0], dict_size=max(LZMA_MIN_DICT, size))]
 
 
 # --- mask codec ------------------------------------------------------------------------------------
@@ -80,11 +87,11 @@ def _from_gap_bytes(data: bytes, size: int) -> np.ndarray:
 def encode_mask(mask: np.ndarray) -> tuple[str, np.ndarray]:
     """The smallest of three encodings of a 0/1 mask, as (encoding name, uint8 array)."""
     flat = np.asarray(mask).reshape(-1) != 0
-    bits = np.packbits(flat).tobytes()
+    bits, gaps = np.packbits(flat).tobytes(), _gap_bytes(flat)
     candidates = {
         "bits": bits,
-        "bits-lzma": lzma.compress(bits, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
-        "gaps-lzma": lzma.compress(_gap_bytes(flat), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
+        "bits-lzma": lzma.compress(bits, format=lzma.FORMAT_RAW, filters=_encoder_filters(len(bits))),
+        "gaps-lzma": lzma.compress(gaps, format=lzma.FORMAT_RAW, filters=_encoder_filters(len(gaps))),
     }
     name = min(candidates, key=lambda key: len(candidates[key]))
     return name, np.frombuffer(candidates[name], dtype=np.uint8).copy()
