@@ -92,8 +92,20 @@ static void subtract_column(float *restrict acc, const float *restrict column, i
 #endif
 
 #if WEIGHT_FORM == FORM_LISTS
-/* The kernel below sums a block of ROW_BLOCK steps in 16 named accumulators (four 128-bit vectors). */
-typedef char row_block_is_the_kernels[ROW_BLOCK == 16 ? 1 : -1];
+/* A block of ROW_BLOCK steps of one channel, summed in registers across a whole list of kept inputs. With GCC
+   or clang it is one vector of the language extension, which the compiler maps onto the target's vector
+   registers (four SSE, two AVX, one AVX-512) or, without any, onto scalar ones; elsewhere a plain array. */
+#if defined(__GNUC__)
+#if defined(__AVX512F__)
+#define LANES 16
+#elif defined(__AVX__)
+#define LANES 8
+#else
+#define LANES 4  /* SSE, NEON, or scalar registers */
+#endif
+#define VECTORS (ROW_BLOCK / LANES)
+typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
+#endif
 
 /* The kept inputs of one output, `count` indices: the sum of x over them, for one step (channel i at
    x[i * xs]). */
@@ -139,30 +151,34 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
             /* ROW_BLOCK steps at a time (whole blocks: the strides are padded), their sums held in registers
                across the whole list: one load per kept weight and step, alpha and the stores once per output. */
             for (r = 0; r < rows; r += ROW_BLOCK) {
-                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
-                float a8 = 0.0f, a9 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f, a14 = 0.0f, a15 = 0.0f;
                 const float *base = x + r;
-                float *to = yo + r;
-                for (i = 0; i < plus; ++i) {
-                    const float *c = base + (long)index[i] * xs;
-                    a0 += c[0]; a1 += c[1]; a2 += c[2]; a3 += c[3]; a4 += c[4]; a5 += c[5]; a6 += c[6]; a7 += c[7];
-                    a8 += c[8]; a9 += c[9]; a10 += c[10]; a11 += c[11];
-                    a12 += c[12]; a13 += c[13]; a14 += c[14]; a15 += c[15];
+#if defined(__GNUC__)
+                static const lanes_t zero = {0.0f};
+                lanes_t acc[VECTORS], column;
+                int k;
+                for (k = 0; k < VECTORS; ++k) acc[k] = zero;
+                for (i = 0; i < plus; ++i)
+                    for (k = 0; k < VECTORS; ++k) {
+                        memcpy(&column, base + (long)index[i] * xs + k * LANES, sizeof column);  /* unaligned load */
+                        acc[k] += column;
+                    }
+                for (i = plus; i < plus + minus; ++i)
+                    for (k = 0; k < VECTORS; ++k) {
+                        memcpy(&column, base + (long)index[i] * xs + k * LANES, sizeof column);
+                        acc[k] -= column;
+                    }
+                for (k = 0; k < VECTORS; ++k) {
+                    acc[k] = acc[k] * l->alpha + bias;
+                    memcpy(yo + r + k * LANES, &acc[k], sizeof acc[k]);
                 }
-                for (i = plus; i < plus + minus; ++i) {
-                    const float *c = base + (long)index[i] * xs;
-                    a0 -= c[0]; a1 -= c[1]; a2 -= c[2]; a3 -= c[3]; a4 -= c[4]; a5 -= c[5]; a6 -= c[6]; a7 -= c[7];
-                    a8 -= c[8]; a9 -= c[9]; a10 -= c[10]; a11 -= c[11];
-                    a12 -= c[12]; a13 -= c[13]; a14 -= c[14]; a15 -= c[15];
-                }
-                to[0] = a0 * l->alpha + bias; to[1] = a1 * l->alpha + bias;
-                to[2] = a2 * l->alpha + bias; to[3] = a3 * l->alpha + bias;
-                to[4] = a4 * l->alpha + bias; to[5] = a5 * l->alpha + bias;
-                to[6] = a6 * l->alpha + bias; to[7] = a7 * l->alpha + bias;
-                to[8] = a8 * l->alpha + bias; to[9] = a9 * l->alpha + bias;
-                to[10] = a10 * l->alpha + bias; to[11] = a11 * l->alpha + bias;
-                to[12] = a12 * l->alpha + bias; to[13] = a13 * l->alpha + bias;
-                to[14] = a14 * l->alpha + bias; to[15] = a15 * l->alpha + bias;
+#else
+                float acc[ROW_BLOCK] = {0.0f};
+                int k;
+                for (i = 0; i < plus; ++i) for (k = 0; k < ROW_BLOCK; ++k) acc[k] += base[(long)index[i] * xs + k];
+                for (i = plus; i < plus + minus; ++i)
+                    for (k = 0; k < ROW_BLOCK; ++k) acc[k] -= base[(long)index[i] * xs + k];
+                for (k = 0; k < ROW_BLOCK; ++k) yo[r + k] = acc[k] * l->alpha + bias;
+#endif
             }
             index += plus + minus;
             continue;  /* alpha and the bias are applied */
