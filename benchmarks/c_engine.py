@@ -117,7 +117,7 @@ def cortex_m4_image(folder: Path) -> dict[str, int] | None:
 def footprint_rows() -> list[dict]:
     from sbts.compression import summarize_config
     from sbts.export.c_build import CORTEX_M4, find_compiler, measure_footprint
-    from sbts.export.c_source import c_sources
+    from sbts.export.c_source import WEIGHT_FORMS, c_sources
 
     compiler = find_compiler()
     rows = []
@@ -131,7 +131,7 @@ def footprint_rows() -> list[dict]:
             dense_params = sum(p.numel() for p in dense.parameters())
             same_structure = sum(w.numel() for name, w in dense.state_dict().items() if name.endswith(".weight")
                                  and "norm" not in name)
-            for form in ("ternary", "mask"):
+            for form in WEIGHT_FORMS:
                 generated = c_sources(artifact, form)
                 with tempfile.TemporaryDirectory() as tmp:
                     folder = Path(tmp)

@@ -83,3 +83,43 @@ def test_forecasting_api_block_runs(tmp_path, monkeypatch):
          namespace)
     assert namespace["next_step"].shape == (2,) and namespace["every"].shape == (200, 2)
     assert (tmp_path / "forecaster.sbts").is_file()
+
+
+def test_readme_c_examples_compile_and_run_against_exports(tmp_path):
+    """The microcontroller section's C: the classifier program against a classifier export (run), the
+    streaming function against a streamable detector's export (compiled)."""
+    from conftest import randomise
+
+    from sbts.export.artifact import build_artifact
+    from sbts.export.c_build import STRICT_FLAGS, find_compiler, write_c_export
+    from sbts.models import create_model
+    from sbts.runtime.artifact import artifact_bytes, load_artifact_bytes
+
+    compiler = find_compiler()
+    if compiler is None:
+        import pytest
+        pytest.skip("no C compiler found")
+    import subprocess
+
+    program, stream = code_blocks("c")[:2]
+    small = dict(in_channels=3, max_len=8, d_model=8, n_heads=2, n_layers=1, d_ff=16)
+    exports = {
+        "classifier": (create_model("sbt", **small, out_dim=2), "classification", {"classes": ["calm", "busy"]}),
+        "detector": (create_model("sbt", **small, out_dim=3, attention="step_t", pos_encoding="rope", norm="layer"),
+                     "anomaly", {"threshold": {"value": 1.0}}),
+    }
+    for name, (model, task, state) in exports.items():
+        artifact = load_artifact_bytes(artifact_bytes(*build_artifact(randomise(model), task=task,
+                                                                      inference_state=state)), name)
+        write_c_export(artifact, tmp_path / name)
+    (tmp_path / "main.c").write_text(program)
+    (tmp_path / "stream.c").write_text(stream)
+    built = subprocess.run([compiler, *STRICT_FLAGS, "-O2", "-I", str(tmp_path / "classifier"), "-o",
+                            str(tmp_path / "classify"), str(tmp_path / "main.c"), str(tmp_path / "classifier" / "sbts.c"),
+                            "-lm"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(tmp_path / "classify")], capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.strip() in ("class calm", "class busy")
+    built = subprocess.run([compiler, *STRICT_FLAGS, "-O2", "-c", "-I", str(tmp_path / "detector"), "-o",
+                            str(tmp_path / "stream.o"), str(tmp_path / "stream.c")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr

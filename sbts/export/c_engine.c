@@ -270,6 +270,26 @@ static void attend(const float *q, int qs, int nq, const float *k, const float *
     }
 }
 
+#if POSITIONS == POSITIONS_SINUSOIDAL
+/* The fixed positional table, computed instead of stored: sin(t f_i) on channel 2i and cos(t f_i) on 2i + 1
+   of every step t < n (the angle-addition recurrence in double: one libm pair per frequency). */
+static void add_sinusoids(float *h, int s, int n)
+{
+    int i, t;
+    for (i = 0; i < (D + 1) / 2; ++i) {
+        const double c1 = cos(SIN_FREQUENCY[i]), s1 = sin(SIN_FREQUENCY[i]);
+        double c = 1.0, sn = 0.0, next;
+        for (t = 0; t < n; ++t) {
+            h[2 * i * s + t] += (float)sn;
+            if (2 * i + 1 < D) h[(2 * i + 1) * s + t] += (float)c;
+            next = c * c1 - sn * s1;
+            sn = sn * c1 + c * s1;
+            c = next;
+        }
+    }
+}
+#endif
+
 #if POSITIONS == POSITIONS_ROPE
 /* cos and sin of the RoPE angles of positions 0..n-1, into arena.rope (by the angle-addition recurrence, in
    double: one libm call per pair, not per position) */
@@ -366,6 +386,9 @@ static void network(int n, int last_only)
     linear(&LINEARS[EMBEDDING], arena.xin, s, h, s, n);
     for (c = 0; c < D; ++c)
         for (t = 0; t < n; ++t) h[c * s + t] = h[c * s + t] * EMBED_SCALE + (TABLE ? TABLE[t * D + c] : 0.0f);
+#if POSITIONS == POSITIONS_SINUSOIDAL
+    add_sinusoids(h, s, n);
+#endif
 #if POSITIONS == POSITIONS_ROPE
     rope_table(n);
 #endif

@@ -213,7 +213,9 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
             mask_rows.append("{" + ", ".join(consts.bits(f"{name}.attention.{w}_mask",
                                                          tensors[f"{name}.attention.{w}_mask"]) for w in "qkv") + "}")
     head = consts.linear("head")
-    table = consts.floats("positional.table", tensors["positional.table"]) if "positional.table" in tensors else "0"
+    sinusoidal = config.pos_encoding == "sinusoidal"  # computed in C, not stored
+    table = (consts.floats("positional.table", tensors["positional.table"])
+             if "positional.table" in tensors and not sinusoidal else "0")
     rope = config.pos_encoding == "rope"
     frequencies = ROTARY_BASE ** (-2 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
 
@@ -225,6 +227,10 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
     if rope:
         consts.arrays.append(_doubles("ROPE_FREQUENCY", frequencies))
         consts.sizes["other_constant_bytes"] += DOUBLE_BYTES * len(frequencies)
+    if sinusoidal:  # the frequencies of sbts.frozen_tensors.sinusoidal_table
+        sin_frequencies = np.exp(np.arange(0, d, 2, dtype=np.float64) * (-math.log(10000.0) / d))
+        consts.arrays.append(_doubles("SIN_FREQUENCY", sin_frequencies))
+        consts.sizes["other_constant_bytes"] += DOUBLE_BYTES * len(sin_frequencies)
 
     streamable = task != "classification" and config.streamable and formulation.input_norm == "none" \
         and config.max_len >= 2
@@ -244,8 +250,8 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         "ATTENTION": {"full": 0, "step_t": 1, "qkv_mask": 2}[config.attention],
         "STEP_T_SELF": int(config.step_t_self), "FIXED_LENGTH": int(config.needs_fixed_length),
         "NORM": {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}[config.norm],
-        "POSITIONS_NONE": 0, "POSITIONS_TABLE": 1, "POSITIONS_ROPE": 2,
-        "POSITIONS": 2 if rope else (1 if table != "0" else 0),
+        "POSITIONS_NONE": 0, "POSITIONS_TABLE": 1, "POSITIONS_ROPE": 2, "POSITIONS_SINUSOIDAL": 3,
+        "POSITIONS": 2 if rope else 3 if sinusoidal else (1 if table != "0" else 0),
         "WEIGHT_FORM": FORM_CODES[weight_form], "INDEX_T": index_type,
         "TASK_CLASSIFICATION": 0, "TASK_ANOMALY": 1, "TASK_FORECASTING": 2, "TASK": TASKS[task],
         "HAS_THRESHOLD": int(threshold is not None), "STREAMABLE": int(streamable),
