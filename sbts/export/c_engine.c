@@ -29,6 +29,29 @@ typedef struct { const float *a1, *b1, *a2, *b2; } norms_t;  /* scale and shift 
 typedef struct { const unsigned char *q, *k, *v; } masks_t;  /* 1 bit per (step, channel) */
 typedef struct { int q, k, v, out, ff1, ff2; } layer_t;      /* indices into LINEARS */
 
+/* With GCC or clang the kernels use the vector extension: LANES floats that the compiler maps onto the
+   target's vector registers (SSE, AVX, AVX-512, NEON) or, without any, onto scalar ones; elsewhere plain
+   loops. A kernel's block of ROW_BLOCK steps is VECTORS such vectors, summed in registers. */
+#if defined(__GNUC__)
+#if defined(__AVX512F__)
+#define LANES 16
+#elif defined(__AVX__)
+#define LANES 8
+#else
+#define LANES 4
+#endif
+#define VECTORS (ROW_BLOCK / LANES)
+typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
+/* X(0) .. X(VECTORS - 1), written out: constant indices keep a block's vectors in registers even at -O2 */
+#if VECTORS == 4
+#define FOR_VECTORS(X) X(0) X(1) X(2) X(3)
+#elif VECTORS == 2
+#define FOR_VECTORS(X) X(0) X(1)
+#else
+#define FOR_VECTORS(X) X(0)
+#endif
+#endif
+
 #define ATTENTION_FULL 0
 #define ATTENTION_STEP_T 1
 #define ATTENTION_QKV_MASK 2
@@ -92,30 +115,19 @@ static void subtract_column(float *restrict acc, const float *restrict column, i
 #endif
 
 #if WEIGHT_FORM == FORM_LISTS
-/* A block of ROW_BLOCK steps of one channel, summed in registers across a whole list of kept inputs. With GCC
-   or clang it is one vector of the language extension, which the compiler maps onto the target's vector
-   registers (four SSE, two AVX, one AVX-512) or, without any, onto scalar ones; elsewhere a plain array. */
-#if defined(__GNUC__)
-#if defined(__AVX512F__)
-#define LANES 16
-#elif defined(__AVX__)
-#define LANES 8
-#else
-#define LANES 4  /* SSE, NEON, or scalar registers */
-#endif
-#define VECTORS (ROW_BLOCK / LANES)
-typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
-#endif
 
 /* The kept inputs of one output, `count` indices: the sum of x over them, for one step (channel i at
    x[i * xs]). */
-static float gather_sum(const float *x, int xs, const INDEX_T *index, int count)
+static inline float gather_sum(const float *x, int xs, const INDEX_T *index, int count)
 {
-    float s0 = 0.0f, s1 = 0.0f;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
     int j = 0;
-    for (; j + 2 <= count; j += 2) { s0 += x[(long)index[j] * xs]; s1 += x[(long)index[j + 1] * xs]; }
-    if (j < count) s0 += x[(long)index[j] * xs];
-    return s0 + s1;
+    if (xs == 1)  /* a stream's rows: no multiply per index */
+        for (; j + 4 <= count; j += 4) {
+            s0 += x[index[j]]; s1 += x[index[j + 1]]; s2 += x[index[j + 2]]; s3 += x[index[j + 3]];
+        }
+    for (; j < count; ++j) s0 += x[(long)index[j] * xs];
+    return (s0 + s1) + (s2 + s3);
 }
 #endif
 
@@ -155,22 +167,24 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
 #if defined(__GNUC__)
                 static const lanes_t zero = {0.0f};
                 lanes_t acc[VECTORS], column;
-                int k;
-                for (k = 0; k < VECTORS; ++k) acc[k] = zero;
-                for (i = 0; i < plus; ++i)
-                    for (k = 0; k < VECTORS; ++k) {
-                        memcpy(&column, base + (long)index[i] * xs + k * LANES, sizeof column);  /* unaligned load */
-                        acc[k] += column;
-                    }
-                for (i = plus; i < plus + minus; ++i)
-                    for (k = 0; k < VECTORS; ++k) {
-                        memcpy(&column, base + (long)index[i] * xs + k * LANES, sizeof column);
-                        acc[k] -= column;
-                    }
-                for (k = 0; k < VECTORS; ++k) {
-                    acc[k] = acc[k] * l->alpha + bias;
-                    memcpy(yo + r + k * LANES, &acc[k], sizeof acc[k]);
+#define ZERO(v) acc[v] = zero;
+#define ADD(v) memcpy(&column, c + (v) * LANES, sizeof column); acc[v] += column;  /* an unaligned load */
+#define SUBTRACT(v) memcpy(&column, c + (v) * LANES, sizeof column); acc[v] -= column;
+#define STORE(v) acc[v] = acc[v] * l->alpha + bias; memcpy(yo + r + (v) * LANES, &acc[v], sizeof column);
+                FOR_VECTORS(ZERO)
+                for (i = 0; i < plus; ++i) {
+                    const float *c = base + (long)index[i] * xs;
+                    FOR_VECTORS(ADD)
                 }
+                for (i = plus; i < plus + minus; ++i) {
+                    const float *c = base + (long)index[i] * xs;
+                    FOR_VECTORS(SUBTRACT)
+                }
+                FOR_VECTORS(STORE)
+#undef ZERO
+#undef ADD
+#undef SUBTRACT
+#undef STORE
 #else
                 float acc[ROW_BLOCK] = {0.0f};
                 int k;
@@ -234,15 +248,39 @@ static int bit(const unsigned char *bits, long at)
 }
 #endif
 
-/* sum of a[j] * b[j]: four partial sums, which a compiler may keep in one vector register */
+/* sum of a[j] * b[j] over j < n */
 static float dot(const float *a, const float *b, int n)
 {
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    float total = 0.0f;
     int j = 0;
-    for (; j + 4 <= n; j += 4) { s0 += a[j] * b[j]; s1 += a[j + 1] * b[j + 1]; s2 += a[j + 2] * b[j + 2];
-                                 s3 += a[j + 3] * b[j + 3]; }
-    for (; j < n; ++j) s0 += a[j] * b[j];
-    return (s0 + s1) + (s2 + s3);
+#if defined(__GNUC__)
+    lanes_t acc = {0.0f}, x, y;
+    int k;
+    for (; j + LANES <= n; j += LANES) {
+        memcpy(&x, a + j, sizeof x);
+        memcpy(&y, b + j, sizeof y);
+        acc += x * y;
+    }
+    for (k = 0; k < LANES; ++k) total += acc[k];
+#endif
+    for (; j < n; ++j) total += a[j] * b[j];
+    return total;
+}
+
+/* y[j] += a * x[j] over j < n */
+static void axpy(float *restrict y, float a, const float *restrict x, int n)
+{
+    int j = 0;
+#if defined(__GNUC__)
+    lanes_t xv, yv;
+    for (; j + LANES <= n; j += LANES) {
+        memcpy(&xv, x + j, sizeof xv);
+        memcpy(&yv, y + j, sizeof yv);
+        yv += a * xv;
+        memcpy(y + j, &yv, sizeof yv);
+    }
+#endif
+    for (; j < n; ++j) y[j] += a * x[j];
 }
 
 /* softmax(q k^T / sqrt(HEAD_DIM)) v, per head, for nq query rows (channel c of row r at q[c * qs + r])
@@ -254,12 +292,7 @@ static void attend(const float *q, int qs, int nq, const float *k, const float *
     for (h = 0; h < HEADS; ++h) {
         for (r = 0; r < nq * nk; ++r) arena.scores[r] = 0.0f;
         for (c = h * HEAD_DIM; c < (h + 1) * HEAD_DIM; ++c)
-            for (r = 0; r < nq; ++r) {
-                float *restrict s = arena.scores + r * nk;
-                const float *restrict kc = k + (long)c * ks;
-                const float qc = q[(long)c * qs + r];
-                for (j = 0; j < nk; ++j) s[j] += qc * kc[j];
-            }
+            for (r = 0; r < nq; ++r) axpy(arena.scores + r * nk, q[(long)c * qs + r], k + (long)c * ks, nk);
         for (r = 0; r < nq; ++r) {
             float *s = arena.scores + r * nk, top = -INFINITY, total = 0.0f;
             for (j = 0; j < nk; ++j) { s[j] *= ATTENTION_SCALE; if (s[j] > top) top = s[j]; }
@@ -331,12 +364,13 @@ static void rotate(float *x, int xs, int rows, const float *cos_t, const float *
 static void standardise(float *x, int n, int stride, const float *a, const float *b)
 {
     int j;
-    float mean = 0.0f, var = 0.0f;
+    float mean = 0.0f, var = 0.0f, spread;
     for (j = 0; j < n; ++j) mean += x[j * stride];
     mean /= (float)n;
     for (j = 0; j < n; ++j) { const float z = x[j * stride] - mean; var += z * z; }
     var /= (float)n;
-    for (j = 0; j < n; ++j) x[j * stride] = (x[j * stride] - mean) / sqrtf(var + NORM_EPS) * a[j] + b[j];
+    spread = sqrtf(var + NORM_EPS);
+    for (j = 0; j < n; ++j) x[j * stride] = (x[j * stride] - mean) / spread * a[j] + b[j];
 }
 #endif
 
