@@ -269,7 +269,7 @@ def speed_rows(seconds: float, with_callgrind: bool) -> tuple[list[dict], str]:
                 library = compile_library(generated, sub, compiler, *( [flags] if flags else []))
                 out_dim = int(generated.header.split("#define SBTS_OUT_DIM ")[1].split()[0])
                 c = CModel(library, config.in_channels, out_dim)
-                fns[label] = lambda c=c: c.forward(rows_x)
+                fns[label] = direct_forward(c, rows_x)
                 macs[label] = executed_macs(which.config, network_tensors(which), last, which is artifact)
                 if with_callgrind and flags is None:
                     instructions[label] = callgrind_instructions(sub, compiler, ("-O2",))
@@ -284,6 +284,35 @@ def speed_rows(seconds: float, with_callgrind: bool) -> tuple[list[dict], str]:
                 print(json.dumps(row), flush=True)
         rows += stream_rows(folder, compiler, seconds)
     return rows, peak_note
+
+
+def direct_forward(c, rows):
+    """``c.forward(rows)`` with the ctypes pointers made once, as a caller on a hot path would: the time is the
+    engine's and one foreign call's."""
+    import ctypes
+
+    import numpy as np
+
+    x = np.ascontiguousarray(rows, dtype=np.float32)
+    out = np.zeros(c.out_dim, np.float32)
+    floats = ctypes.POINTER(ctypes.c_float)
+    x_ptr, out_ptr, n = x.ctypes.data_as(floats), out.ctypes.data_as(floats), len(x)
+    return lambda: c.lib.sbts_forward(x_ptr, n, out_ptr)
+
+
+def direct_stream(c, rows):
+    """``c.stream_update`` over the rows in turn, the pointers made once."""
+    import ctypes
+    import itertools
+
+    import numpy as np
+
+    x = np.ascontiguousarray(rows, dtype=np.float32)
+    out = np.zeros(c.out_dim, np.float32)
+    floats = ctypes.POINTER(ctypes.c_float)
+    pointers = itertools.cycle([row.ctypes.data_as(floats) for row in x])
+    out_ptr = out.ctypes.data_as(floats)
+    return lambda: c.lib.sbts_stream_update(next(pointers), out_ptr)
 
 
 def stream_rows(folder: Path, compiler: str, seconds: float) -> list[dict]:
@@ -324,9 +353,7 @@ def stream_rows(folder: Path, compiler: str, seconds: float) -> list[dict]:
     for label, flags in (("C -O2 sbt, cached step", None), ("C -O3 -march=native sbt, cached step", NATIVE_FLAGS)):
         library = compile_library(c_sources(artifact), folder / re.sub(r"\W+", "-", label), compiler,
                                   *([flags] if flags else []))
-        c = CModel(library, config.in_channels, 1)
-        steps = iter(range(10**9))
-        fns[label] = lambda c=c, steps=steps: c.stream_update(rows[next(steps) % len(rows)])
+        fns[label] = direct_stream(CModel(library, config.in_channels, 1), rows)
     timings = {name: median_ms(fn, seconds) for name, fn in fns.items()}
     out = []
     for name, ms in timings.items():

@@ -50,6 +50,13 @@ typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
 #else
 #define FOR_VECTORS(X) X(0)
 #endif
+/* One step of a block kernel on vector v of the block: they work on the kernel's locals acc (the block's
+   sums), column (a loaded vector), c (the input column at the block), wi (a float weight), scale, bias. */
+#define BLOCK_ZERO(v) acc[v] = zero;
+#define BLOCK_ADD(v) memcpy(&column, c + (v) * LANES, sizeof column); acc[v] += column;  /* unaligned loads */
+#define BLOCK_SUBTRACT(v) memcpy(&column, c + (v) * LANES, sizeof column); acc[v] -= column;
+#define BLOCK_MULTIPLY_ADD(v) memcpy(&column, c + (v) * LANES, sizeof column); acc[v] += wi * column;
+#define BLOCK_STORE(v) acc[v] = acc[v] * scale + bias; memcpy(yo + r + (v) * LANES, &acc[v], sizeof column);
 #endif
 
 #define ATTENTION_FULL 0
@@ -86,6 +93,41 @@ uint64_t sbts_splitmix64(uint64_t seed, uint64_t index)
     z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
     return z ^ (z >> 31);
+}
+
+/* sum of a[j] * b[j] over j < n */
+static float dot(const float *a, const float *b, int n)
+{
+    float total = 0.0f;
+    int j = 0;
+#if defined(__GNUC__)
+    lanes_t acc = {0.0f}, x, y;
+    int k;
+    for (; j + LANES <= n; j += LANES) {
+        memcpy(&x, a + j, sizeof x);
+        memcpy(&y, b + j, sizeof y);
+        acc += x * y;
+    }
+    for (k = 0; k < LANES; ++k) total += acc[k];
+#endif
+    for (; j < n; ++j) total += a[j] * b[j];
+    return total;
+}
+
+/* y[j] += a * x[j] over j < n */
+static void axpy(float *restrict y, float a, const float *restrict x, int n)
+{
+    int j = 0;
+#if defined(__GNUC__)
+    lanes_t xv, yv;
+    for (; j + LANES <= n; j += LANES) {
+        memcpy(&xv, x + j, sizeof xv);
+        memcpy(&yv, y + j, sizeof yv);
+        yv += a * xv;
+        memcpy(y + j, &yv, sizeof yv);
+    }
+#endif
+    for (; j < n; ++j) y[j] += a * x[j];
 }
 
 #if WEIGHT_FORM != FORM_LISTS
@@ -141,8 +183,28 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
     for (o = 0; o < l->out; ++o) {
         float *restrict yo = y + (long)o * ys;
         const float bias = l->bias ? l->bias[o] : 0.0f;
-        if (l->w) {
+        if (l->w) {  /* a float linear: every weight, multiplied */
             const float *wo = l->w + (long)o * l->in;
+#if defined(__GNUC__)
+            if (rows > 1) {  /* whole blocks of steps, their sums in registers (the strides are padded) */
+                static const lanes_t zero = {0.0f};
+                const float scale = 1.0f;
+                lanes_t acc[VECTORS], column;
+                for (r = 0; r < rows; r += ROW_BLOCK) {
+                    FOR_VECTORS(BLOCK_ZERO)
+                    for (i = 0; i < l->in; ++i) {
+                        const float wi = wo[i], *c = x + (long)i * xs + r;
+                        FOR_VECTORS(BLOCK_MULTIPLY_ADD)
+                    }
+                    FOR_VECTORS(BLOCK_STORE)
+                }
+                continue;
+            }
+            if (xs == 1) {  /* one step, its channels contiguous */
+                yo[0] = dot(wo, x, l->in) + bias;
+                continue;
+            }
+#endif
             for (r = 0; r < rows; ++r) yo[r] = 0.0f;
             for (i = 0; i < l->in; ++i) {
                 const float wi = wo[i];
@@ -166,25 +228,18 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
                 const float *base = x + r;
 #if defined(__GNUC__)
                 static const lanes_t zero = {0.0f};
+                const float scale = l->alpha;
                 lanes_t acc[VECTORS], column;
-#define ZERO(v) acc[v] = zero;
-#define ADD(v) memcpy(&column, c + (v) * LANES, sizeof column); acc[v] += column;  /* an unaligned load */
-#define SUBTRACT(v) memcpy(&column, c + (v) * LANES, sizeof column); acc[v] -= column;
-#define STORE(v) acc[v] = acc[v] * l->alpha + bias; memcpy(yo + r + (v) * LANES, &acc[v], sizeof column);
-                FOR_VECTORS(ZERO)
+                FOR_VECTORS(BLOCK_ZERO)
                 for (i = 0; i < plus; ++i) {
                     const float *c = base + (long)index[i] * xs;
-                    FOR_VECTORS(ADD)
+                    FOR_VECTORS(BLOCK_ADD)
                 }
                 for (i = plus; i < plus + minus; ++i) {
                     const float *c = base + (long)index[i] * xs;
-                    FOR_VECTORS(SUBTRACT)
+                    FOR_VECTORS(BLOCK_SUBTRACT)
                 }
-                FOR_VECTORS(STORE)
-#undef ZERO
-#undef ADD
-#undef SUBTRACT
-#undef STORE
+                FOR_VECTORS(BLOCK_STORE)
 #else
                 float acc[ROW_BLOCK] = {0.0f};
                 int k;
@@ -247,41 +302,6 @@ static int bit(const unsigned char *bits, long at)
     return (bits[at >> 3] >> (at & 7)) & 1;
 }
 #endif
-
-/* sum of a[j] * b[j] over j < n */
-static float dot(const float *a, const float *b, int n)
-{
-    float total = 0.0f;
-    int j = 0;
-#if defined(__GNUC__)
-    lanes_t acc = {0.0f}, x, y;
-    int k;
-    for (; j + LANES <= n; j += LANES) {
-        memcpy(&x, a + j, sizeof x);
-        memcpy(&y, b + j, sizeof y);
-        acc += x * y;
-    }
-    for (k = 0; k < LANES; ++k) total += acc[k];
-#endif
-    for (; j < n; ++j) total += a[j] * b[j];
-    return total;
-}
-
-/* y[j] += a * x[j] over j < n */
-static void axpy(float *restrict y, float a, const float *restrict x, int n)
-{
-    int j = 0;
-#if defined(__GNUC__)
-    lanes_t xv, yv;
-    for (; j + LANES <= n; j += LANES) {
-        memcpy(&xv, x + j, sizeof xv);
-        memcpy(&yv, y + j, sizeof yv);
-        yv += a * xv;
-        memcpy(y + j, &yv, sizeof yv);
-    }
-#endif
-    for (; j < n; ++j) y[j] += a * x[j];
-}
 
 /* softmax(q k^T / sqrt(HEAD_DIM)) v, per head, for nq query rows (channel c of row r at q[c * qs + r])
    against nk keys and values (channel c of key j at k[c * ks + j]); writes out[c * os + r]. */
