@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Main job: train and evaluate a sparse binary Transformer (density 0.5) on JapaneseVowels, report its size
 # (paper and honest accounting), export it as a compact .sbts file and predict the test set with the
-# torch-free runtime.
+# torch-free runtime, then export it as C99 source for a microcontroller (its flash and RAM printed).
 demo: setup
 	$(BIN)/sbts train classification --data UEA/JapaneseVowels --model sbt --density 0.5 --seed 0 --epochs 100 --out $(RUN_DIR)
 	$(BIN)/sbts evaluate $(RUN_DIR)
@@ -34,6 +34,7 @@ demo: setup
 	$(BIN)/sbts export $(RUN_DIR) -o $(RUN_DIR)/model.sbts
 	$(BIN)/sbts predict $(RUN_DIR)/model.sbts -o $(RUN_DIR)/test_predictions.csv \
 	  --input "$$($(BIN)/python -c 'from sbts.data import resolve_classification as r; print(r("UEA/JapaneseVowels")[1])')"
+	$(BIN)/sbts export $(RUN_DIR)/model.sbts --format c --c-weights mask -o $(RUN_DIR)/c
 
 test: setup
 	$(BIN)/python -m pytest -q
