@@ -41,9 +41,12 @@ typedef struct { int q, k, v, out, ff1, ff2; } layer_t;      /* indices into LIN
 #define LANES 4
 #endif
 #define VECTORS (ROW_BLOCK / LANES)
+typedef char row_block_is_whole_vectors[ROW_BLOCK % LANES == 0 && VECTORS <= 8 ? 1 : -1];  /* FOR_VECTORS below */
 typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
 /* X(0) .. X(VECTORS - 1), written out: constant indices keep a block's vectors in registers even at -O2 */
-#if VECTORS == 4
+#if VECTORS == 8
+#define FOR_VECTORS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#elif VECTORS == 4
 #define FOR_VECTORS(X) X(0) X(1) X(2) X(3)
 #elif VECTORS == 2
 #define FOR_VECTORS(X) X(0) X(1)

@@ -36,7 +36,7 @@ WEIGHT_FORMS = {
 }
 FORM_CODES = {"ternary": 0, "mask": 1, "lists": 2}  # WEIGHT_FORM in the engine
 BYTE_INDEX_LIMIT = 256  # inputs a one-byte index addresses
-ROW_BLOCK = 16  # steps the engine's kernels take at a time: buffer strides are whole blocks (c_engine.c)
+ROW_BLOCK = 32  # steps the engine's kernels take at a time: buffer strides are whole blocks (c_engine.c)
 DEFAULT_WEIGHT_FORM = "lists"
 TASKS = {"classification": 0, "anomaly": 1, "forecasting": 2}  # the tasks with a head in C
 HEADER, SOURCE = "sbts.h", "sbts.c"
