@@ -137,7 +137,7 @@ def footprint_rows() -> list[dict]:
                     folder = Path(tmp)
                     (folder / "sbts.h").write_text(generated.header)
                     (folder / "sbts.c").write_text(generated.source)
-                    x86 = measure_footprint(folder, compiler, flags=("-fno-pic",))
+                    x86 = measure_footprint(folder, compiler)
                     arm = (measure_footprint(folder, CORTEX_M4[0], CORTEX_M4[1], CORTEX_M4[2])
                            if shutil.which(CORTEX_M4[0]) else None)
                     image = cortex_m4_image(folder)
@@ -239,8 +239,9 @@ def speed_rows(seconds: float, with_callgrind: bool) -> tuple[list[dict], str]:
             for name, model in (("sbt", sbt), ("dense", dense)):
                 session = ort.InferenceSession(str(export_onnx(model, folder / f"{task}-{name}.onnx")), options,
                                                providers=["CPUExecutionProvider"])
-                feed = {"x": x} if len(session.get_inputs()) == 1 else {"x": x, "padding_mask": np.zeros((1, x.shape[1]),
-                                                                                                         bool)}
+                feed = {"x": x}
+                if len(session.get_inputs()) > 1:
+                    feed["padding_mask"] = np.zeros((1, x.shape[1]), bool)
                 sessions[name] = (session, feed)
             xt = torch.from_numpy(x)
             fns, macs, instructions = {}, {}, {}

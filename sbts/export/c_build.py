@@ -22,7 +22,8 @@ from sbts.runtime.artifact import Artifact
 
 STRICT_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 LIBRARY_FLAGS = ("-O2", "-shared", "-fPIC")
-FOOTPRINT_FLAGS = ("-Os", "-c", "-fno-pic")  # the footprint: a size-optimised object, constants in rodata as on a device
+# The footprint: a size-optimised object, its constants in read-only data as on a device (no PIC relocations).
+FOOTPRINT_FLAGS = ("-Os", "-c", "-fno-pic")
 CORTEX_M4 = ("arm-none-eabi-gcc", "arm-none-eabi-size",
              ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"))
 
