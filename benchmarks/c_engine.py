@@ -19,6 +19,7 @@ of 1, over 10), which machine noise does not change.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -75,9 +76,7 @@ def models(task: str, dataset: str, density: float | None = None, **overrides):
     torch.manual_seed(0)
     sbt_side, dense_side, _ = config_pair(ROOT / "sbts" / "configs" / "paper" / f"{task}_{dataset}_sbt.yaml",
                                           density=density)
-    sbt = sbt_side.model
-    if overrides:
-        sbt = create_model(sbt.config.__class__(**{**sbt.config.to_dict(), **overrides}))
+    sbt = create_model(dataclasses.replace(sbt_side.model.config, **overrides)) if overrides else sbt_side.model
     for model in (sbt, dense_side.model):
         for name, parameter in model.named_parameters():
             if name.endswith("scores"):

@@ -259,6 +259,10 @@ def test_the_export_refuses_a_non_empty_directory_without_force_and_a_task_witho
     assert not (tmp_path / "new").exists()
     with pytest.raises(ConfigError, match="C weights must be one of"):
         c_sources(artifact, "float16")
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        write_c_export(artifact, tmp_path / "a-file")
+    assert (tmp_path / "a-file").read_text() == "mine"
 
 
 def test_an_exported_artifact_file_and_its_c_agree_on_real_scale_inputs(tmp_path):

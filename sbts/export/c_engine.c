@@ -10,10 +10,6 @@
    to the kept weights only, with alpha applied once per output.
    --------------------------------------------------------------------------------------------------- */
 
-#define FORM_TERNARY 0
-#define FORM_MASK 1
-#define FORM_LISTS 2
-
 typedef struct {
     int in, out;                   /* features in and out */
     const unsigned char *bits;     /* ternary: 2-bit codes; mask: 1 bit (kept or not) per weight */
@@ -62,13 +58,8 @@ typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
 #define BLOCK_STORE(v) acc[v] = acc[v] * scale + bias; memcpy(yo + r + (v) * LANES, &acc[v], sizeof column);
 #endif
 
-#define ATTENTION_FULL 0
-#define ATTENTION_STEP_T 1
-#define ATTENTION_QKV_MASK 2
-#define NORM_NONE 0
-#define NORM_BATCH 1
-#define NORM_LAYER_TIME 2
-#define NORM_LAYER 3
+/* @tables: the model's descriptor tables are generated here */
+
 #define HALF (HEAD_DIM / 2)  /* RoPE turns this many channel pairs per head */
 
 /* Every buffer the engine uses, and nothing else: the one piece of mutable state. */
@@ -133,7 +124,7 @@ static void axpy(float *restrict y, float a, const float *restrict x, int n)
     for (; j < n; ++j) y[j] += a * x[j];
 }
 
-#if WEIGHT_FORM != FORM_LISTS
+#if FORM != FORM_LISTS
 /* acc[r] += column[r] (or -=) for r < rows: eight at a time, a block compilers turn into vector instructions
    even at -O2, then the rest. */
 static void add_column(float *restrict acc, const float *restrict column, int rows)
@@ -159,7 +150,7 @@ static void subtract_column(float *restrict acc, const float *restrict column, i
 }
 #endif
 
-#if WEIGHT_FORM == FORM_LISTS
+#if FORM == FORM_LISTS
 
 /* The kept inputs of one output, `count` indices: the sum of x over them, for one step (channel i at
    x[i * xs]). */
@@ -180,7 +171,7 @@ static inline float gather_sum(const float *x, int xs, const INDEX_T *index, int
 static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, int rows)
 {
     int o, i, r;
-#if WEIGHT_FORM == FORM_LISTS
+#if FORM == FORM_LISTS
     const INDEX_T *index = l->index;
 #endif
     for (o = 0; o < l->out; ++o) {
@@ -217,7 +208,7 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
             for (r = 0; r < rows; ++r) yo[r] += bias;
             continue;
         }
-#if WEIGHT_FORM == FORM_LISTS
+#if FORM == FORM_LISTS
         {   /* the output's kept inputs, those with +alpha first, then those with -alpha */
             const int plus = l->counts[2 * o], minus = l->counts[2 * o + 1];
             if (rows == 1) {  /* one step: a gather-add per kept weight, no branch */
@@ -255,36 +246,26 @@ static void linear(const linear_t *l, const float *x, int xs, float *y, int ys, 
             index += plus + minus;
             continue;  /* alpha and the bias are applied */
         }
-#elif WEIGHT_FORM == FORM_MASK
-        {   /* 1 bit per weight: kept or not; a kept weight's sign is the top bit of its stream element */
-            const int row_bytes = (l->in + 7) / 8;
-            const unsigned char *row = l->bits + (long)o * row_bytes;
-            int j, b;
-            for (r = 0; r < rows; ++r) yo[r] = 0.0f;
-            for (j = 0; j < row_bytes; ++j) {
-                if (!row[j]) continue;
-                for (b = 0; b < 8; ++b) {
-                    if (!((row[j] >> b) & 1)) continue;
-                    i = 8 * j + b;
-                    if (sbts_splitmix64(l->seed, (uint64_t)o * (uint64_t)l->in + (uint64_t)i) >> 63)
-                        add_column(yo, x + (long)i * xs, rows);
-                    else
-                        subtract_column(yo, x + (long)i * xs, rows);
-                }
-            }
-        }
 #else
-        {   /* 2 bits per weight: 0 dropped, 1 +alpha, 2 -alpha; four to a byte, each output's row byte-aligned */
-            const int row_bytes = (l->in + 3) / 4;
+        {   /* a code per weight, walked a byte at a time (bytes of dropped weights skipped): 2 bits each
+               (0 dropped, 1 +alpha, 2 -alpha), or 1 bit (kept or not; a kept weight's sign is the top bit of its
+               seed's stream element); each output's row byte-aligned */
+            const int per_byte = FORM == FORM_MASK ? 8 : 4, row_bytes = (l->in + per_byte - 1) / per_byte;
             const unsigned char *row = l->bits + (long)o * row_bytes;
             int j, b;
             for (r = 0; r < rows; ++r) yo[r] = 0.0f;
             for (j = 0; j < row_bytes; ++j) {
                 if (!row[j]) continue;
-                for (b = 0; b < 4; ++b) {
-                    const int code = (row[j] >> (2 * b)) & 3;
-                    if (code == 1) add_column(yo, x + (long)(4 * j + b) * xs, rows);
-                    else if (code == 2) subtract_column(yo, x + (long)(4 * j + b) * xs, rows);
+                for (b = 0; b < per_byte; ++b) {
+                    int code;
+                    i = per_byte * j + b;
+                    if (FORM == FORM_MASK)
+                        code = !((row[j] >> b) & 1) ? 0
+                               : sbts_splitmix64(l->seed, (uint64_t)o * (uint64_t)l->in + (uint64_t)i) >> 63 ? 1 : 2;
+                    else
+                        code = (row[j] >> (2 * b)) & 3;
+                    if (code == 1) add_column(yo, x + (long)i * xs, rows);
+                    else if (code == 2) subtract_column(yo, x + (long)i * xs, rows);
                 }
             }
         }

@@ -6,9 +6,11 @@ class logits, an anomaly score and its 0/1 decision, or next-step forecasts in t
 engine (``c_engine.c``, the same for every model) follows the generated constants; macros select its parts,
 so a model carries only the code it runs.
 
-Weights live in ``const`` arrays (flash) in one of two forms (``WEIGHT_FORMS``), the choice recorded in the
-header: 2-bit ternary codes (fastest), or 1 bit per position saying kept or not, the signs regenerated from
-the layer's 64-bit seed by SplitMix64 (smallest). All working memory is one static arena, no malloc; libm only.
+Weights live in ``const`` arrays (flash) in one of three forms (``WEIGHT_FORMS``), the choice recorded in
+the header: kept-input index lists (fastest), 2-bit ternary codes, or 1 bit per position saying kept or not,
+the signs regenerated from the layer's 64-bit seed by SplitMix64 (smallest). All working memory is one static
+arena, no malloc; libm only. The input scaling, the threshold, the names and the forecast formulation are
+read through the task's runtime class, which checks them, so the C cannot take what the runtime refuses.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from importlib import resources
 import numpy as np
 
 from sbts import __version__
-from sbts.data.preprocessing import ChannelScaler
 from sbts.errors import ConfigError, SBTSError
 from sbts.frozen_tensors import ROTARY_BASE, splitmix64
 from sbts.heads.forecasting import WINDOW_NORM_EPS, Formulation
 from sbts.layers.kinds import NORM_EPS
-from sbts.runtime.artifact import Artifact, network_tensors
+from sbts.registry import runtime_class
+from sbts.runtime.artifact import Artifact
 
 WEIGHT_FORMS = {
     "lists": "per output, the indices of its kept inputs (+alpha ones, then -alpha ones), 1 byte each (2 past 256 "
@@ -35,11 +37,16 @@ WEIGHT_FORMS = {
     "ternary": "2-bit ternary codes per weight (0, +alpha, -alpha), one alpha per layer",
     "mask": "1 bit per weight (kept or not), signs regenerated from the layer's 64-bit seed (SplitMix64): smallest",
 }
-FORM_CODES = {"ternary": 0, "mask": 1, "lists": 2}  # WEIGHT_FORM in the engine
+# The engine's mode macros: each table becomes PREFIX_NAME defines and the model's PREFIX (c_engine.c).
+FORM_CODES = {"ternary": 0, "mask": 1, "lists": 2}
+TASK_CODES = {"classification": 0, "anomaly": 1, "forecasting": 2}  # the tasks with a head in C
+ATTENTION_CODES = {"full": 0, "step_t": 1, "qkv_mask": 2}
+NORM_CODES = {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}
+POSITION_CODES = {"none": 0, "learnable": 1, "rope": 2, "sinusoidal": 3}  # learnable: its table is stored
+TABLES_MARKER = "/* @tables: the model's descriptor tables are generated here */"
 BYTE_INDEX_LIMIT = 256  # inputs a one-byte index addresses
 ROW_BLOCK = 32  # steps the engine's kernels take at a time: buffer strides are whole blocks (c_engine.c)
 DEFAULT_WEIGHT_FORM = "lists"
-TASKS = {"classification": 0, "anomaly": 1, "forecasting": 2}  # the tasks with a head in C
 HEADER, SOURCE = "sbts.h", "sbts.c"
 FLOAT_BYTES, DOUBLE_BYTES, SEED_BYTES = 4, 8, 8
 CODES_PER_BYTE = {"ternary": 4, "mask": 8}
@@ -60,7 +67,11 @@ def _doubles(name: str, values: np.ndarray) -> str:
     return _array(f"static const double {name}[{len(items)}]", items)
 
 
-def _bytes(name: str, data: np.ndarray, c_type: str = "unsigned char") -> str:
+def _cname(name: str) -> str:
+    return "c_" + re.sub(r"\W", "_", name)
+
+
+def _integers(name: str, data: np.ndarray, c_type: str = "unsigned char") -> str:
     items = [str(int(b)) for b in np.asarray(data).reshape(-1)] or ["0"]
     return _array(f"static const {c_type} {name}[{len(items)}]", items)
 
@@ -117,15 +128,15 @@ class _Constants:
         self.sizes = {"linear_weight_bytes": 0, "other_constant_bytes": 0}
 
     def floats(self, name: str, values: np.ndarray) -> str:
-        cname = "c_" + re.sub(r"\W", "_", name)
+        cname = _cname(name)
         self.arrays.append(_floats(cname, values))
         self.sizes["other_constant_bytes"] += FLOAT_BYTES * int(np.size(values))
         return cname
 
     def bits(self, name: str, mask: np.ndarray) -> str:
-        cname = "c_" + re.sub(r"\W", "_", name)
-        packed = _pack(np.asarray(mask) != 0, 8)
-        self.arrays.append(_bytes(cname, packed))
+        cname = _cname(name)
+        packed = _pack(np.asarray(mask) != 0, CODES_PER_BYTE["mask"])
+        self.arrays.append(_integers(cname, packed))
         self.sizes["other_constant_bytes"] += len(packed)
         return cname
 
@@ -134,7 +145,7 @@ class _Constants:
         weight = self.tensors[f"{name}.weight"]
         out_features, in_features = weight.shape
         bias = self.floats(f"{name}.bias", self.tensors[f"{name}.bias"]) if f"{name}.bias" in self.tensors else "0"
-        cname = "c_" + name.replace(".", "_")
+        cname = _cname(name)
         if self.entries.get(name, {}).get("kind") != "sparse_binary_linear":
             self.arrays.append(_floats(cname + "_weight", weight))
             self.sizes["linear_weight_bytes"] += FLOAT_BYTES * weight.size
@@ -148,8 +159,8 @@ class _Constants:
             index = np.concatenate([np.concatenate([np.flatnonzero(plus[o]), np.flatnonzero(minus[o])])
                                     for o in range(out_features)])
             index_bytes = 1 if self.index_type == "unsigned char" else 2
-            self.arrays.append(_bytes(cname + "_counts", counts, "unsigned short")
-                               + _bytes(cname + "_index", index, self.index_type))
+            self.arrays.append(_integers(cname + "_counts", counts, "unsigned short")
+                               + _integers(cname + "_index", index, self.index_type))
             self.sizes["linear_weight_bytes"] += 2 * counts.size + index_bytes * len(index) + FLOAT_BYTES
             self.linears.append(f"{{{in_features}, {out_features}, 0, 0, {cname}_counts, {cname}_index, "
                                 f"{_float(alpha)}, 0, {bias}}}")
@@ -164,7 +175,7 @@ class _Constants:
         else:
             packed = _pack(np.where(weight > 0, 1, np.where(weight < 0, 2, 0)), CODES_PER_BYTE["ternary"])
             stored = len(packed) + FLOAT_BYTES
-        self.arrays.append(_bytes(cname + "_bits", packed))
+        self.arrays.append(_integers(cname + "_bits", packed))
         self.sizes["linear_weight_bytes"] += stored
         self.linears.append(f"{{{in_features}, {out_features}, {cname}_bits, UINT64_C({seed}), 0, 0, {_float(alpha)}, "
                             f"0, {bias}}}")
@@ -176,12 +187,11 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
     if weight_form not in WEIGHT_FORMS:
         raise ConfigError(f"C weights must be one of {', '.join(WEIGHT_FORMS)}; got {weight_form!r}")
     task = artifact.document["task"]
-    if task not in TASKS:
-        raise ConfigError(f"{artifact.source}: task {task!r} has no C head (C export takes {', '.join(TASKS)})")
-    config = artifact.config
-    state = artifact.document.get("task_state", {})
-    formulation = Formulation(**state["formulation"]) if task == "forecasting" else Formulation()
-    tensors = network_tensors(artifact)
+    if task not in TASK_CODES:
+        raise ConfigError(f"{artifact.source}: task {task!r} has no C head (C export takes {', '.join(TASK_CODES)})")
+    runtime = runtime_class(task)(artifact)  # the checked scaler, threshold, names and formulation
+    config, tensors = runtime.config, runtime.tensors
+    formulation = getattr(runtime, "formulation", Formulation())
     widest = max(w.shape[1] for name, w in tensors.items() if name.endswith(".weight") and w.ndim == 2
                  and "norm" not in name)
     index_type = "unsigned char" if widest <= BYTE_INDEX_LIMIT else "unsigned short"
@@ -220,7 +230,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
     rope = config.pos_encoding == "rope"
     frequencies = ROTARY_BASE ** (-2 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
 
-    scaler = _input_scaler(artifact)
+    scaler = runtime.scaler
     mean = np.zeros(config.in_channels) if scaler is None else scaler.mean
     std = np.ones(config.in_channels) if scaler is None else scaler.std
     consts.arrays.append(_doubles("INPUT_MEAN", mean) + _doubles("INPUT_STD", std))
@@ -233,13 +243,10 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         consts.arrays.append(_doubles("SIN_FREQUENCY", sin_frequencies))
         consts.sizes["other_constant_bytes"] += DOUBLE_BYTES * len(sin_frequencies)
 
-    streamable = task != "classification" and config.streamable and formulation.input_norm == "none" \
-        and config.max_len >= 2
-    threshold = (state.get("threshold") or {}).get("value") if task == "anomaly" else None
-    out_dim = {"classification": config.out_dim, "anomaly": 1 + (threshold is not None),
-               "forecasting": config.out_dim}[task]
-    names_key = {"classification": "classes", "forecasting": "columns"}.get(task)
-    names = [str(n) for n in state.get(names_key, [])] if names_key else []
+    streamable = task != "classification" and runtime.streamable and config.max_len >= 2
+    threshold = runtime.threshold if task == "anomaly" else None
+    out_dim = 1 + (threshold is not None) if task == "anomaly" else config.out_dim
+    names = runtime.classes if task == "classification" else runtime.columns if task == "forecasting" else []
     arena_bytes = _arena_bytes(config, task, streamable, rope)
 
     defines = {
@@ -249,13 +256,10 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         "NET_OUT": config.out_dim,
         "CACHE": max(config.max_len - 1, 1),
         "QUERY_ROWS": 1 if config.attention == "step_t" else config.max_len,
-        "ATTENTION": {"full": 0, "step_t": 1, "qkv_mask": 2}[config.attention],
         "STEP_T_SELF": int(config.step_t_self), "FIXED_LENGTH": int(config.needs_fixed_length),
-        "NORM": {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}[config.norm],
-        "POSITIONS_NONE": 0, "POSITIONS_TABLE": 1, "POSITIONS_ROPE": 2, "POSITIONS_SINUSOIDAL": 3,
-        "POSITIONS": 2 if rope else 3 if sinusoidal else (1 if table != "0" else 0),
-        "WEIGHT_FORM": FORM_CODES[weight_form], "INDEX_T": index_type,
-        "TASK_CLASSIFICATION": 0, "TASK_ANOMALY": 1, "TASK_FORECASTING": 2, "TASK": TASKS[task],
+        **_modes("ATTENTION", ATTENTION_CODES, config.attention), **_modes("NORM", NORM_CODES, config.norm),
+        **_modes("POSITIONS", POSITION_CODES, config.pos_encoding),
+        **_modes("FORM", FORM_CODES, weight_form), "INDEX_T": index_type, **_modes("TASK", TASK_CODES, task),
         "HAS_THRESHOLD": int(threshold is not None), "STREAMABLE": int(streamable),
         "TARGET_CHANGE": int(formulation.target == "change"),
         "INPUT_NORM_WINDOW": int(formulation.input_norm == "window"),
@@ -272,31 +276,28 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         "#include <math.h>", "#include <stdint.h>", "#include <string.h>", f'#include "{HEADER}"', "",
         *(f"#define {key} {value}" for key, value in defines.items()), "",
         "".join(consts.arrays),
-    ]) + _tables(consts, layer_rows, norm_rows, mask_rows, table, names_key, names, engine)
+    ]) + _tables(consts, layer_rows, norm_rows, mask_rows, table, task, names, engine)
     return CSource(header, source, weight_form, sizes)
 
 
+def _modes(prefix: str, codes: dict[str, int], chosen: str) -> dict[str, int]:
+    """PREFIX_NAME for every mode of a table, and PREFIX, the model's."""
+    return {**{f"{prefix}_{name.upper()}": code for name, code in codes.items()}, prefix: codes[chosen]}
+
+
 def _tables(consts: _Constants, layer_rows: list[str], norm_rows: list[str], mask_rows: list[str], table: str,
-            names_key: str | None, names: list[str], engine: str) -> str:
-    """The engine, with the descriptor tables after its type definitions."""
-    marker = "#define ATTENTION_FULL 0"
-    types, rest = engine.split(marker, 1)
+            task: str, names: list[str], engine: str) -> str:
+    """The engine, with the descriptor tables in place of its marker (after its type definitions)."""
     tables = "\n".join([
         "static const linear_t LINEARS[] = {\n    " + ",\n    ".join(consts.linears) + "\n};",
         "static const layer_t LAYER_LINEARS[LAYERS] = {\n    " + ",\n    ".join(layer_rows) + "\n};",
         "static const norms_t NORMS[LAYERS] = {\n    " + ",\n    ".join(norm_rows) + "\n};",
         ("static const masks_t MASKS[LAYERS] = {\n    " + ",\n    ".join(mask_rows) + "\n};") if mask_rows else "",
         f"static const float *const TABLE = {table};",
-        (f"const char *const sbts_{'class' if names_key == 'classes' else 'column'}_names[SBTS_OUT_DIM] = {{"
+        (f"const char *const sbts_{'class' if task == 'classification' else 'column'}_names[SBTS_OUT_DIM] = {{"
          + ", ".join(_c_string(n) for n in names) + "};") if names else "",
-        "",
     ])
-    return types + tables + marker + rest
-
-
-def _input_scaler(artifact: Artifact) -> ChannelScaler | None:
-    mean, std = (artifact.tensors.get(f"input_scaler.{key}") for key in ("mean", "std"))
-    return None if mean is None or std is None else ChannelScaler(mean, std)  # the divisor the runtime uses
+    return engine.replace(TABLES_MARKER, tables)
 
 
 def _padded(length: int) -> int:
