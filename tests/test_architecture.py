@@ -20,9 +20,10 @@ RANKS = {
     "sbts.export": 5,
     "sbts.compression": 6,
     "sbts.tasks": 7,
-    "sbts.report": 8,
-    "sbts.cli": 9,
-    "sbts.__main__": 10,
+    "sbts.sweep": 8,
+    "sbts.report": 9,
+    "sbts.cli": 10,
+    "sbts.__main__": 11,
 }
 LAZY_IMPORTS_ALLOWED = ("sbts.cli",)
 

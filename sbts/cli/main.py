@@ -328,11 +328,89 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     plot.add_argument("--end", type=int, help="one past the last test step to show (default: all)")
     plot.add_argument("--linear", action="store_true", help=PLOT_FLAGS["linear"])
     plot.add_argument("--variables", help=PLOT_FLAGS["variables"])
+    _add_sweep_parsers(subparsers)
     return parser
 
 
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default: 1)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads per worker (default: the cores shared out, so workers x threads <= cores)")
+    parser.add_argument("--storage", help="Optuna storage URL: sqlite:///FILE (default: study.db in --out), "
+                                          "postgresql://USER:PASSWORD@HOST/DB (workers on many machines), or "
+                                          "journal:FILE (Optuna's journal file)")
+    parser.add_argument("--retry-running", action="store_true",
+                        help="queue the study's running trials again, their workers taken as dead (for storages "
+                             "without a heartbeat, such as journal:; only when no worker is running)")
+
+
+def _add_sweep_parsers(subparsers) -> None:
+    sweep = subparsers.add_parser("sweep", help="run a grid or a search of runs as an Optuna study (needs "
+                                                "sbts[sweep]); every trial an ordinary run directory")
+    sweep.add_argument("spec", help="the sweep spec (YAML or JSON: task, data, fixed, grid or search)")
+    sweep.add_argument("--out", required=True, help="the sweep's directory: its trials' runs, sweep.json and the "
+                                                    "default SQLite study")
+    _add_sweep_arguments(sweep)
+    reproduce = subparsers.add_parser("reproduce", help="run a sweep shipped with sbts (the paper's tables, the "
+                                                        "benchmarks) and write its report")
+    reproduce.add_argument("name", nargs="?", help="the shipped sweep (see --list)")
+    reproduce.add_argument("--quick", action="store_true", help="its quick variant (minutes on 2 cores)")
+    reproduce.add_argument("--list", action="store_true", help="list the shipped sweeps")
+    reproduce.add_argument("--out", help="the sweep's directory (default: sweeps/NAME[-quick])")
+    _add_sweep_arguments(reproduce)
+    report = subparsers.add_parser("report", help="a sweep's results page: Markdown tables, JSON and figures")
+    report.add_argument("sweep_dir", nargs="?", help="the sweep's directory (its sweep.json names the study)")
+    report.add_argument("-o", "--output", help="the Markdown file (default: SWEEP_DIR/report.md); the JSON and the "
+                                               "figures go beside it")
+    report.add_argument("--storage", help="the study's storage URL (instead of, or overriding, SWEEP_DIR's)")
+    report.add_argument("--study", help="the study's name (with --storage and no SWEEP_DIR)")
+
+
+def _sweep(spec, out: str, args: argparse.Namespace) -> dict[str, Any]:
+    from sbts.sweep import run_sweep
+
+    return run_sweep(spec, out, storage_url=args.storage, workers=args.workers, threads=args.threads,
+                     take_over_running=args.retry_running)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from sbts.sweep import read_spec
+
+    print(json.dumps(_sweep(read_spec(args.spec), args.out, args), indent=2))
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from sbts.report.sweep_report import write_report
+    from sbts.sweep import named_spec_path, named_sweeps, read_spec
+
+    if args.list:
+        print("\n".join(f"{name}: {description}" for name, description in named_sweeps().items()))
+        return 0
+    if args.name is None:
+        raise ConfigError("reproduce needs the name of a shipped sweep (see sbts reproduce --list)")
+    spec = read_spec(named_spec_path(args.name, quick=args.quick))
+    out = args.out or str(Path("sweeps") / spec.name)
+    summary = _sweep(spec, out, args)
+    summary["report"] = str(write_report(out, storage_url=args.storage).markdown)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sbts.report.sweep_report import write_report
+
+    if args.sweep_dir is None and (args.storage is None or args.study is None):
+        raise ConfigError("report needs a sweep directory, or --storage URL and --study NAME")
+    written = write_report(args.sweep_dir, output=args.output, storage_url=args.storage, study_name=args.study)
+    print(json.dumps({"markdown": str(written.markdown), "json": str(written.json),
+                      "figures": [str(path) for path in written.figures], "runs": written.runs}, indent=2))
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models, "summary": _cmd_summary,
-            "export": _cmd_export, "predict": _cmd_predict, "plot": _cmd_plot}
+            "export": _cmd_export, "predict": _cmd_predict, "plot": _cmd_plot, "sweep": _cmd_sweep,
+            "reproduce": _cmd_reproduce, "report": _cmd_report}
 
 
 def _first_command(argv: Sequence[str]) -> str | None:

@@ -4,6 +4,7 @@
 ``sbts.metrics.thresholds``: thresholds fitted on training or validation scores (percentile, POT, SPOT),
 and the paper's leaky protocol, labelled as such.
 ``sbts.metrics.forecasting``: point-forecast errors on the standardised scale and in original units.
+``sbts.metrics.reported``: which metric a task reports and optimises, and which way is better.
 Each module's public names are re-exported here with one import statement (``name as name`` marks a re-export).
 """
 
@@ -25,6 +26,11 @@ from sbts.metrics.anomaly import (
 from sbts.metrics.forecasting import (
     FORECAST_METRIC_NOTES as FORECAST_METRIC_NOTES,
     forecast_errors as forecast_errors,
+)
+from sbts.metrics.reported import (
+    MAXIMIZE as MAXIMIZE,
+    MINIMIZE as MINIMIZE,
+    ReportedMetric as ReportedMetric,
 )
 from sbts.metrics.thresholds import (
     PAPER_ANOMALY_RATIOS as PAPER_ANOMALY_RATIOS,

@@ -37,6 +37,7 @@ from sbts.data.windows import check_series, check_window_fits, history_for, trai
 from sbts.errors import ConfigError, DataError, SBTSError
 from sbts.heads.anomaly import ScoreStream, score_series_with
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
+from sbts.metrics.reported import MAXIMIZE, MINIMIZE, ReportedMetric
 from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
                                      check_pot_settings, fit_threshold, paper_protocol_threshold)
 from sbts.runtime.streaming import CachedScoreStream
@@ -359,6 +360,10 @@ class AnomalyTask(Task):
                  "paper_anomaly_ratio": "the paper's for SMD, MSL and SMAP, else 0.01"}
     data_help = ("SMD/<machine>, ASD/<entity>, SMAP, MSL (pooled) or SMAP/<channel>, a folder with train.*, test.* "
                  "and test_label.*, or TRAIN,TEST[,LABELS] (csv, txt or npy)")
+    validation_objective = ReportedMetric("loss", MINIMIZE, "validation reconstruction MSE")
+    test_metrics = (ReportedMetric("auc_pr", MAXIMIZE, "AUC-PR"), ReportedMetric("vus_pr", MAXIMIZE, "VUS-PR"),
+                    ReportedMetric("f1", MAXIMIZE, "F1 at the trained threshold"),
+                    ReportedMetric("best_f1", MAXIMIZE, "oracle F1 (threshold chosen on test labels)", oracle=True))
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data: str) -> DataSource:

@@ -38,6 +38,7 @@ from sbts.data import load_classification, sha256_file
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.uea import canonical_spec
 from sbts.errors import ConfigError, DataError, InputTypeError, SBTSError
+from sbts.metrics.reported import MAXIMIZE, ReportedMetric
 from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 
@@ -234,6 +235,8 @@ class ClassificationTask(Task):
     option_help = {"max_len": "the longest series the model takes"}
     state_keys = frozenset({"classes", "scaler", "val_indices"})
     data_help = "UEA/<Name>, a folder with <Name>_TRAIN.ts and <Name>_TEST.ts, a *_TRAIN.ts file, or TRAIN,TEST"
+    validation_objective = ReportedMetric("accuracy", MAXIMIZE, "validation accuracy")
+    test_metrics = (ReportedMetric("accuracy", MAXIMIZE, "test accuracy"),)
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data: str) -> DataSource:

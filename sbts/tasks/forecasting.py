@@ -35,6 +35,7 @@ from sbts.errors import ConfigError, DataError, SBTSError
 from sbts.heads.forecasting import (INPUT_NORMS, TARGETS, Formulation, ForwardLast, WindowForecastStream,
                                     forecast_every_step_with, forecast_next, prepare_windows)
 from sbts.metrics.forecasting import FORECAST_METRIC_NOTES, forecast_errors
+from sbts.metrics.reported import MINIMIZE, ReportedMetric
 from sbts.runtime.streaming import CachedForecastStream
 from sbts.tasks.base import DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
@@ -296,6 +297,8 @@ class ForecastTask(Task):
     state_keys = frozenset({"scaler", "files", "columns"})
     data_help = ("ETT/ETTm1, ETT/ETTh1, exchange_rate, weather, illness, or a series file or TRAIN[,VAL],TEST "
                  "(csv, txt or npy)")
+    validation_objective = ReportedMetric("mse", MINIMIZE, "validation MSE (scaled)")
+    test_metrics = (ReportedMetric("mse", MINIMIZE, "test MSE (scaled)"), ReportedMetric("mae", MINIMIZE, "test MAE (scaled)"))
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data: str) -> DataSource:

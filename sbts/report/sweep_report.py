@@ -1,0 +1,266 @@
+"""A sweep's results page: the tables a paper prints, a JSON copy, and figures of accuracy against bytes.
+
+Per dataset, one row per model (dense, SBT at each density, and any other option the sweep varied) with
+mean ± sample std over its seeds of the validation objective and the task's test metrics, the model's size
+in bytes (honest: the .sbts file; and the paper's count), and the baselines the task computes in every run.
+Figures: every run's headline test metric against its size (log axis) with the Pareto front, and the SBT's
+metric against density next to the dense model's. Read from the study, so runs trained on other machines
+are included.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sbts.atomic import atomic_write_bytes
+from sbts.metrics.reported import ReportedMetric
+from sbts.report.figure import pyplot, save
+from sbts.errors import ConfigError
+from sbts.sweep.spec import DATA_AXIS, SEED_OPTION
+from sbts.sweep.study import StudyResults, read_results
+from sbts.sweep.trials import SIZE_NOTES
+from sbts.tasks import get_task
+
+REPORT_NAME = "report.md"
+FIGURE_SUFFIXES = {"pareto": "-pareto.png", "density": "-density.png"}
+PANEL_INCHES = (4.6, 3.4)  # one dataset's panel
+PANELS_PER_ROW = 3
+MISSING = "–"
+DECIMALS = 3
+
+
+@dataclass
+class WrittenReport:
+    markdown: Path
+    json: Path
+    figures: list[Path] = field(default_factory=list)
+    runs: int = 0
+
+
+def mean_std(values: list[float | None], decimals: int = DECIMALS) -> str:
+    """``mean ± sample std`` (NaN and missing values left out; "–" when none are left)."""
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return MISSING
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{decimals}f} ± {std:.{decimals}f}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None and v == v]
+    return statistics.mean(values) if values else None
+
+
+def _extras(results: StudyResults, record: dict[str, Any]) -> dict[str, Any]:
+    """The options a run varied besides its dataset, seed, model and density."""
+    varying = results.spec.varying(record["params"])
+    return {k: v for k, v in varying.items() if k not in (DATA_AXIS, SEED_OPTION, "model", "density")}
+
+
+def model_label(record: dict[str, Any], extras: dict[str, Any]) -> str:
+    name = "dense" if record["model"] == "dense" else f"SBT d={record['density']:g}"
+    return ", ".join([name] + [f"{k}={v}" for k, v in extras.items()])
+
+
+def _row_order(record: dict[str, Any], extras: dict[str, Any]) -> tuple:
+    return (record["model"] != "dense", -record["density"], sorted(map(str, extras.items())))
+
+
+def pareto_front(points: list[tuple[float, float, str]], metric: ReportedMetric) -> list[str]:
+    """The runs no other run beats on both size (smaller) and the metric, smallest first."""
+    front, best = [], None
+    for size, value, name in sorted(points, key=lambda p: (p[0], -p[1] if metric.goal == "maximize" else p[1])):
+        if value is not None and (best is None or metric.better(value, best)):
+            front.append(name)
+            best = value
+    return front
+
+
+def _tables(results: StudyResults) -> dict[str, Any]:
+    task = get_task(results.spec.task)
+    datasets: dict[str, Any] = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in results.records):
+        runs = [r for r in results.records if r["dataset"] == dataset]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        order: dict[str, tuple] = {}
+        for record in runs:
+            extras = _extras(results, record)
+            label = model_label(record, extras)
+            groups.setdefault(label, []).append(record)
+            order[label] = _row_order(record, extras)
+        rows = []
+        for label in sorted(groups, key=order.get):
+            members = groups[label]
+            rows.append({"model": label, "runs": len(members), "seeds": sorted(r["seed"] for r in members),
+                         "val": {task.validation_objective.key: [r["val"][task.validation_objective.key] for r in members]},
+                         "test": {m.key: [r["test"].get(m.key) for r in members] for m in task.test_metrics},
+                         "size_bytes": _mean([r["size_bytes"] for r in members]),
+                         "paper_bytes": _mean([r["paper_bytes"] for r in members]),
+                         "epochs": _mean([r["epochs"] for r in members]),
+                         "seconds_per_epoch": _mean([r["seconds_per_epoch"] for r in members]),
+                         "density": members[0]["density"], "dense": members[0]["model"] == "dense"})
+        baselines = {}
+        for name in dict.fromkeys(n for r in runs for n in r.get("baselines", {})):
+            baselines[name] = {m.key: [r["baselines"].get(name, {}).get(m.key) for r in runs]
+                               for m in task.test_metrics}
+        headline = task.test_metrics[0]
+        points = [(r["size_bytes"], r["test"].get(headline.key), r["run"]) for r in runs]
+        datasets[dataset] = {"rows": rows, "baselines": baselines, "pareto_front": pareto_front(points, headline)}
+    return datasets
+
+
+def _protocol_lines(results: StudyResults) -> list[str]:
+    task = get_task(results.spec.task)
+    first = results.records[0] if results.records else {}
+    lines = [f"- Selection: {first.get('selection') or 'the best epoch on validation data'}; the sweep's objective "
+             f"is each run's {task.validation_objective.label} (validation data only; test data never selects)."]
+    if first.get("threshold_fitted_on"):
+        lines.append(f"- Threshold: fitted on {first['threshold_fitted_on']}.")
+    oracle = [m.label for m in task.test_metrics if m.oracle]
+    if oracle:
+        lines.append(f"- {', '.join(oracle)}: ORACLE, chosen with the test labels; an upper bound, not a deployable "
+                     "result.")
+    lines += [f"- {key}: {note}." for key, note in SIZE_NOTES.items()]
+    threads = sorted({r.get("torch_threads") for r in results.records if r.get("torch_threads") is not None})
+    hosts = sorted({r.get("host") for r in results.records if r.get("host")})
+    commits = sorted({r.get("git_commit") for r in results.records if r.get("git_commit")})
+    lines.append(f"- Runs: {len(results.records)} on {len(hosts)} machine(s), torch threads per run "
+                 f"{', '.join(map(str, threads)) or 'unknown'}; sbts commit {', '.join(commits) or 'unknown'}.")
+    return lines
+
+
+def render_markdown(results: StudyResults, tables: dict[str, Any], figures: dict[str, Path],
+                    heading: str = "##") -> str:
+    task = get_task(results.spec.task)
+    objective = task.validation_objective
+    counts = ", ".join(f"{n} {state}" for state, n in results.counts.items() if n)
+    lines = [f"{heading} Sweep {results.name}: {task.name}, mean ± std over seeds", ""]
+    if results.spec.description:
+        lines += [results.spec.description.strip(), ""]
+    lines += [f"Study `{results.name}` in `{results.storage}` (trials: {counts or 'none'}). Re-run: "
+              f"`sbts sweep SPEC --out DIR` with the spec recorded in the study (or `sbts reproduce NAME`).", ""]
+    lines += _protocol_lines(results) + [""]
+    header = (["model", "runs", objective.label] + [m.label + (" (oracle)" if m.oracle and "oracle" not in m.label
+                                                               else "") for m in task.test_metrics]
+              + ["size (bytes)", "paper size (bytes)", "epochs", "s/epoch"])
+    for dataset, table in tables.items():
+        lines += [f"{heading}# {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in table["rows"]:
+            cells = [row["model"], str(row["runs"]), mean_std(row["val"][objective.key])]
+            cells += [mean_std(row["test"][m.key]) for m in task.test_metrics]
+            cells += [f"{row['size_bytes']:,.0f}", f"{row['paper_bytes']:,.0f}",
+                      f"{row['epochs']:.1f}" if row["epochs"] is not None else MISSING,
+                      f"{row['seconds_per_epoch']:.3f}" if row["seconds_per_epoch"] is not None else MISSING]
+            lines.append("| " + " | ".join(cells) + " |")
+        for name, values in table["baselines"].items():
+            cells = [f"baseline: {name}", str(len(next(iter(values.values()), []))), MISSING]
+            cells += [mean_std(values[m.key]) for m in task.test_metrics] + [MISSING] * 4
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Pareto front ({task.test_metrics[0].label} against size): "
+                      f"{', '.join(table['pareto_front']) or 'none'}.", ""]
+    for kind, path in figures.items():
+        lines += [f"![{kind}]({path.name})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _grid(plt, n: int):
+    columns = min(n, PANELS_PER_ROW)
+    rows = -(-n // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows),
+                                squeeze=False)
+    for extra in axes.flat[n:]:
+        extra.set_visible(False)
+    return figure, list(axes.flat[:n])
+
+
+def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:
+    """Every run's headline test metric against its size in bytes (log axis), the Pareto front joined."""
+    plt = pyplot(output)
+    metric = get_task(results.spec.task).test_metrics[0]
+    figure, axes = _grid(plt, len(tables))
+    for ax, (dataset, table) in zip(axes, tables.items()):
+        runs = {r["run"]: r for r in results.records if r["dataset"] == dataset}
+        for dense, marker, name in ((True, "s", "dense"), (False, "o", "SBT")):
+            chosen = [r for r in runs.values() if (r["model"] == "dense") == dense]
+            if chosen:
+                ax.scatter([r["size_bytes"] for r in chosen], [r["test"].get(metric.key) for r in chosen],
+                           marker=marker, c=None if dense else [r["density"] for r in chosen],
+                           cmap=None if dense else "viridis", vmin=0, vmax=1, label=name, alpha=0.8,
+                           color="black" if dense else None)
+        front = [runs[name] for name in table["pareto_front"]]
+        ax.plot([r["size_bytes"] for r in front], [r["test"].get(metric.key) for r in front], "k--", lw=1,
+                label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("model size, bytes (.sbts file, log scale)")
+        ax.set_ylabel(metric.label)
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    return save(figure, output)
+
+
+def draw_density(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:
+    """The SBT's headline test metric (mean ± std over seeds) against density, the dense model's as a line."""
+    plt = pyplot(output)
+    metric = get_task(results.spec.task).test_metrics[0]
+    figure, axes = _grid(plt, len(tables))
+    for ax, (dataset, table) in zip(axes, tables.items()):
+        sbt = sorted((row for row in table["rows"] if not row["dense"]), key=lambda row: row["density"])
+        if sbt:
+            values = [[v for v in row["test"][metric.key] if v is not None] for row in sbt]
+            ax.errorbar([row["density"] for row in sbt], [statistics.mean(v) for v in values],
+                        yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values], marker="o", capsize=3,
+                        label="SBT")
+        for row in (row for row in table["rows"] if row["dense"]):
+            values = [v for v in row["test"][metric.key] if v is not None]
+            ax.axhline(statistics.mean(values), color="black", ls="--", lw=1, label=row["model"])
+        ax.set_xscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("density (fraction of weights kept, log scale)")
+        ax.set_ylabel(metric.label)
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    return save(figure, output)
+
+
+def build_report(results: StudyResults, markdown: Path, *, heading: str = "##",
+                 figures: bool = True) -> tuple[str, dict[str, Any], dict[str, Path]]:
+    """The page's Markdown, its JSON document and its figures (drawn beside ``markdown``)."""
+    tables = _tables(results)
+    drawn: dict[str, Path] = {}
+    if figures and tables:
+        stem = markdown.with_suffix("")
+        drawn["pareto"] = draw_pareto(results, tables, Path(f"{stem}{FIGURE_SUFFIXES['pareto']}"))
+        if any(not row["dense"] for table in tables.values() for row in table["rows"]):
+            drawn["density"] = draw_density(results, tables, Path(f"{stem}{FIGURE_SUFFIXES['density']}"))
+    document = {"study": results.name, "storage": results.storage, "task": results.spec.task,
+                "spec": results.spec.document, "trials": results.counts, "size_notes": SIZE_NOTES,
+                "datasets": tables, "runs": results.records}
+    return render_markdown(results, tables, drawn, heading), document, drawn
+
+
+def write_report(sweep_dir: str | Path | None, *, output: str | Path | None = None, storage_url: str | None = None,
+                 study_name: str | None = None) -> WrittenReport:
+    """Write the results page of a sweep (``output``, default SWEEP_DIR/report.md), its JSON beside it and its
+    figures (when matplotlib is installed; the page says so otherwise)."""
+    if output is None and sweep_dir is None:
+        raise ConfigError("report needs -o FILE when it reads a study without a sweep directory")
+    markdown = Path(output) if output is not None else Path(sweep_dir) / REPORT_NAME
+    if markdown.suffix != ".md":
+        raise ConfigError(f"-o {markdown}: the report is Markdown; name it *.md (the JSON and figures go beside it)")
+    results = read_results(sweep_dir, storage_url=storage_url, study_name=study_name)
+    try:
+        text, document, figures = build_report(results, markdown)
+    except ConfigError as exc:
+        if "matplotlib" not in str(exc):
+            raise
+        text, document, figures = build_report(results, markdown, figures=False)
+        text += "\nFigures left out: matplotlib is not installed (pip install 'sbts[plot]').\n"
+    atomic_write_bytes(markdown, text.encode())
+    json_path = markdown.with_suffix(".json")
+    atomic_write_bytes(json_path, json.dumps(document, indent=1).encode())
+    return WrittenReport(markdown, json_path, list(figures.values()), len(results.records))
