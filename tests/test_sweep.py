@@ -19,6 +19,7 @@ from conftest import real_data_dir
 
 optuna = pytest.importorskip("optuna")
 
+from sbts.cli.main import main  # noqa: E402
 from sbts.errors import ConfigError  # noqa: E402
 from sbts.report.sweep_report import pareto_front, write_report  # noqa: E402
 from sbts.metrics.reported import MAXIMIZE, MINIMIZE, ReportedMetric  # noqa: E402
@@ -30,9 +31,12 @@ from sbts.sweep.trials import TRIALS_DIR  # noqa: E402
 SMALL = {"d_model": 8, "n_heads": 1, "d_ff": 16, "n_layers": 1, "batch_size": 16, "epochs": 2}
 
 
-def sbts(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sbts", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+def sbts(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The command in this process (what it prints, its exit code), as a finished subprocess would report it."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def write_spec(path: Path, document: dict) -> Path:
@@ -126,9 +130,9 @@ def test_values_out_of_range_are_found_before_anything_starts(synthetic_ts, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_the_cli_refuses_a_bad_spec_with_one_line_and_starts_nothing(synthetic_ts, tmp_path):
+def test_the_cli_refuses_a_bad_spec_with_one_line_and_starts_nothing(synthetic_ts, tmp_path, capsys):
     path = write_spec(tmp_path / "spec.yaml", {**small_spec(synthetic_ts), "grid": {"density": [2.0]}})
-    done = sbts("sweep", str(path), "--out", str(tmp_path / "out"))
+    done = sbts(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "grid.density=2.0" in done.stderr and not (tmp_path / "out").exists()
 
@@ -139,16 +143,16 @@ def test_the_cli_refuses_a_bad_spec_with_one_line_and_starts_nothing(synthetic_t
     ("journal:/nonexistent-folder/x.log", "the folder /nonexistent-folder does not exist"),
     ("mystery://x", "cannot open the storage"),
 ])
-def test_an_unreachable_storage_is_one_line(synthetic_ts, tmp_path, url, blamed):
+def test_an_unreachable_storage_is_one_line(synthetic_ts, tmp_path, url, blamed, capsys):
     path = write_spec(tmp_path / "spec.yaml", small_spec(synthetic_ts))
-    done = sbts("sweep", str(path), "--out", str(tmp_path / "out"), "--storage", url)
+    done = sbts(capsys, "sweep", str(path), "--out", str(tmp_path / "out"), "--storage", url)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and blamed in done.stderr, done.stderr
     assert not (tmp_path / "out" / TRIALS_DIR).exists()
 
 
-def test_a_password_is_never_shown(synthetic_ts, tmp_path):
+def test_a_password_is_never_shown(synthetic_ts, tmp_path, capsys):
     path = write_spec(tmp_path / "spec.yaml", small_spec(synthetic_ts))
-    done = sbts("sweep", str(path), "--out", str(tmp_path / "out"), "--storage",
+    done = sbts(capsys, "sweep", str(path), "--out", str(tmp_path / "out"), "--storage",
                 "postgresql://user:secret@127.0.0.1:1/none")
     assert done.returncode == 2 and "secret" not in done.stderr and "user:***@" in done.stderr
 
@@ -159,10 +163,10 @@ def _run_metrics(out: Path) -> dict[str, dict]:
     return {d.name: json.loads((d / "metrics.json").read_text()) for d in (out / TRIALS_DIR).iterdir() if d.is_dir()}
 
 
-def test_two_workers_run_every_cell_once_and_a_rerun_does_nothing(synthetic_ts, tmp_path):
+def test_two_workers_run_every_cell_once_and_a_rerun_does_nothing(synthetic_ts, tmp_path, capsys):
     spec = write_spec(tmp_path / "spec.yaml", small_spec(synthetic_ts))
     out = tmp_path / "out"
-    done = sbts("sweep", str(spec), "--out", str(out), "--workers", "2")
+    done = sbts(capsys, "sweep", str(spec), "--out", str(out), "--workers", "2")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["complete"] == summary["trials"] == 4 and summary["finished"]
@@ -174,13 +178,13 @@ def test_two_workers_run_every_cell_once_and_a_rerun_does_nothing(synthetic_ts, 
         assert (out / TRIALS_DIR / name / "checkpoints" / "best.pt").is_file()
     assert "2 worker(s), 1 torch thread(s) each" in done.stderr
 
-    again = sbts("sweep", str(spec), "--out", str(out), "--workers", "2")
+    again = sbts(capsys, "sweep", str(spec), "--out", str(out), "--workers", "2")
     assert again.returncode == 0 and "all 4 trials complete" in again.stderr and "nothing to do" in again.stderr
     assert len(optuna.load_study(study_name="spec", storage=f"sqlite:///{out / 'study.db'}").trials) == 4
     assert _run_metrics(out) == runs
 
     # The report's numbers are the runs' own: mean over seeds of each run's metrics.json.
-    report = sbts("report", str(out))
+    report = sbts(capsys, "report", str(out))
     assert report.returncode == 0, report.stderr
     page = json.loads((out / "report.json").read_text())
     rows = {row["model"]: row for row in page["datasets"][runs[next(iter(runs))]["dataset"]]["rows"]}
@@ -229,7 +233,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
 
 
-def test_a_killed_workers_trial_is_resumed_from_its_checkpoint(synthetic_ts, tmp_path):
+def test_a_killed_workers_trial_is_resumed_from_its_checkpoint(synthetic_ts, tmp_path, capsys):
     """kill -9 in the middle of a trial; the next worker takes the trial over once its heartbeat is stale, resumes
     the run from its last checkpoint, and ends with the weights an uninterrupted run has, bit for bit."""
     epochs = 30
@@ -250,15 +254,15 @@ def test_a_killed_workers_trial_is_resumed_from_its_checkpoint(synthetic_ts, tmp
     assert 3 <= finished_before < epochs and not (log.parent / "metrics.json").exists()
 
     time.sleep(4)  # past the grace period: 3 missed heartbeats of 1 s
-    done = sbts("sweep", str(spec), "--out", str(out), "--threads", "1")
+    done = sbts(capsys, "sweep", str(spec), "--out", str(out), "--threads", "1")
     assert done.returncode == 0, done.stderr
     assert "resumed from its last checkpoint" in done.stderr
     assert json.loads(done.stdout)["complete"] == 1
 
     reference = tmp_path / "reference"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
-    straight = sbts("train", "classification", "--data", str(synthetic_ts), "--seed", "0", "--out", str(reference),
-                    "--quiet", *flags)
+    straight = sbts(capsys, "train", "classification", "--data", str(synthetic_ts), "--seed", "0", "--out",
+                    str(reference), "--quiet", *flags)
     assert straight.returncode == 0, straight.stderr
     resumed, uninterrupted = _weights(log.parent), _weights(reference)
     assert resumed.keys() == uninterrupted.keys()
@@ -292,7 +296,7 @@ def test_retry_running_takes_over_trials_of_dead_workers_in_a_journal(synthetic_
 
 @pytest.mark.skipif(not os.environ.get("SBTS_TEST_POSTGRES_URL"),
                     reason="no PostgreSQL server (.ci/run starts one and sets SBTS_TEST_POSTGRES_URL)")
-def test_two_machines_share_one_postgresql_study(synthetic_ts, tmp_path):
+def test_two_machines_share_one_postgresql_study(synthetic_ts, tmp_path, capsys):
     """Two separate sbts sweep invocations (two machines, each its own disk) against one PostgreSQL study: every
     cell runs once between them, and the report read from the study has them all."""
     url = os.environ["SBTS_TEST_POSTGRES_URL"]
@@ -304,8 +308,8 @@ def test_two_machines_share_one_postgresql_study(synthetic_ts, tmp_path):
     outputs = [machine.communicate(timeout=300) for machine in machines]
     assert all(machine.returncode == 0 for machine in machines), outputs
     ran = [sorted(p.name for p in (tmp_path / f"m{i}" / TRIALS_DIR).iterdir() if p.is_dir()) for i in range(2)]
-    assert sorted(ran[0] + ran[1]) == sorted(set(ran[0] + ran[1])) and len(ran[0] + ran[1]) == 4
-    report = sbts("report", "--storage", url, "--study", name, "-o", str(tmp_path / "page.md"))
+    assert sorted(ran[0] + ran[1]) == sorted(set(ran[0] + ran[1])) and len(ran[0] + ran[1]) == 4, (ran, outputs)
+    report = sbts(capsys, "report", "--storage", url, "--study", name, "-o", str(tmp_path / "page.md"))
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["runs"] == 4
 
@@ -318,9 +322,9 @@ def test_pareto_front_keeps_what_nothing_beats():
     assert pareto_front(points, ReportedMetric("mse", MINIMIZE, "")) == ["a", "c"]
 
 
-def test_report_errors_are_one_line(tmp_path):
-    assert "not a sweep directory" in sbts("report", str(tmp_path)).stderr
-    done = sbts("report", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--study", "x", "-o",
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert "not a sweep directory" in sbts(capsys, "report", str(tmp_path)).stderr
+    done = sbts(capsys, "report", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--study", "x", "-o",
                 str(tmp_path / "r.md"))
     assert done.returncode == 2 and "no such SQLite file" in done.stderr
     with pytest.raises(ConfigError, match="name it"):
@@ -329,13 +333,13 @@ def test_report_errors_are_one_line(tmp_path):
 
 # --- the shipped sweeps ---------------------------------------------------------------------------------------
 
-def test_reproduce_lists_the_shipped_sweeps():
-    done = sbts("reproduce", "--list")
+def test_reproduce_lists_the_shipped_sweeps(capsys):
+    done = sbts(capsys, "reproduce", "--list")
     assert done.returncode == 0
     for name in ("paper-classification", "paper-anomaly", "paper-forecasting", "benchmark-classification"):
         assert name in named_sweeps() and f"{name}: " in done.stdout
         assert named_spec_path(name, quick=True).is_file()
-    assert "no shipped sweep named" in sbts("reproduce", "paper-regression").stderr
+    assert "no shipped sweep named" in sbts(capsys, "reproduce", "paper-regression").stderr
 
 
 @pytest.mark.data

@@ -171,20 +171,31 @@ def progress(study, spec: SweepSpec) -> Progress:
     axes = list(spec.grid)
     cells = {_cell_key(cell, axes): cell for cell in spec.cells}
     by_state: dict[Any, set[tuple]] = {state: set() for state in states}
+    unnamed = 0  # running trials that have not yet drawn all their parameters: each holds a cell we cannot name
     for t in trials:
-        params = t.params or t.system_attrs.get("fixed_params") or {}
-        if params:
-            by_state[t.state].add(_cell_key(params, axes))
+        key = _cell_key(t.params or t.system_attrs.get("fixed_params") or {}, axes)
+        if key in cells:
+            by_state[t.state].add(key)
+        elif t.state == states.RUNNING:
+            unnamed += 1
     complete = by_state[states.COMPLETE] & set(cells)
     waiting = by_state[states.WAITING] - complete
     running = by_state[states.RUNNING] - complete
     taken = complete | waiting | running | by_state[states.FAIL] | by_state[states.PRUNED]
     failed_only = [cells[key] for key in sorted((by_state[states.FAIL] | by_state[states.PRUNED]) & set(cells)
                                                  - complete - waiting - running)]
-    # A running trial that has not yet drawn its parameters holds a cell we cannot name: count it as untried's.
-    unnamed = sum(t.state == states.RUNNING and not t.params for t in trials)
     return Progress(len(cells), len(complete), len(running) + unnamed, len(waiting), failed_only,
                     max(0, len(set(cells) - taken) - unnamed))
+
+
+def _refuse_duplicate(trial, params: dict[str, Any], axes: list[str], log: Callable[[str], None]) -> None:
+    """GridSampler may hand a cell to two workers at once (it says so); the later trial gives way (pruned)."""
+    key = _cell_key(params, axes)
+    states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE)
+    for other in trial.study.get_trials(deepcopy=False, states=states):
+        if other.number < trial.number and _cell_key(other.params, axes) == key:
+            log(f"trial {trial.number}: its cell is trial {other.number}'s; left to it")
+            raise optuna.TrialPruned(f"the cell of trial {other.number}")
 
 
 def _objective(spec: SweepSpec, out: Path, threads: int, log: Callable[[str], None]) -> Callable:
@@ -192,6 +203,8 @@ def _objective(spec: SweepSpec, out: Path, threads: int, log: Callable[[str], No
 
     def objective(trial) -> float:
         params = suggest(trial, spec)
+        if spec.is_grid:
+            _refuse_duplicate(trial, params, list(spec.grid), log)
         seeds = [{}] if spec.is_grid else [{SEED_OPTION: seed} for seed in spec.seeds]
         start = time.perf_counter()
         records = [run_trial_run(spec, {**params, **seed}, out, threads, log) for seed in seeds]
@@ -216,13 +229,20 @@ def _logger(prefix: str) -> Callable[[str], None]:
 def work(document: dict[str, Any], source: str, name: str, out: str, storage_url: str, threads: int,
          worker: int | None) -> None:
     """One worker: pull trials from the study until the sweep is finished or nothing is left to start."""
-    import torch  # the worker's own thread budget, before any tensor exists
+    import torch  # the worker's own thread budget (restored after: a worker may run in its caller's process)
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    spec = parse_spec(document, source, name)
-    log = _logger("" if worker is None else f"worker {worker}: ")
+    try:
+        _pull_trials(parse_spec(document, source, name), Path(out), storage_url, threads,
+                     _logger("" if worker is None else f"worker {worker}: "))
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _pull_trials(spec: SweepSpec, out: Path, storage_url: str, threads: int, log: Callable[[str], None]) -> None:
     study = open_study(spec, open_storage(storage_url, spec.heartbeat_seconds))
-    objective = _objective(spec, Path(out), threads, log)
+    objective = _objective(spec, out, threads, log)
 
     def report_failure(study, trial) -> None:
         if trial.state == optuna.trial.TrialState.FAIL:
