@@ -4,6 +4,7 @@ directories resumed after kill -9, re-runs that do nothing, the report, and the 
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -349,3 +350,23 @@ def test_every_shipped_sweep_resolves_on_the_real_data(name, quick):
     real_data_dir()
     spec = read_spec(named_spec_path(name, quick=quick))
     assert check_runs(spec) >= len(spec.cells)
+
+
+@pytest.mark.data
+def test_the_readme_sweep_runs(tmp_path, monkeypatch, capsys):
+    """The README's smallest spec and its two commands, as written (on JapaneseVowels)."""
+    real_data_dir()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    spec = next(block for block in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "grid:" in block)
+    commands = [line.split("#")[0].split() for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+                for line in block.splitlines() if line.startswith(("sbts sweep spec.yaml --out sweeps/jv --workers 2",
+                                                                   "sbts report sweeps/jv ")) and "--storage" not in line]
+    assert [argv[1] for argv in commands] == ["sweep", "report"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(spec)
+    for argv in commands:
+        done = sbts(capsys, *argv[1:])
+        assert done.returncode == 0, done.stderr
+    page = json.loads((tmp_path / "sweeps" / "jv" / "report.json").read_text())
+    assert len(page["runs"]) == 4 and {r["density"] for r in page["runs"]} == {0.5, 0.25}
+    assert (tmp_path / "sweeps" / "jv" / "report.md").read_text().count("| SBT d=") == 2

@@ -96,6 +96,7 @@ def _tables(results: StudyResults) -> dict[str, Any]:
         for label in sorted(groups, key=order.get):
             members = groups[label]
             rows.append({"model": label, "runs": len(members), "seeds": sorted(r["seed"] for r in members),
+                         "run_names": [r["run"] for r in members], "seeds_in_order": [r["seed"] for r in members],
                          "val": {task.validation_objective.key: [r["val"][task.validation_objective.key] for r in members]},
                          "test": {m.key: [r["test"].get(m.key) for r in members] for m in task.test_metrics},
                          "size_bytes": _mean([r["size_bytes"] for r in members]),
@@ -160,8 +161,10 @@ def render_markdown(results: StudyResults, tables: dict[str, Any], figures: dict
             cells = [f"baseline: {name}", str(len(next(iter(values.values()), []))), MISSING]
             cells += [mean_std(values[m.key]) for m in task.test_metrics] + [MISSING] * 4
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"Pareto front ({task.test_metrics[0].label} against size): "
-                      f"{', '.join(table['pareto_front']) or 'none'}.", ""]
+        label_of = {name: f"{row['model']} (seed {seed})" for row in table["rows"]
+                    for name, seed in zip(row["run_names"], row["seeds_in_order"])}
+        lines += ["", f"Pareto front ({task.test_metrics[0].label} against size, smallest first): "
+                      f"{', '.join(label_of[name] for name in table['pareto_front']) or 'none'}.", ""]
     for kind, path in figures.items():
         lines += [f"![{kind}]({path.name})", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -177,6 +180,16 @@ def _grid(plt, n: int):
     return figure, list(axes.flat[:n])
 
 
+def _log_axis(ax, ticks: list[float] | None = None) -> None:
+    """A log x axis labelled at its decades (or at ``ticks``), without the crowded minor labels."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if ticks:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+
+
 def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:
     """Every run's headline test metric against its size in bytes (log axis), the Pareto front joined."""
     plt = pyplot(output)
@@ -184,17 +197,15 @@ def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> 
     figure, axes = _grid(plt, len(tables))
     for ax, (dataset, table) in zip(axes, tables.items()):
         runs = {r["run"]: r for r in results.records if r["dataset"] == dataset}
-        for dense, marker, name in ((True, "s", "dense"), (False, "o", "SBT")):
-            chosen = [r for r in runs.values() if (r["model"] == "dense") == dense]
-            if chosen:
-                ax.scatter([r["size_bytes"] for r in chosen], [r["test"].get(metric.key) for r in chosen],
-                           marker=marker, c=None if dense else [r["density"] for r in chosen],
-                           cmap=None if dense else "viridis", vmin=0, vmax=1, label=name, alpha=0.8,
-                           color="black" if dense else None)
+        for row in table["rows"]:  # one colour per row of the table: dense, SBT at each density, ...
+            chosen = [runs[name] for name in row["run_names"]]
+            ax.scatter([r["size_bytes"] for r in chosen], [r["test"].get(metric.key) for r in chosen],
+                       marker="s" if row["dense"] else "o", color="black" if row["dense"] else None,
+                       label=row["model"], alpha=0.8)
         front = [runs[name] for name in table["pareto_front"]]
         ax.plot([r["size_bytes"] for r in front], [r["test"].get(metric.key) for r in front], "k--", lw=1,
                 label="Pareto front")
-        ax.set_xscale("log")
+        _log_axis(ax)
         ax.set_title(dataset)
         ax.set_xlabel("model size, bytes (.sbts file, log scale)")
         ax.set_ylabel(metric.label)
@@ -217,8 +228,10 @@ def draw_density(results: StudyResults, tables: dict[str, Any], output: Path) ->
                         label="SBT")
         for row in (row for row in table["rows"] if row["dense"]):
             values = [v for v in row["test"][metric.key] if v is not None]
-            ax.axhline(statistics.mean(values), color="black", ls="--", lw=1, label=row["model"])
-        ax.set_xscale("log")
+            mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+            ax.axhline(mean, color="black", ls="--", lw=1, label=f"{row['model']} (± std shaded)")
+            ax.axhspan(mean - std, mean + std, color="black", alpha=0.1)
+        _log_axis(ax, ticks=sorted({row["density"] for row in sbt}))
         ax.set_title(dataset)
         ax.set_xlabel("density (fraction of weights kept, log scale)")
         ax.set_ylabel(metric.label)
