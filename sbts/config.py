@@ -192,7 +192,8 @@ class TrainConfig:
     """Optimisation and selection settings (paper-spec §1.2 defaults for classification)."""
 
     epochs: int = field(default=100, metadata={"help": "training epochs"})
-    batch_size: int = field(default=8, metadata={"help": "examples per optimiser step"})
+    batch_size: int = field(default=8, metadata={
+        "help": "examples per optimiser step (the global batch: torchrun's processes share it out)"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     grad_clip: float = field(default=4.0, metadata={"help": "gradient norm clipping (0: none)"})
@@ -204,6 +205,9 @@ class TrainConfig:
     stride: int = field(default=1, metadata={"help": "steps between training windows"})
     seed: int = field(default=0, metadata={"help": "seed of the random weights, the split and the shuffling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    amp: bool = field(default=False, metadata={
+        "help": "bf16 autocast on CUDA (the forward passes of training and validation; the final metrics are "
+                "float32)"})
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs")
@@ -221,6 +225,8 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"amp must be true or false, got {self.amp!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

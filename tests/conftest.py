@@ -16,6 +16,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 DATA_DIR = os.environ.get("SBTS_DATA_DIR")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+
+
 def real_data_dir() -> Path:
     if not DATA_DIR or not Path(DATA_DIR).is_dir():
         pytest.skip("SBTS_DATA_DIR is not set to the real datasets")
@@ -48,10 +52,8 @@ def write_ts(path: Path, series: list[np.ndarray], labels: list[str], classes: l
     return path
 
 
-@pytest.fixture
-def synthetic_ts(tmp_path: Path) -> Path:
-    """A directory holding Synth_TRAIN.ts (60 cases) and Synth_TEST.ts (30 cases), unequal lengths."""
-    folder = tmp_path / "Synth"
+def write_synthetic_ts(folder: Path) -> Path:
+    """Create ``folder`` holding Synth_TRAIN.ts (60 cases) and Synth_TEST.ts (30 cases), unequal lengths."""
     folder.mkdir()
     classes = ["c0", "c1", "c2"]
     train, train_labels = synthetic_cases(60, seed=1)
@@ -59,6 +61,12 @@ def synthetic_ts(tmp_path: Path) -> Path:
     write_ts(folder / "Synth_TRAIN.ts", train, train_labels, classes)
     write_ts(folder / "Synth_TEST.ts", test, test_labels, classes)
     return folder
+
+
+@pytest.fixture
+def synthetic_ts(tmp_path: Path) -> Path:
+    """A directory holding Synth_TRAIN.ts (60 cases) and Synth_TEST.ts (30 cases), unequal lengths."""
+    return write_synthetic_ts(tmp_path / "Synth")
 
 
 def randomise(model):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.data
 
 
 # Seconds, not minutes: batch 16 (the preset's is 8) and, for the SBT, a larger learning rate (scores train
-# faster at 5e-3); the paper-length runs are in benchmarks/classification.py.
+# faster at 5e-3); the paper-length runs are the shipped sweeps (sbts reproduce paper-classification).
 @pytest.mark.parametrize("model,train,floor", [("dense", {"epochs": 10, "batch_size": 16}, 0.93),
                                                ("sbt", {"epochs": 15, "batch_size": 16, "lr": 5e-3}, 0.9)])
 def test_japanese_vowels_learns(tmp_path, model, train, floor):

@@ -358,9 +358,9 @@ def test_the_readme_sweep_runs(tmp_path, monkeypatch, capsys):
     real_data_dir()
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     spec = next(block for block in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "grid:" in block)
+    wanted = ("sbts sweep spec.yaml --out sweeps/jv --workers 2", "sbts report sweeps/jv ")
     commands = [line.split("#")[0].split() for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
-                for line in block.splitlines() if line.startswith(("sbts sweep spec.yaml --out sweeps/jv --workers 2",
-                                                                   "sbts report sweeps/jv ")) and "--storage" not in line]
+                for line in block.splitlines() if line.startswith(wanted) and "--storage" not in line]
     assert [argv[1] for argv in commands] == ["sweep", "report"]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "spec.yaml").write_text(spec)
@@ -370,3 +370,16 @@ def test_the_readme_sweep_runs(tmp_path, monkeypatch, capsys):
     page = json.loads((tmp_path / "sweeps" / "jv" / "report.json").read_text())
     assert len(page["runs"]) == 4 and {r["density"] for r in page["runs"]} == {0.5, 0.25}
     assert (tmp_path / "sweeps" / "jv" / "report.md").read_text().count("| SBT d=") == 2
+
+
+def test_a_trial_can_train_under_torchrun(synthetic_ts, tmp_path):
+    """nproc_per_node: 2 trains each trial's run with DDP (gloo, 2 CPU processes), rank 0 its only writer."""
+    fixed = {**SMALL, "norm": "layer", "device": "cpu"}
+    spec = parse_spec({**small_spec(synthetic_ts), "fixed": fixed, "grid": {"seed": [0]}, "nproc_per_node": 2},
+                      "spec.yaml")
+    summary = run_sweep(spec, tmp_path / "out", threads=2)
+    assert summary["complete"] == 1
+    run_dir = tmp_path / "out" / TRIALS_DIR / "seed=0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["environment"]["processes"] == 2
+    assert len((run_dir / "log.jsonl").read_text().splitlines()) == SMALL["epochs"]

@@ -129,7 +129,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"sbts: interrupted after {metrics['epochs']} finished epoch(s); continue with: sbts train {args.task} "
               f"--out {args.out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(json.dumps(_headline(metrics), indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone prints the result
+        print(json.dumps(_headline(metrics), indent=2))
     return 0
 
 

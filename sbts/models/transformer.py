@@ -27,6 +27,12 @@ from sbts.layers import (
 )
 
 
+def _float32(out: torch.Tensor) -> torch.Tensor:
+    """The outputs in float32 also under autocast (--amp computes the head in bf16): losses, metrics and the
+    numpy heads read them."""
+    return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, linear, name: str):
         super().__init__()
@@ -83,7 +89,7 @@ class TimeSeriesTransformer(nn.Module):
             h = layer(h, padding_mask, last_row_only=shrink_last_layer and i == len(self.layers) - 1)
         if last_step_only:
             h = h[:, -1:]
-        return self.head(torch.relu(h))
+        return _float32(self.head(torch.relu(h)))
 
     def last_steps(self, rows: torch.Tensor, ends: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
         """The shared pass of a streamable Step-T model: the last-step outputs (B, K, out_dim) of the windows
@@ -119,7 +125,7 @@ class TimeSeriesTransformer(nn.Module):
             g = layer.norm2(g + layer.ff2(torch.relu(layer.ff1(g))))
             h = layer.norm1(h + attention.out_proj(v))  # a past step attends only to itself: its value
             h = layer.norm2(h + layer.ff2(torch.relu(layer.ff1(h))))
-        return self.head(torch.relu(g))
+        return _float32(self.head(torch.relu(g)))
 
     def _rows_independent_after_attention(self) -> bool:
         """Whether the last layer's rows after attention can be computed one at a time: not when the norm

@@ -82,8 +82,11 @@ def pareto_front(points: list[tuple[float, float, str]], metric: ReportedMetric)
 
 def _tables(results: StudyResults) -> dict[str, Any]:
     task = get_task(results.spec.task)
+    objective = task.validation_objective
     datasets: dict[str, Any] = {}
-    for dataset in dict.fromkeys(r["dataset"] for r in results.records):
+    appearing = list(dict.fromkeys(r["dataset"] for r in results.records))
+    spec_order = results.spec.datasets  # the spec's order; a dataset it names otherwise (canonical) keeps its place
+    for dataset in sorted(appearing, key=lambda d: spec_order.index(d) if d in spec_order else len(spec_order)):
         runs = [r for r in results.records if r["dataset"] == dataset]
         groups: dict[str, list[dict[str, Any]]] = {}
         order: dict[str, tuple] = {}
@@ -97,7 +100,7 @@ def _tables(results: StudyResults) -> dict[str, Any]:
             members = groups[label]
             rows.append({"model": label, "runs": len(members), "seeds": sorted(r["seed"] for r in members),
                          "run_names": [r["run"] for r in members], "seeds_in_order": [r["seed"] for r in members],
-                         "val": {task.validation_objective.key: [r["val"][task.validation_objective.key] for r in members]},
+                         "val": {objective.key: [r["val"][objective.key] for r in members]},
                          "test": {m.key: [r["test"].get(m.key) for r in members] for m in task.test_metrics},
                          "size_bytes": _mean([r["size_bytes"] for r in members]),
                          "paper_bytes": _mean([r["paper_bytes"] for r in members]),

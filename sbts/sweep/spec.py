@@ -274,7 +274,8 @@ def parse_spec(document: Any, where: str, default_name: str = "sweep") -> SweepS
         if SEED_OPTION in space:
             raise _fail(f"{where}: search.{SEED_OPTION}", "seeds are not searched: list them under seeds (every trial "
                                                           "trains each)")
-        search = {name: _search_dimension(task, name, value, f"{where}: search.{name}") for name, value in space.items()}
+        search = {name: _search_dimension(task, name, value, f"{where}: search.{name}")
+                  for name, value in space.items()}
         n_trials = _positive_int(document, "n_trials", None, where)
         if n_trials is None:
             raise _fail(f"{where}: n_trials", "a search needs n_trials (how many trials TPE may run)")

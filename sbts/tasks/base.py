@@ -16,6 +16,7 @@ and its runtime head (named in ``sbts.registry``). Its options are declared once
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -35,6 +36,8 @@ from sbts.tasks.options import MODEL_SECTION, TASK_SECTION, TRAIN_SECTION, Optio
 from sbts.tasks.runs import (RESUMABLE_TRAIN_FIELDS, TrainedRun, check_files_unchanged, checked_state, prepare_run_dir,
                              read_run_config, training_record)
 from sbts.training import FitResult, Trainer, atomic_write_json, resolve_device, seed_everything
+from sbts.training.distributed import (BATCH_NORM_WARNING, SINGLE_PROCESS, DistributedContext,
+                                      distributed_from_environment)
 from sbts.training.engine import mismatch_reason
 
 EVAL_BATCH = 256  # examples per forward call when evaluating: bounds memory, does not change results
@@ -200,15 +203,20 @@ class Task:
 
     def train(self, run: RunConfig, data: Any, *, run_dir: Path | None = None, resume: bool = False,
               task_state: dict[str, Any] | None = None, verbose: bool = True,
-              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[Trainer, FitResult]:
-        """Train a model for the run on the prepared data (checkpointed in ``run_dir`` when given)."""
+              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+              distributed: DistributedContext = SINGLE_PROCESS) -> tuple[Trainer, FitResult]:
+        """Train a model for the run on the prepared data (checkpointed in ``run_dir`` when given; by this
+        process's share under torchrun, ``distributed``)."""
         seed_everything(run.train.seed)
         extra = None if run_dir is None else {"run_config": run.to_dict(), "task_state": task_state}
         trainer = Trainer(create_model(run.model), self, run.train, run_dir=run_dir, verbose=verbose,
-                          checkpoint_extra=extra, on_epoch_end=on_epoch_end)
+                          checkpoint_extra=extra, on_epoch_end=on_epoch_end, distributed=distributed)
+        if distributed.is_distributed and distributed.is_writer and run.model.norm == "batch":
+            warnings.warn(BATCH_NORM_WARNING)
         if resume:
             trainer.resume()
-        if run_dir is not None:  # written once the run can start; on resume it records the new epoch budget
+        distributed.barrier()  # every process has checked and read the run directory before the writer writes
+        if run_dir is not None and distributed.is_writer:  # once the run can start; on resume: the new epoch budget
             atomic_write_json(run_dir / "config.json", run.to_dict())
         return trainer, trainer.fit(*self.datasets(data, run))
 
@@ -218,8 +226,9 @@ class Task:
         """Train (or resume) a run in ``run_dir``; writes metrics.json and the task's files, returns the metrics.
 
         On resume the saved config.json is authoritative; ``train_overrides`` may change only ``epochs``,
-        ``patience`` and ``device``. Interrupted: returns ``{"interrupted": True, ...}`` and the last
-        checkpoint holds the finished epochs.
+        ``patience``, ``device`` and ``amp``. Interrupted: returns ``{"interrupted": True, ...}`` and the last
+        checkpoint holds the finished epochs. Under torchrun every process trains its share and rank 0 alone
+        writes and reports; the other processes return the metrics of training only (header and training record).
         """
         run_dir = prepare_run_dir(run_dir, resume)
         if resume:
@@ -235,12 +244,17 @@ class Task:
             data = self.reload(run, task_state)
         else:
             run, data, task_state = self.resolve(spec)
-        trainer, result = self.train(run, data, run_dir=run_dir, resume=resume, task_state=task_state,
-                                     verbose=verbose, on_epoch_end=on_epoch_end)
-        if result.interrupted:
-            return {"interrupted": True, "epochs": result.epochs_run, "run_dir": str(run_dir)}
+        with distributed_from_environment(resolve_device(run.train.device)) as distributed:
+            trainer, result = self.train(run, data, run_dir=run_dir, resume=resume, task_state=task_state,
+                                         verbose=verbose, on_epoch_end=on_epoch_end, distributed=distributed)
+            if result.interrupted:
+                return {"interrupted": True, "epochs": result.epochs_run, "run_dir": str(run_dir)}
+            distributed.barrier()  # the writer holds the last checkpoint; it reports alone, without the group
+        record = training_record(run, result, trainer.device, distributed.world_size)
+        if not distributed.is_writer:
+            return {**self.metrics_header(run), **record}
         report = self.report(run, trainer.model, data, trainer.device)
-        metrics = {**self.metrics_header(run), **report.metrics, **training_record(run, result, trainer.device)}
+        metrics = {**self.metrics_header(run), **report.metrics, **record}
         for name, content in report.files.items():
             atomic_write_bytes(run_dir / name, content)
         atomic_write_json(run_dir / "metrics.json", metrics)

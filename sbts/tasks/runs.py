@@ -34,8 +34,9 @@ from sbts.tasks.options import check_preset
 from sbts.training import FitResult, load_checkpoint
 from sbts.training.checkpoint import read_json
 
-# The only settings a resumed run may change; everything else stays as in its config.json.
-RESUMABLE_TRAIN_FIELDS = ("epochs", "patience", "device")
+# The only settings a resumed run may change; everything else stays as in its config.json. Device and amp say
+# where and in which precision the same computation runs.
+RESUMABLE_TRAIN_FIELDS = ("epochs", "patience", "device", "amp")
 
 
 @dataclass
@@ -130,10 +131,11 @@ def git_commit() -> str | None:
         return None
 
 
-def environment_info(device: torch.device) -> dict[str, Any]:
+def environment_info(device: torch.device, processes: int = 1) -> dict[str, Any]:
+    """Where a run ran; ``processes``: how many trained it together (torchrun), ``device`` is rank 0's."""
     return {"sbts_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or None, "device": str(device),
-            "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
+            "processes": processes, "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
 
 
 # --- reading a run back -------------------------------------------------------------------------
@@ -205,6 +207,13 @@ class SharedBlocks(Dataset):
         first = int(ends[0]) - self.past
         return SharedBlock(torch.from_numpy(ends - first), self.rows[first:int(ends[-1]) + 1], *self.flags)
 
+    def slice_batch(self, block: SharedBlock, start: int, stop: int) -> SharedBlock:
+        """Targets ``start:stop`` of a block with only the rows their windows cover: one process's share under
+        torchrun (a target's output depends on its window's rows only, so the share's pass is the block's)."""
+        ends = block.ends[start:stop]
+        first = int(ends[0]) - self.past
+        return SharedBlock(ends - first, block.rows[first:int(ends[-1]) + 1], block.zeroed, block.change)
+
 
 def shared_block_loss(model: torch.nn.Module, block: SharedBlock) -> torch.Tensor:
     """The windowed tasks' loss through the shared pass: MSE between the last-step outputs (plus the row before
@@ -256,7 +265,8 @@ def check_files_unchanged(recorded: dict[str, dict[str, str]], current: dict[str
                             "longer apply")
 
 
-def training_record(run: RunConfig, result: FitResult | None, device: torch.device) -> dict[str, Any]:
+def training_record(run: RunConfig, result: FitResult | None, device: torch.device,
+                    processes: int = 1) -> dict[str, Any]:
     """The part of metrics.json every task shares: how training went, the environment and the config."""
     record: dict[str, Any] = {}
     if result is not None:
@@ -264,6 +274,6 @@ def training_record(run: RunConfig, result: FitResult | None, device: torch.devi
                        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
                        "train_seconds": round(result.train_seconds, 3),
                        "seconds_per_epoch": round(result.train_seconds / max(result.epochs_run, 1), 4)})
-    record["environment"] = environment_info(device)
+    record["environment"] = environment_info(device, processes)
     record["config"] = run.to_dict()
     return record

@@ -5,11 +5,14 @@ dataset returning a metrics dict, and the key used to choose the best epoch on v
 engine owns the rest: batching with a seeded shuffle, Adam, gradient clipping, optional plateau LR
 decay, early stopping, best/last checkpoints written atomically, exact resume (model, scores,
 optimiser, scheduler, RNG states, epoch, early-stopping state, history), progress, and a JSON-lines
-log of per-epoch metrics.
+log of per-epoch metrics. Under torchrun it trains data-parallel (``sbts.training.distributed``): the same
+global batches, each process a share, rank 0 the only writer and evaluator; ``--amp`` runs the forward
+passes of training and validation under bf16 autocast on CUDA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -27,11 +30,14 @@ from sbts.atomic import atomic_write_bytes
 from sbts.config import TrainConfig
 from sbts.errors import CheckpointError, ConfigError, TrainingDivergedError
 from sbts.training.checkpoint import load_checkpoint, save_checkpoint
+from sbts.training.distributed import SINGLE_PROCESS, DistributedContext, slice_examples
 
 try:
     from tqdm.auto import tqdm
 except ImportError:  # tqdm is a dependency, but the loop must not die for a progress bar
     tqdm = None
+
+AMP_DTYPE = torch.bfloat16  # --amp: bf16 keeps float32's range, so the losses need no scaling
 
 
 class TaskProtocol(Protocol):
@@ -74,6 +80,29 @@ def _to_device(batch, device: torch.device):
     return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
 
 
+def check_amp(amp: bool, device: torch.device) -> None:
+    """--amp is bf16 autocast on CUDA: refused on any other device."""
+    if not amp:
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"--amp (bf16 autocast) needs a CUDA device; this run trains on {device}")
+    if not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--amp (bf16 autocast): {torch.cuda.get_device_name(device)} does not support bf16")
+
+
+class TrainingLoss(nn.Module):
+    """The task's training loss of a batch as a module: DistributedDataParallel all-reduces the gradients of
+    what its wrapped module's forward computed, and the task may call the model's forward or its shared pass."""
+
+    def __init__(self, model: nn.Module, task: TaskProtocol):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.task.training_loss(self.model, batch)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -92,13 +121,18 @@ class FitResult:
 
 
 class Trainer:
-    """Fits ``model`` for ``task``; with ``run_dir`` it checkpoints to ``run_dir/checkpoints``."""
+    """Fits ``model`` for ``task``; with ``run_dir`` it checkpoints to ``run_dir/checkpoints``. ``distributed``:
+    this process's place under torchrun (it trains its share of every batch; only the writer writes and logs)."""
 
     def __init__(self, model: nn.Module, task: TaskProtocol, config: TrainConfig, *, run_dir: str | Path | None = None,
                  checkpoint_extra: dict[str, Any] | None = None, verbose: bool = True,
-                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None):
-        self.device = resolve_device(config.device)
+                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+                 distributed: DistributedContext = SINGLE_PROCESS):
+        self.distributed = distributed
+        self.device = distributed.process_device(resolve_device(config.device))
+        check_amp(config.amp, self.device)
         self.model = model.to(self.device)
+        self.loss_of = distributed.wrap(TrainingLoss(self.model, task))
         self.task = task
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -174,39 +208,61 @@ class Trainer:
             self.best_state = copy.deepcopy(self.model.state_dict())
 
     # --- the loop ----------------------------------------------------------------------------
+    @property
+    def _reports_progress(self) -> bool:
+        return self.verbose and self.distributed.is_writer
+
     def _log(self, message: str) -> None:
-        if self.verbose:
+        if self._reports_progress:
             print(message, file=sys.stderr, flush=True)
 
-    def _train_epoch(self, loader: DataLoader) -> float:
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=AMP_DTYPE) if self.config.amp else contextlib.nullcontext()
+
+    def _train_epoch(self, loader: DataLoader, slice_batch: Callable[[Any, int, int], Any]) -> float:
         self.model.train()
         total, count = 0.0, 0
-        show_bar = self.verbose and tqdm is not None and sys.stderr.isatty()
+        show_bar = self._reports_progress and tqdm is not None and sys.stderr.isatty()
         batches = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False) if show_bar else loader
         for batch in batches:
-            batch = _to_device(batch, self.device)
+            shard = self.distributed.shard(batch, slice_batch)
+            batch = _to_device(shard.batch, self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.task.training_loss(self.model, batch)
+            with self._autocast():
+                loss = self.loss_of(batch)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"training loss became {loss.item()} in epoch {self.epoch + 1} (lr {self.config.lr:g}); lower the lr"
                     + (f"; the last checkpoint holds epoch {self.epoch}" if self.run_dir is not None else ""))
-            loss.backward()
+            # The weight makes DDP's average of the processes' gradients the gradient of the global batch.
+            (loss * shard.weight).backward()
             if self.config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
-            total += loss.item() * len(batch[0])
-            count += len(batch[0])
+            total += loss.item() * shard.examples
+            count += shard.examples
+        total, count = self.distributed.sum([total, count])
         return total / max(count, 1)
+
+    def _validate(self, dataset: Dataset) -> dict[str, float]:
+        """The selection metrics: the writer's, shared with every process so that all decide alike."""
+        metrics = None
+        if self.distributed.is_writer:
+            with self._autocast():
+                metrics = self.task.evaluate(self.model, dataset, self.config.batch_size * 8, self.device)
+        return self.distributed.from_writer(metrics)
 
     def fit(self, train_set: Dataset, val_set: Dataset | None) -> FitResult:
         """Train until ``config.epochs`` or early stopping; select the best epoch on ``val_set``.
 
         Without a validation set the best epoch is chosen on the training set (and says so).
         """
-        # A prebatched set (the shared pass's blocks) yields whole batches: no batching, only their order shuffled.
-        loader = DataLoader(train_set, batch_size=None if getattr(train_set, "prebatched", False)
-                            else self.config.batch_size, shuffle=True, generator=self.shuffle_generator)
+        # A prebatched set (the shared pass's blocks) yields whole batches: no batching, only their order shuffled;
+        # it says how a batch splits between processes.
+        prebatched = getattr(train_set, "prebatched", False)
+        loader = DataLoader(train_set, batch_size=None if prebatched else self.config.batch_size, shuffle=True,
+                            generator=self.shuffle_generator)
+        slice_batch = train_set.slice_batch if prebatched else slice_examples
         selection_set, selection_name = (val_set, "val") if val_set is not None else (train_set, "train")
         stopped_early = interrupted = False
         if not self.best_state:
@@ -219,8 +275,8 @@ class Trainer:
                     stopped_early = True
                     break
                 start = time.perf_counter()
-                train_loss = self._train_epoch(loader)
-                metrics = self.task.evaluate(self.model, selection_set, self.config.batch_size * 8, self.device)
+                train_loss = self._train_epoch(loader, slice_batch)
+                metrics = self._validate(selection_set)
                 self.train_seconds += time.perf_counter() - start
                 self.epoch += 1
                 key = self.task.selection_key(metrics)
@@ -252,7 +308,7 @@ class Trainer:
                          stopped_early, interrupted, self.best_state)
 
     def _persist(self, improved: bool) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.distributed.is_writer:
             return
         state = self._state()
         if improved:
