@@ -383,3 +383,26 @@ def test_a_trial_can_train_under_torchrun(synthetic_ts, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["environment"]["processes"] == 2
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == SMALL["epochs"]
+
+
+def test_a_forecasting_report_shows_the_baselines_of_every_run(tmp_path):
+    """The report's baseline rows are the runs' own baselines (forecasting: persistence, window mean, ridge), and
+    its metric columns are the task's (test MSE first, lower is better on the Pareto front)."""
+    from test_forecasting_task import synthetic_series, write_csv
+
+    data = write_csv(tmp_path / "series.csv", synthetic_series())
+    spec = parse_spec({"task": "forecasting", "data": str(data), "variants": [{"model": "dense"}, {"model": "sbt"}],
+                       "fixed": {"d_model": 8, "n_heads": 2, "d_ff": 16, "window": 12, "epochs": 1, "stride": 3,
+                                 "batch_size": 32}, "grid": {"seed": [0]}}, "f.yaml")
+    out = tmp_path / "out"
+    run_sweep(spec, out)
+    written = write_report(out)
+    page = json.loads(written.json.read_text())
+    table = page["datasets"][next(iter(page["datasets"]))]
+    assert [row["model"] for row in table["rows"]] == ["dense", "SBT d=0.5"]
+    runs = _run_metrics(out)
+    for name in ("persistence", "window_mean", "ridge"):
+        assert sorted(table["baselines"][name]["mse"]) == sorted(m["baselines"][name]["test"]["mse"]
+                                                                for m in runs.values())
+    markdown = written.markdown.read_text()
+    assert "| baseline: ridge | 2 |" in markdown and "test MSE (scaled)" in markdown
