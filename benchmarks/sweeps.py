@@ -48,6 +48,7 @@ def main() -> None:
     run_sweep(spec, out, workers=args.workers, threads=args.threads)
     wall = time.perf_counter() - start
     results = read_results(out)
+    training = sum(record["train_seconds"] or 0.0 for record in results.records)
     page = args.output.parent / f"benchmarks-{args.section}.md"  # names the figures; the page itself is the section
     text, document, _ = build_report(results, page)
     command = (f"SBTS_DATA_DIR=../shared/data python benchmarks/sweeps.py {args.name} --section {args.section} "
@@ -55,8 +56,10 @@ def main() -> None:
                + ("" if args.threads == 1 else f" --threads {args.threads}"))
     header = (f"Command: `{command}` (= `sbts reproduce {args.name}{' --quick' if args.quick else ''} --workers "
               f"{args.workers} --threads {args.threads}`, then `sbts report`)\n"
-              f"Machine: {machine_line(info)}; {args.workers} workers, {args.threads} torch thread(s) each; this "
-              f"invocation's wall time {wall / 60:.1f} min (runs finished before it are not timed again).\n\n")
+              f"Machine: {machine_line(info)}; {args.workers} workers, {args.threads} torch thread(s) each; the "
+              f"{len(results.records)} runs trained for {training / 60:.1f} min in all (epochs and validation "
+              f"passes); this invocation's wall time {wall / 60:.1f} min (runs finished before it are read back, "
+              "not rerun).\n\n")
     heading, _, body = text.partition("\n")
     replace_section(args.output, args.section, f"{heading}\n\n{header}{body.lstrip()}")
     atomic_write_bytes(page.with_suffix(".json"), json.dumps({"machine": info, **document}, indent=1).encode())

@@ -35,7 +35,9 @@ TRIALS_DIR = "trials"
 BITS_PER_BYTE = 8
 SIZE_NOTES = {"size_bytes": "bytes of the .sbts file `sbts export` writes (float32; honest: what a deployment "
                             "stores, masks compressed, the input scaler and the task's facts included)",
-              "paper_bytes": "the paper's storage count (paper-spec §6: the official code's counters) in bytes"}
+              "paper_bytes": "the paper's storage count in bytes (paper-spec §6, the official code's counters: 1 bit "
+                             "per weight position whatever the density, 32 bits per norm gain; masks, α and biases "
+                             "not counted)"}
 
 
 class TrialFailed(SBTSError):
