@@ -411,3 +411,11 @@ def test_a_forecasting_report_shows_the_baselines_of_every_run(tmp_path):
                                                                 for m in runs.values())
     markdown = written.markdown.read_text()
     assert "| baseline: ridge | 2 |" in markdown and "test MSE (scaled)" in markdown
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--threads", "0")])
+def test_worker_and_thread_counts_below_one_are_one_line(synthetic_ts, tmp_path, capsys, flag, value):
+    path = write_spec(tmp_path / "spec.yaml", small_spec(synthetic_ts))
+    done = sbts(capsys, "sweep", str(path), "--out", str(tmp_path / "out"), flag, value)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and f"{flag} must be an integer >= 1" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -193,12 +193,25 @@ def _log_axis(ax, ticks: list[float] | None = None) -> None:
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
 
 
-def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:
-    """Every run's headline test metric against its size in bytes (log axis), the Pareto front joined."""
+def _draw_panels(results: StudyResults, tables: dict[str, Any], output: Path, xlabel: str, draw) -> Path:
+    """One panel per dataset: ``draw(ax, dataset, table, metric)`` plots it (and may return the x ticks); the
+    headline test metric on the y axis, a log x axis."""
     plt = pyplot(output)
     metric = get_task(results.spec.task).test_metrics[0]
     figure, axes = _grid(plt, len(tables))
     for ax, (dataset, table) in zip(axes, tables.items()):
+        _log_axis(ax, ticks=draw(ax, dataset, table, metric))
+        ax.set_title(dataset)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric.label)
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    return save(figure, output)
+
+
+def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:
+    """Every run's headline test metric against its size in bytes (log axis), the Pareto front joined."""
+    def panel(ax, dataset: str, table: dict[str, Any], metric: ReportedMetric) -> None:
         runs = {r["run"]: r for r in results.records if r["dataset"] == dataset}
         for row in table["rows"]:  # one colour per row of the table: dense, SBT at each density, ...
             chosen = [runs[name] for name in row["run_names"]]
@@ -208,21 +221,12 @@ def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> 
         front = [runs[name] for name in table["pareto_front"]]
         ax.plot([r["size_bytes"] for r in front], [r["test"].get(metric.key) for r in front], "k--", lw=1,
                 label="Pareto front")
-        _log_axis(ax)
-        ax.set_title(dataset)
-        ax.set_xlabel("model size, bytes (.sbts file, log scale)")
-        ax.set_ylabel(metric.label)
-        ax.legend(fontsize="small")
-    figure.tight_layout()
-    return save(figure, output)
+    return _draw_panels(results, tables, output, "model size, bytes (.sbts file, log scale)", panel)
 
 
 def draw_density(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:
     """The SBT's headline test metric (mean ± std over seeds) against density, the dense model's as a line."""
-    plt = pyplot(output)
-    metric = get_task(results.spec.task).test_metrics[0]
-    figure, axes = _grid(plt, len(tables))
-    for ax, (dataset, table) in zip(axes, tables.items()):
+    def panel(ax, dataset: str, table: dict[str, Any], metric: ReportedMetric) -> list[float]:
         sbt = sorted((row for row in table["rows"] if not row["dense"]), key=lambda row: row["density"])
         if sbt:
             values = [[v for v in row["test"][metric.key] if v is not None] for row in sbt]
@@ -234,13 +238,8 @@ def draw_density(results: StudyResults, tables: dict[str, Any], output: Path) ->
             mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
             ax.axhline(mean, color="black", ls="--", lw=1, label=f"{row['model']} (± std shaded)")
             ax.axhspan(mean - std, mean + std, color="black", alpha=0.1)
-        _log_axis(ax, ticks=sorted({row["density"] for row in sbt}))
-        ax.set_title(dataset)
-        ax.set_xlabel("density (fraction of weights kept, log scale)")
-        ax.set_ylabel(metric.label)
-        ax.legend(fontsize="small")
-    figure.tight_layout()
-    return save(figure, output)
+        return sorted({row["density"] for row in sbt})
+    return _draw_panels(results, tables, output, "density (fraction of weights kept, log scale)", panel)
 
 
 def build_report(results: StudyResults, markdown: Path, *, heading: str = "##",

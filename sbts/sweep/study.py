@@ -298,7 +298,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, storage_url: str | None = Non
     require_optuna()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, (os.cpu_count() or 1) // workers) if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"--threads must be an integer >= 1, got {threads!r}")
     out = Path(out)
