@@ -25,6 +25,7 @@ NORMS = ("batch", "layer_time", "layer", "none")  # layer: LayerNorm over the fe
 DEFAULT_DENSITY = 0.5  # the kept fraction of a sparse-binary model when none is given
 DEFAULT_MODEL = "sbt"  # the registered model (sbts.models.registry) a run trains when none is named
 POS_ENCODINGS = ("sinusoidal", "learnable", "rope", "none")  # rope: rotary, relative to the query
+HEAD_ACTIVATIONS = ("relu", "none")  # what the head reads: relu(h) (the paper) or h itself
 
 
 def check_density(value: Any, name: str = "density", of: str = "weights") -> float:
@@ -120,6 +121,10 @@ class ModelConfig:
         "help": "positional encoding (rope: rotary on queries and keys, relative to the query)",
         "choices": POS_ENCODINGS})
     attention_bias: bool = field(default=True, metadata={"help": "biases on the Q/K/V and output projections"})
+    head_activation: str = field(default="relu", metadata={
+        "help": "before the head: relu (the paper) or none, a linear read-out that cannot die (a forecaster of "
+                "changes whose last-step features all fall below zero outputs exactly persistence and stops "
+                "learning)", "choices": HEAD_ACTIVATIONS})
     linear_bias: bool = field(default=False, metadata={
         "help": "biases on the embedding, feed-forward and head linears (the paper's dense models have them)"})
     seed: int = 0  # of the frozen random weights, scores and masks (set with TrainConfig.seed by the seed option)
@@ -133,6 +138,7 @@ class ModelConfig:
         _check_choice(self.attention, ATTENTION_MODES, "attention")
         _check_choice(self.norm, NORMS, "norm")
         _check_choice(self.pos_encoding, POS_ENCODINGS, "pos_encoding")
+        _check_choice(self.head_activation, HEAD_ACTIVATIONS, "head_activation")
         if self.density is None:
             self.density = 1.0 if self.linear == "dense" else DEFAULT_DENSITY
         self.density = check_density(self.density)
@@ -195,6 +201,9 @@ class TrainConfig:
     batch_size: int = field(default=8, metadata={
         "help": "examples per optimiser step (the global batch: torchrun's processes share it out)"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    score_lr_scale: float = field(default=1.0, metadata={
+        "help": "the scores' learning rate is lr x this (edge-popup and Biprop train scores faster than weights; "
+                "dense weights, norms and positions keep lr)"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     grad_clip: float = field(default=4.0, metadata={"help": "gradient norm clipping (0: none)"})
     patience: int = field(default=0, metadata={
@@ -215,11 +224,12 @@ class TrainConfig:
         check_positive_int(self.stride, "stride")
         check_positive_int(self.patience, "patience", minimum=0)
         check_positive_int(self.seed, "seed", minimum=0)
-        for name in ("lr", "weight_decay", "grad_clip"):
+        for name in ("lr", "score_lr_scale", "weight_decay", "grad_clip"):
             value = getattr(self, name)
-            bound = "> 0" if name == "lr" else ">= 0"
+            positive = name in ("lr", "score_lr_scale")
+            bound = "> 0" if positive else ">= 0"
             if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
-                    or (name == "lr" and value == 0)):
+                    or (positive and value == 0)):
                 raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")

@@ -43,7 +43,7 @@ MODEL_KINDS = {
     "classification-dense": ("dense", dict(attention="full", norm="batch", pos_encoding="learnable", linear_bias=True)),
     "anomaly-sbt": ("sbt", dict(attention="step_t", norm="none", density=0.25)),
     "anomaly-dense": ("dense", dict(attention="full", norm="layer_time", pos_encoding="learnable", linear_bias=True)),
-    "forecasting-sbt": ("sbt", dict(attention="step_t", norm="layer_time", density=0.5)),
+    "forecasting-sbt": ("sbt", dict(attention="step_t", norm="layer_time", density=0.5, head_activation="none")),
     "forecasting-dense": ("dense", dict(attention="full", norm="layer_time", pos_encoding="sinusoidal",
                                         linear_bias=True)),
 }

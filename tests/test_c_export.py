@@ -79,7 +79,9 @@ SERIES_NETWORKS = [("sbt", "step_t", "none", "rope"), ("sbt", "step_t", "layer",
                          [(*network, form) for network in SERIES_NETWORKS for form in sorted(WEIGHT_FORMS)
                           if network[0] == "sbt" or form == "ternary"], ids=str)  # dense: no ternary weights
 def test_c_detector_scores_decisions_and_stream_equal_the_runtime(tmp_path, model_name, attention, norm, pos, form):
-    artifact = artifact_for("anomaly", model_name, attention=attention, norm=norm, pos_encoding=pos)
+    # The dense detectors read the last layer's features without the ReLU (every step's rows, in the C engine).
+    artifact = artifact_for("anomaly", model_name, attention=attention, norm=norm, pos_encoding=pos,
+                            head_activation="none" if model_name == "dense" else "relu")
     runtime, c = AnomalyRuntime(artifact), c_model(tmp_path, artifact, form)
     series = raw_rows(12)
     expected = runtime.decision_function(series)
@@ -100,7 +102,9 @@ def test_c_detector_scores_decisions_and_stream_equal_the_runtime(tmp_path, mode
 def test_c_forecaster_and_its_stream_equal_the_runtime(tmp_path, model_name, attention, norm, pos, target,
                                                         input_norm):
     state = dict(STATES["forecasting"], formulation={"target": target, "input_norm": input_norm})
-    artifact = artifact_for("forecasting", model_name, state, attention=attention, norm=norm, pos_encoding=pos)
+    # The forecasting default reads the last step's features without the ReLU; the paper's formulation keeps it.
+    artifact = artifact_for("forecasting", model_name, state, attention=attention, norm=norm, pos_encoding=pos,
+                            head_activation="relu" if target == "value" else "none")
     runtime, c = ForecastRuntime(artifact), c_model(tmp_path, artifact)
     series = raw_rows(11)
     for t in (1, 3, 6, 11):

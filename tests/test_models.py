@@ -392,3 +392,20 @@ def test_last_step_only_equals_the_last_row_of_the_full_output(name, attention, 
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for key in grads[0]:
         torch.testing.assert_close(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6)
+
+
+def test_a_linear_read_out_cannot_die_where_the_relu_does():
+    """Last-step features all below zero: the ReLU read-out outputs exactly zero (persistence, for a forecaster of
+    changes) with no gradient to any score; the linear read-out still outputs and learns."""
+    import torch
+
+    from sbts.models import create_model
+
+    for activation, alive in (("relu", False), ("none", True)):
+        model = create_model("sbt", in_channels=3, out_dim=3, max_len=6, d_model=8, n_heads=2, d_ff=8,
+                             attention="step_t", norm="layer", head_activation=activation)
+        model.layers[-1].register_forward_hook(lambda module, args, out: -out.abs() - 1)
+        out = model(torch.randn(4, 6, 3), last_step_only=True)
+        out.square().sum().backward()
+        gradient = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
+        assert bool(out.abs().sum() > 0) is alive and (gradient > 0) is alive

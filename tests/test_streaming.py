@@ -72,7 +72,7 @@ def exported_detector(tmp_path, window=8, **fields):
 
 STREAMABLE = [dict(attention="step_t", pos_encoding="rope", norm="layer"),
               dict(attention="step_t", pos_encoding="rope", norm="none", d_model=6, n_heads=2),  # odd heads
-              dict(attention="step_t", pos_encoding="none", norm="none"),
+              dict(attention="step_t", pos_encoding="none", norm="none", head_activation="none"),
               dict(attention="step_t", pos_encoding="rope", norm="batch", step_t_self=True)]
 
 
@@ -240,7 +240,8 @@ def test_predict_stream_reads_standard_input_and_says_when_it_recomputes_windows
 
 # --- the shared pass in torch -----------------------------------------------------------------------------
 
-SHARED = STREAMABLE[:2] + [dict(attention="step_t", pos_encoding="none", norm="layer", step_t_self=True)]
+SHARED = STREAMABLE[:2] + [dict(attention="step_t", pos_encoding="none", norm="layer", step_t_self=True,
+                                head_activation="none")]
 
 
 @pytest.mark.parametrize("fields", SHARED, ids=lambda f: "-".join(map(str, f.values())))

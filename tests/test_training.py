@@ -188,3 +188,37 @@ def test_json_is_written_strict_with_undefined_values_as_null(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"f1": 0.5, "affiliation_precision": None, "nested": [None, 1, {"x": None}]}
+
+
+def test_the_scores_learn_at_their_own_rate_and_resume_keeps_it(synthetic_ts, tmp_path):
+    from sbts.config import TrainConfig
+    from sbts.models import create_model
+    from sbts.training.engine import parameter_groups
+
+    model = create_model("sbt", in_channels=2, out_dim=2, max_len=8, d_model=8, n_heads=2, d_ff=8, norm="layer")
+    groups = parameter_groups(model, TrainConfig(lr=1e-3, score_lr_scale=10.0))
+    by_scale = {group["lr_scale"]: group for group in groups}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)].rsplit(".", 1)[-1] for p in by_scale[10.0]["params"]} == {"scores"}
+    assert by_scale[10.0]["lr"] == pytest.approx(1e-2) and by_scale[1.0]["lr"] == pytest.approx(1e-3)
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    assert len(parameter_groups(model, TrainConfig())) == 1  # scale 1: the single group of earlier runs
+
+    spec = spec_for(synthetic_ts)
+    spec["train"]["score_lr_scale"] = 10.0
+    straight = CLASSIFICATION.train_run(spec, tmp_path / "straight", verbose=False)
+    first = CLASSIFICATION.train_run(spec, tmp_path / "resumed", verbose=False, on_epoch_end=Interrupt(after=2))
+    assert first["interrupted"]
+    resumed = CLASSIFICATION.train_run({}, tmp_path / "resumed", resume=True, verbose=False)
+    assert straight["val"] == resumed["val"] and straight["test"] == resumed["test"]
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert {record["lr"] for record in log} == {1e-3}  # the base rate is logged
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), True])
+def test_a_bad_score_lr_scale_is_refused(value):
+    from sbts.config import TrainConfig
+    from sbts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="score_lr_scale must be a finite number > 0"):
+        TrainConfig(score_lr_scale=value)

@@ -465,7 +465,7 @@ static void network(int n, int last_only)
         attend(q + first, s, n - first, k, v, s, n, mixed + first, s);
 #endif
         finish_layer(l, h, mixed, first, n, s);
-        if (l == LAYERS - 1)
+        if (l == LAYERS - 1 && HEAD_RELU)
             for (c = 0; c < D; ++c) relu(h + c * s + first, n - first);
     }
 }
@@ -677,7 +677,7 @@ static void query(void)
         attend(q, 1, 1, keys + start, values + start, 2 * CACHE, CACHE + STEP_T_SELF, arena.mixed, 1);
         finish_layer(l, g, arena.mixed, 0, 1, 1);
     }
-    relu(g, D);
+    if (HEAD_RELU) relu(g, D);
     head(g, 1);
 }
 

@@ -257,6 +257,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         "CACHE": max(config.max_len - 1, 1),
         "QUERY_ROWS": 1 if config.attention == "step_t" else config.max_len,
         "STEP_T_SELF": int(config.step_t_self), "FIXED_LENGTH": int(config.needs_fixed_length),
+        "HEAD_RELU": int(config.head_activation == "relu"),
         **_modes("ATTENTION", ATTENTION_CODES, config.attention), **_modes("NORM", NORM_CODES, config.norm),
         **_modes("POSITIONS", POSITION_CODES, config.pos_encoding),
         **_modes("FORM", FORM_CODES, weight_form), "INDEX_T": index_type, **_modes("TASK", TASK_CODES, task),

@@ -1,7 +1,8 @@
 """The one Transformer definition (paper-spec §1.1), dense or sparse-binary by configuration.
 
 x (B, T, D) -> embedding Linear(D->d) * sqrt(d) -> + positional encoding -> N post-norm encoder
-layers [x + MHA(x) -> norm -> x + W2 relu(W1 x) -> norm] -> ReLU -> head Linear(d->out) at every step.
+layers [x + MHA(x) -> norm -> x + W2 relu(W1 x) -> norm] -> ReLU (or none: ``head_activation``) -> head
+Linear(d->out) at every step.
 Every linear goes through ``make_linear`` so the dense baseline and the SBT differ only in
 ``config.linear``. Tasks decide what to do with the per-step outputs (pool, take the last step).
 """
@@ -89,7 +90,7 @@ class TimeSeriesTransformer(nn.Module):
             h = layer(h, padding_mask, last_row_only=shrink_last_layer and i == len(self.layers) - 1)
         if last_step_only:
             h = h[:, -1:]
-        return _float32(self.head(torch.relu(h)))
+        return _float32(self.head(self._head_input(h)))
 
     def last_steps(self, rows: torch.Tensor, ends: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
         """The shared pass of a streamable Step-T model: the last-step outputs (B, K, out_dim) of the windows
@@ -125,7 +126,10 @@ class TimeSeriesTransformer(nn.Module):
             g = layer.norm2(g + layer.ff2(torch.relu(layer.ff1(g))))
             h = layer.norm1(h + attention.out_proj(v))  # a past step attends only to itself: its value
             h = layer.norm2(h + layer.ff2(torch.relu(layer.ff1(h))))
-        return _float32(self.head(torch.relu(g)))
+        return _float32(self.head(self._head_input(g)))
+
+    def _head_input(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.relu(h) if self.config.head_activation == "relu" else h
 
     def _rows_independent_after_attention(self) -> bool:
         """Whether the last layer's rows after attention can be computed one at a time: not when the norm

@@ -107,7 +107,11 @@ class Network:
             h = self.encoder_layer(f"layers.{i}", h, padding_mask, last_row_only and i == config.n_layers - 1)
         if last_step_only:
             h = h[:, -1:]
-        return self.linear("head", np.maximum(h, 0))
+        return self.head(h)
+
+    def head(self, h: np.ndarray) -> np.ndarray:
+        """The head on the last layer's features, through the model's head activation."""
+        return self.linear("head", np.maximum(h, 0) if self.config.head_activation == "relu" else h)
 
     def encoder_layer(self, name: str, h: np.ndarray, padding_mask: np.ndarray | None,
                       last_row_only: bool) -> np.ndarray:

@@ -151,7 +151,7 @@ class StepStream:
             g = net.norm(f"{name}.norm1", g + net.linear(f"{name}.attention.out_proj", mixed), None)
             hidden = np.maximum(net.linear(f"{name}.ff1", g), 0)
             g = net.norm(f"{name}.norm2", g + net.linear(f"{name}.ff2", hidden), None)
-        return net.linear("head", np.maximum(g, 0))[0, 0]
+        return net.head(g)[0, 0]
 
 
 def numpy_shared_pass(config: ModelConfig, tensors: Mapping[str, np.ndarray],
@@ -190,7 +190,7 @@ def numpy_shared_pass(config: ModelConfig, tensors: Mapping[str, np.ndarray],
                 h = net.norm(f"{name}.norm1", h + net.linear(f"{name}.attention.out_proj", v[None]), None)
                 h = net.norm(f"{name}.norm2", h + net.linear(f"{name}.ff2", np.maximum(net.linear(f"{name}.ff1", h),
                                                                                         0)), None)
-            out.append(net.linear("head", np.maximum(g, 0))[0])
+            out.append(net.head(g)[0])
         return np.concatenate(out) if out else np.empty((0, config.out_dim), np.float32)
     return last_steps
 

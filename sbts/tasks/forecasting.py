@@ -287,7 +287,10 @@ class ForecastTask(Task):
     excluded_train_options = ("val_fraction",)  # the split decides the validation rows
     # Paper-spec §1.4: batch 128, x0.75 learning rate on plateaus, early stopping after 5 epochs, 50 epochs (ETTm1);
     # d_model 64, the paper's ETTm1 width, is ModelConfig's default.
-    defaults = {"window": DEFAULT_WINDOW, "epochs": 50, "batch_size": 128, "patience": 5, "lr_decay_on_plateau": True}
+    # head_activation none: with relu, a forecaster whose last-step features all fall below zero outputs a constant
+    # (exactly persistence for target change) and gets no gradient again (the collapse of issue 16).
+    defaults = {"window": DEFAULT_WINDOW, "epochs": 50, "batch_size": 128, "patience": 5, "lr_decay_on_plateau": True,
+                "head_activation": "none"}
     auto_help = {"split_fractions": ",".join(map(str, DEFAULT_FRACTIONS)),
                  "train_end": "none (split dates only)", "val_end": "none (split dates only)",
                  "test_end": "the end of the series (split dates only)"}

@@ -37,6 +37,7 @@ try:
 except ImportError:  # tqdm is a dependency, but the loop must not die for a progress bar
     tqdm = None
 
+SCORES_SUFFIX = "scores"  # the name of a sparse-binary linear's trainable scores
 AMP_DTYPE = torch.bfloat16  # --amp: bf16 keeps float32's range, so the losses need no scaling
 
 
@@ -103,6 +104,20 @@ class TrainingLoss(nn.Module):
         return self.task.training_loss(self.model, batch)
 
 
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Adam's parameter groups: the scores of sparse-binary linears at ``lr * score_lr_scale``, every other trainable
+    parameter (dense weights, norms, learnable positions) at ``lr``. Each group keeps its ``lr_scale``, so the
+    logged rate is the base one. At scale 1, one group: the optimiser of the runs before the option existed."""
+    if config.score_lr_scale == 1.0:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "lr_scale": 1.0}]
+    scores, others = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (scores if name.endswith(SCORES_SUFFIX) else others).append(parameter)
+    groups = [(others, 1.0), (scores, config.score_lr_scale)]
+    return [{"params": params, "lr": config.lr * scale, "lr_scale": scale} for params, scale in groups if params]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -139,8 +154,7 @@ class Trainer:
         self.checkpoint_extra = checkpoint_extra or {}
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(parameter_groups(model, config), weight_decay=config.weight_decay)
         # Paper-spec §1.3: decay the LR by 0.75 only when validation has not improved for > 2 epochs.
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1, gamma=0.75) if config.lr_decay_on_plateau else None
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
@@ -290,7 +304,8 @@ class Trainer:
                         self.scheduler.step()
                 record = {"epoch": self.epoch, "train_loss": train_loss,
                           **{f"{selection_name}_{k}": v for k, v in metrics.items()},
-                          "lr": self.optimizer.param_groups[0]["lr"], "best_epoch": self.best_epoch,
+                          "lr": self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_scale"],
+                          "best_epoch": self.best_epoch,
                           "seconds": round(self.train_seconds, 3)}
                 self.history.append(record)
                 self._persist(improved)
