@@ -278,7 +278,7 @@ def test_run_reports_standardised_and_original_errors_next_to_every_baseline(tra
     ratios = metrics["compared_with_baselines"]["mse_ratio_to"]
     assert ratios["persistence"] == pytest.approx(metrics["test"]["mse"] / metrics["baselines"]["persistence"]["test"]
                                                   ["mse"])
-    assert metrics["paper_formulation"] is True and metrics["formulation"] == {"target": "value", "input_norm": "none"}
+    assert metrics["paper_formulation"] is False and metrics["formulation"] == {"target": "change", "input_norm": "window"}
     assert metrics["split"]["dates"]["test"][1].startswith("2020-01-21")  # row 499, hourly from 2020-01-01
 
 

@@ -187,7 +187,7 @@ def test_the_forecaster_streams_a_streamable_model_one_step_at_a_time():
 
     series = 3 + np.sin(np.arange(300)[:, None] / 6 + np.arange(2))
     forecaster = SBTForecaster(window=8, epochs=1, d_model=8, d_ff=16, pos_encoding="rope", norm="layer",
-                               target="change", device="cpu").fit(series[:200])
+                               target="change", input_norm="none", device="cpu").fit(series[:200])
     stream = forecaster.stream(context=series[:200])
     assert isinstance(stream, CachedForecastStream)
     streamed = stream.update_many(series[200:230])

@@ -45,6 +45,10 @@ HEARTBEAT_GRACE = 3  # heartbeats missed before a running trial counts as dead
 MAX_RETRIES = 3  # times a trial whose worker died is queued again (a trial that kills its worker stops there)
 SQLITE_TIMEOUT_SECONDS = 60  # workers of one machine wait this long for SQLite's write lock
 GRID_SAMPLER_SEED = 0
+# Two machines opening a new PostgreSQL storage at once race to create its tables (a duplicate-key error for
+# the loser); the tables exist once the winner is done, so the loser opens it again.
+STORAGE_OPEN_ATTEMPTS = 5
+STORAGE_RETRY_SECONDS = 1.0
 
 
 def require_optuna() -> None:
@@ -94,10 +98,18 @@ def open_storage(url: str, heartbeat_seconds: int):
 
         return JournalStorage(JournalFileBackend(str(path)))
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") else {}
+    from sqlalchemy.exc import IntegrityError
+
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_seconds,
-                                          grace_period=HEARTBEAT_GRACE * heartbeat_seconds,
-                                          heartbeat_stale_trial_callback=_retry())
+        for attempt in range(1, STORAGE_OPEN_ATTEMPTS + 1):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_seconds,
+                                                  grace_period=HEARTBEAT_GRACE * heartbeat_seconds,
+                                                  heartbeat_stale_trial_callback=_retry())
+            except IntegrityError:
+                if attempt == STORAGE_OPEN_ATTEMPTS:
+                    raise
+                time.sleep(STORAGE_RETRY_SECONDS)
     except ImportError as exc:
         raise ConfigError(f"--storage {shown}: needs a database driver ({exc.name or exc}); "
                           "pip install 'sbts[sweep]'") from None

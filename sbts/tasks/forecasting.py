@@ -61,11 +61,14 @@ class ForecastOptions(TaskOptions):
     train_end: str | None = field(default=None, metadata={"help": "split dates: the first validation date"})
     val_end: str | None = field(default=None, metadata={"help": "split dates: the first test date"})
     test_end: str | None = field(default=None, metadata={"help": "split dates: the first date after the test period"})
-    target: str = field(default="value", metadata={
+    # change on each window's own scale won the recipe sweep on validation MSE (sbts/sweep/named/
+    # recipe-forecasting.yaml); the paper's formulation is target value, input_norm none (the paper presets).
+    target: str = field(default="change", metadata={
         "help": "value (the paper) or change from the last observed step (a residual to persistence)",
         "choices": TARGETS})
-    input_norm: str = field(default="none", metadata={
-        "help": "none (the paper) or window: each window on its own mean and std", "choices": INPUT_NORMS})
+    input_norm: str = field(default="window", metadata={
+        "help": "none (the paper; streams incrementally) or window: each window on its own mean and std",
+        "choices": INPUT_NORMS})
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_METHODS:
