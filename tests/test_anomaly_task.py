@@ -137,17 +137,18 @@ def test_run_scores_every_test_step_once_and_reports_everything(trained_run, ser
     run_dir, _, metrics = trained_run
     _, test, labels = series
     table = np.loadtxt(run_dir / "test_scores.csv", delimiter=",", skiprows=1)
-    assert table.shape == (len(test), 4)
+    assert table.shape == (len(test), 5)  # step, score, threshold, predicted, label
     assert table[:, 0].tolist() == list(range(len(test)))
-    assert np.array_equal(table[:, 3], labels)
-    assert np.array_equal(table[:, 2], table[:, 1] > metrics["threshold"]["value"])
+    assert np.array_equal(table[:, 4], labels)
+    np.testing.assert_allclose(table[:, 2], metrics["threshold"]["value"], rtol=1e-8)  # percentile: fixed
+    assert np.array_equal(table[:, 3], table[:, 1] > table[:, 2])
     for key in ("f1", "f1_pa", "f1_pa_k20", "auc_pr", "auc_roc", "vus_pr", "vus_roc", "range_f1", "event_f1",
                 "affiliation_precision", "affiliation_recall", "best_f1"):
         assert key in metrics["test"], key
     assert metrics["n_test"] == len(test)
     assert metrics["threshold"]["uses_test_data"] is False and "validation" in metrics["threshold"]["fitted_on"]
     assert metrics["paper_protocol"]["uses_test_data"] is True and "TEST" in metrics["paper_protocol"]["note"]
-    assert set(metrics["thresholds_compared"]) == {"pot", "percentile"}
+    assert set(metrics["thresholds_compared"]) == {"pot", "percentile", "relative"}
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk["test"]["f1"] == metrics["test"]["f1"]
 
@@ -374,6 +375,9 @@ def test_bad_task_options_are_rejected(tmp_path, series):
         train_run(spec(folder, contamination=0.9), tmp_path / "run", verbose=False)
     with pytest.raises(SBTSError, match="unknown key"):
         train_run(spec(folder, thresold="pot"), tmp_path / "run", verbose=False)
+    for span in (0, 2.5, True):
+        with pytest.raises(SBTSError, match="drift_span"):
+            train_run(spec(folder, threshold="relative", drift_span=span), tmp_path / "run", verbose=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -414,6 +418,37 @@ def test_pot_threshold_run(tmp_path):
     assert metrics["threshold"]["method"] == "pot" and parameters["n_reference_scores"] == 1000
     assert parameters["n_peaks"] >= 20 and metrics["threshold"]["value"] > parameters["initial_threshold"]
     assert metrics["test"]["recall"] > 0.5  # the injected shifts are far above a POT threshold on clean data
+
+
+def test_relative_threshold_run_export_predict_and_stream_agree(tmp_path, capsys):
+    """A run with the relative threshold: its recorded per-step thresholds are the rule's over the test series
+    (continuing the validation part), and the exported model's predict, predict file and stream decide the same."""
+    train, test, labels = synthetic_series(n_train=1200, n_test=400, seed=4)
+    folder = write_folder(tmp_path / "data", train, test, labels)
+    run_spec = spec(folder, epochs=1, threshold="relative", drift_span=50)
+    run_spec["train"]["stride"] = 4
+    metrics = train_run(run_spec, tmp_path / "run", verbose=False)
+    assert metrics["threshold"]["method"] == "relative" and metrics["threshold"]["parameters"]["span"] == 50
+    table = np.loadtxt(tmp_path / "run" / "test_scores.csv", delimiter=",", skiprows=1)
+    assert np.ptp(table[:, 2]) > 0  # the threshold moved with the scores
+    assert metrics["test"]["predicted_rate"] == pytest.approx(table[:, 3].mean())
+    assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "run.sbts")]) == 0
+    runtime = load(tmp_path / "run.sbts")
+    np.testing.assert_array_equal(runtime.predict(test, context=train), table[:, 3])
+    out = tmp_path / "predicted.csv"
+    assert main(["predict", str(tmp_path / "run.sbts"), "--input", str(folder / "test.csv"), "--context",
+                 str(folder / "train.csv"), "-o", str(out)]) == 0
+    written = np.loadtxt(out, delimiter=",", skiprows=1)
+    np.testing.assert_allclose(written[:, 2], table[:, 2], rtol=1e-5)  # float32 scores move the level slightly
+    np.testing.assert_array_equal(written[:, 3], table[:, 3])
+    line = runtime.stream_lines()
+    stream = runtime.stream(context=train)
+    streamed = [line(step, stream.update(row)) for step, row in enumerate(test)]
+    assert [int(row[3]) for row in streamed] == table[:, 3].astype(int).tolist()
+    capsys.readouterr()
+    code, _, err = run_cli(["export", str(tmp_path / "run.sbts"), "--format", "c", "-o", str(tmp_path / "c")],
+                           capsys)
+    assert code == 2 and "fixed threshold" in err and not (tmp_path / "c").exists()
 
 
 def test_pooled_members_each_hold_out_their_end_and_windows_never_cross_members():
@@ -495,7 +530,7 @@ def test_cli_predict_with_context_reproduces_the_run_scores(trained_run, tmp_pat
     table = np.loadtxt(out, delimiter=",", skiprows=1)
     recorded = np.loadtxt(run_dir / "test_scores.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(table[:, 1], recorded[:, 1], rtol=1e-4, atol=1e-7)
-    np.testing.assert_array_equal(table[:, 2], recorded[:, 2])
+    np.testing.assert_array_equal(table[:, 2:4], recorded[:, 2:4])  # the threshold and the decision
     capsys.readouterr()
     code, _, err = run_cli(["predict", str(tmp_path / "run.sbts"), "--input", str(folder / "test.csv"),
                             "--context", str(folder / "test_label.csv")], capsys)

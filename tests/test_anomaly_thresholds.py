@@ -19,15 +19,65 @@ from sbts.metrics.thresholds import (
     SPOT,
     THRESHOLD_METHODS,
     Threshold,
+    DEFAULT_DRIFT_SPAN,
     fit_threshold,
     paper_protocol_threshold,
     percentile_threshold,
     pot_threshold,
+    relative_threshold,
 )
+from sbts.heads.anomaly import FixedRule, RelativeRule, decision_rule
 
 
 def exponential_scores(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).exponential(size=n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# relative (follows the score level)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_relative_rule_replays_its_fit_on_the_reference():
+    """The rule started at the fit's initial level ends at the recorded level over the reference and flags the
+    recorded fraction of it: the fit (metrics) and the rule (runtime) agree."""
+    reference = exponential_scores(5_000, seed=1)
+    threshold = relative_threshold(reference, 0.02, 300, fitted_on="validation scores")
+    p = threshold.parameters
+    replay = RelativeRule(p["initial_level"], p["margin"], p["span"], p["log_floor"])
+    flags, thresholds = replay.run(reference)
+    assert replay.level == pytest.approx(p["level"], rel=1e-12)
+    assert flags.mean() == pytest.approx(p["reference_fraction_above"]) and 0.015 < flags.mean() <= 0.021
+    np.testing.assert_array_equal(flags, reference > thresholds)
+    assert decision_rule(threshold.to_dict()).threshold == pytest.approx(threshold.value)
+
+
+def test_relative_threshold_follows_a_level_shift_that_a_fixed_one_flags_whole():
+    rng = np.random.default_rng(2)
+    reference = rng.lognormal(0.0, 0.3, 4_000)
+    test = rng.lognormal(np.log(30.0), 0.3, 6_000)  # the whole level moved up 30x: drift, not anomalies
+    test[5_000:5_010] *= 50.0  # a short burst far above the new level
+    relative = relative_threshold(reference, 0.01, 500, fitted_on="val")
+    fixed = percentile_threshold(reference, 0.01, "val")
+    fixed_flags = decision_rule(fixed.to_dict()).run(test)[0]
+    relative_flags = decision_rule(relative.to_dict()).run(test)[0]
+    assert fixed_flags.mean() == 1.0
+    assert relative_flags[5_000:5_010].all() and relative_flags[3_000:5_000].mean() < 0.05
+
+
+def test_a_fixed_record_and_bad_relative_records():
+    assert isinstance(decision_rule({"value": 2.0}), FixedRule)
+    assert decision_rule({"value": 2.0}).run([1.0, 3.0])[0].tolist() == [False, True]
+    good = relative_threshold(exponential_scores(2_000, seed=3), 0.01, 100, fitted_on="val").to_dict()
+    assert isinstance(decision_rule(good), RelativeRule)
+    for key, value in (("level", float("nan")), ("span", 0), ("span", 2.5), ("log_floor", 0.0), ("margin", None)):
+        bad = {**good, "parameters": {**good["parameters"], key: value}}
+        with pytest.raises(SBTSError, match="relative threshold needs"):
+            decision_rule(bad, "model.sbts")
+    with pytest.raises(SBTSError, match="finite number"):
+        decision_rule({"value": float("inf")})
+    with pytest.raises(SBTSError, match="drift span"):
+        relative_threshold([1.0, 2.0], 0.1, 0, fitted_on="val")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,7 +192,7 @@ def test_description_of_another_method_lists_its_parameters() -> None:
 
 def test_fit_threshold_cannot_receive_test_data() -> None:
     names = set(inspect.signature(fit_threshold).parameters)
-    assert names == {"method", "reference_scores", "fitted_on", "contamination", "risk", "level"}
+    assert names == {"method", "reference_scores", "fitted_on", "contamination", "risk", "level", "span"}
     with pytest.raises(TypeError):
         fit_threshold("percentile", reference_scores=[1.0, 2.0], fitted_on="val", contamination=0.1,
                       test_scores=[3.0])  # type: ignore[call-arg]
@@ -153,7 +203,8 @@ def test_fit_threshold_is_a_function_of_the_reference_scores_only(seed: int) -> 
     rng = np.random.default_rng(seed)
     reference = rng.gamma(2.0, size=int(rng.integers(2_000, 6_000)))
     kept = reference.copy()
-    for method, settings in (("percentile", {"contamination": 0.01}), ("pot", {"risk": 1e-3, "level": 0.95})):
+    for method, settings in (("percentile", {"contamination": 0.01}), ("pot", {"risk": 1e-3, "level": 0.95}),
+                             ("relative", {"contamination": 0.01, "span": 200})):
         first = fit_threshold(method, reference_scores=reference, fitted_on="val", **settings)
         # Unrelated work in between (another threshold on other scores) must not change the result.
         paper_protocol_threshold(reference, reference, rng.normal(size=100), 0.01)
@@ -169,7 +220,9 @@ def test_fit_threshold_dispatches_with_defaults() -> None:
                                                                                               fitted_on="val")
     assert (fit_threshold("percentile", reference_scores=reference, fitted_on="val", contamination=0.02)
             == percentile_threshold(reference, 0.02, "val"))
-    assert THRESHOLD_METHODS == ("percentile", "pot")
+    assert (fit_threshold("relative", reference_scores=reference, fitted_on="val", contamination=0.02)
+            == relative_threshold(reference, 0.02, DEFAULT_DRIFT_SPAN, fitted_on="val"))
+    assert THRESHOLD_METHODS == ("percentile", "pot", "relative")
 
 
 def test_paper_protocol_uses_test_scores_and_says_so() -> None:

@@ -28,7 +28,7 @@ def test_smd_machine_run_scores_every_step_and_beats_chance(tmp_path, capsys):
     assert config["model"]["d_model"] == 76 and config["model"]["attention"] == "step_t"  # the SMD preset
     assert metrics["n_test"] == len(data.test) and metrics["n_train"] + metrics["n_val"] == len(data.train)
     scores = np.loadtxt(run / "test_scores.csv", delimiter=",", skiprows=1)
-    assert scores.shape == (len(data.test), 4) and np.array_equal(scores[:, 3], data.labels)
+    assert scores.shape == (len(data.test), 5) and np.array_equal(scores[:, 4], data.labels)
     test = metrics["test"]
     # Threshold-free quality well above what a random score gets (AUC-ROC 0.5, AUC-PR = the anomaly rate).
     assert test["auc_roc"] > 0.6 and test["auc_pr"] > 1.5 * data.labels.mean()

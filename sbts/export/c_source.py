@@ -245,6 +245,10 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
 
     streamable = task != "classification" and runtime.streamable and config.max_len >= 2
     threshold = runtime.threshold if task == "anomaly" else None
+    if threshold is not None and runtime.threshold_method == "relative":
+        raise ConfigError(f"{artifact.source}: the C engine compares scores with a fixed threshold; this detector's "
+                          "threshold is relative (it follows the score level): export a detector trained with "
+                          "threshold percentile or pot, or compare the C scores with the runtime's predict")
     out_dim = 1 + (threshold is not None) if task == "anomaly" else config.out_dim
     names = runtime.classes if task == "classification" else runtime.columns if task == "forecasting" else []
     arena_bytes = _arena_bytes(config, task, streamable, rope)

@@ -5,16 +5,19 @@ and the network's reconstruction of it from the window ending at t (paper-spec Â
 series gets exactly one score; the windows of the first ``window - 1`` steps take their earlier rows
 from ``context`` (see ``sbts.data.windows``). ``ScoreStream`` gives the same scores one observation at
 a time. The torch task and the exported runtime both score through this module, with their own
-``reconstruct_last``.
+``reconstruct_last``. ``decision_rule`` turns a fitted threshold's record into 0/1 decisions, step by step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from sbts.data.windows import check_series, history_for, windows_ending_at_every_step
+from sbts.errors import SBTSError
 from sbts.heads.network import SeriesNetwork
 
 ReconstructLast = Callable[[np.ndarray], np.ndarray]  # windows (B, w, D) float32 -> last-step reconstructions (B, D)
@@ -79,3 +82,75 @@ class ScoreStream:
     def update_many(self, observations: np.ndarray) -> np.ndarray:
         """Scores of several new observations (n, n_channels), in order, one update each."""
         return np.array([self.update(row) for row in check_series(observations, self.n_channels, "observations")])
+
+
+class FixedRule:
+    """``score > value`` at every step."""
+
+    def __init__(self, value: float) -> None:
+        self.value = float(value)
+
+    @property
+    def threshold(self) -> float:
+        return self.value
+
+    def step(self, score: float) -> tuple[bool, float]:
+        """(is_anomaly, threshold the score was compared with)."""
+        return float(score) > self.value, self.value
+
+    def run(self, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(flags, thresholds) of a sequence of scores."""
+        stream = np.asarray(scores, dtype=np.float64)
+        return stream > self.value, np.full(stream.shape, self.value)
+
+
+class RelativeRule:
+    """Flags a score above ``exp(level + margin) - log_floor``, where ``level`` is the exponential moving average
+    (weight 1/span) of ``log(score + log_floor)`` over the steps before (``sbts.metrics.thresholds.
+    relative_threshold`` fits it). Every step moves the level, flagged ones included: a lasting shift of the score
+    level is followed within about ``span`` steps, and so is an anomaly longer than that (the price of following
+    drift without labels)."""
+
+    def __init__(self, level: float, margin: float, span: int, log_floor: float) -> None:
+        self.level, self.margin, self.log_floor = float(level), float(margin), float(log_floor)
+        self.weight = 1.0 / span
+
+    @property
+    def threshold(self) -> float:
+        """The threshold the next score is compared with."""
+        return math.exp(self.level + self.margin) - self.log_floor
+
+    def step(self, score: float) -> tuple[bool, float]:
+        """(is_anomaly, threshold the score was compared with); then the level moves towards the score."""
+        threshold = self.threshold
+        self.level += self.weight * (math.log(max(float(score), 0.0) + self.log_floor) - self.level)
+        return float(score) > threshold, threshold
+
+    def run(self, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(flags, thresholds) of a sequence of scores, one ``step`` each."""
+        stream = np.asarray(scores, dtype=np.float64)
+        flags, thresholds = np.zeros(stream.shape, dtype=bool), np.empty(stream.shape)
+        for index, score in enumerate(stream):
+            flags[index], thresholds[index] = self.step(score)
+        return flags, thresholds
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def decision_rule(record: Any, where: str = "threshold") -> FixedRule | RelativeRule:
+    """A fresh rule from a fitted threshold's record (``Threshold.to_dict()``: a run's or an artifact's), for the
+    steps that follow its reference scores. A record of the value alone is a fixed threshold."""
+    if not isinstance(record, dict) or not _finite_number(record.get("value")):
+        value = record.get("value") if isinstance(record, dict) else record
+        raise SBTSError(f"{where}: the anomaly threshold must be a finite number, got {value!r}")
+    if record.get("method") != "relative":
+        return FixedRule(record["value"])
+    p = record.get("parameters")
+    if not isinstance(p, dict) or not all(_finite_number(p.get(k)) for k in ("level", "margin", "log_floor")) \
+            or not p["log_floor"] > 0 or isinstance(p.get("span"), bool) or not isinstance(p.get("span"), int) \
+            or p["span"] < 1:
+        raise SBTSError(f"{where}: a relative threshold needs finite level and margin, a positive log_floor and a "
+                        "positive whole span")
+    return RelativeRule(p["level"], p["margin"], p["span"], p["log_floor"])

@@ -524,17 +524,23 @@ def vus(labels: ArrayLike, scores: ArrayLike, max_buffer: int = DEFAULT_MAX_BUFF
 # everything at once
 
 
-def anomaly_report(labels: ArrayLike, scores: ArrayLike, threshold: float, *, pa_k: float = 20.0,
+def anomaly_report(labels: ArrayLike, scores: ArrayLike, threshold: float | ArrayLike, *, pa_k: float = 20.0,
                    max_buffer: int = DEFAULT_MAX_BUFFER) -> dict[str, float]:
-    """All metrics of this module for the predictions ``scores > threshold``, as JSON-safe Python numbers.
+    """All metrics of this module for the predictions ``scores > threshold``, as JSON-safe Python numbers;
+    ``threshold`` is one number or one per step (a threshold that follows the stream).
 
     Keys and their meaning: :data:`METRIC_NOTES` (``f1_pa_k{pa_k:g}`` for the PA%K F1, e.g. f1_pa_k20). NaN only where the
     underlying function documents it. ``best_f1``/``best_f1_threshold`` are an ORACLE (use the test labels).
     """
     label_array, score_array = _labels_scores(labels, scores)
-    if not math.isfinite(threshold):
-        raise SBTSError(f"threshold must be a finite number, got {threshold!r}")
-    predictions = score_array > threshold
+    thresholds = np.asarray(threshold, dtype=np.float64)
+    if thresholds.ndim > 1 or (thresholds.ndim == 1 and thresholds.shape != score_array.shape):
+        raise SBTSError(f"threshold must be a number or one per score ({score_array.size}), got shape "
+                        f"{thresholds.shape}")
+    if not np.isfinite(thresholds).all():
+        raise SBTSError(f"threshold must be a finite number, got {threshold!r}" if thresholds.ndim == 0 else
+                        f"thresholds must be finite; {int((~np.isfinite(thresholds)).sum())} are not")
+    predictions = score_array > thresholds
     point = point_metrics(label_array, predictions)
     adjusted = point_metrics(label_array, point_adjust(label_array, predictions))
     adjusted_k = point_metrics(label_array, point_adjust(label_array, predictions, k=pa_k))

@@ -4,7 +4,10 @@ A time step is predicted anomalous when ``score > threshold`` (strictly greater)
 ``percentile_threshold`` and ``pot_threshold`` (and ``fit_threshold``, which dispatches to them) see only the
 reference scores they are given, so they cannot see test scores or labels. ``SPOT`` is a streaming threshold: it
 is initialised on reference scores and then updated online, without labels, on the stream it scores.
-``paper_protocol_threshold`` reproduces the official SBT / Anomaly-Transformer protocol, which takes a quantile of
+``relative_threshold`` follows a drifting score level: it flags a score far above the running level of the scores
+before it (an exponential moving average of their logarithms), so a test period whose scores sit higher than the
+training period's, as on SMD machines 2-8 and 3-4, is not flagged whole (``sbts.heads.anomaly.decision_rule``
+applies any fitted threshold step by step, in the task and in the runtime). ``paper_protocol_threshold`` reproduces the official SBT / Anomaly-Transformer protocol, which takes a quantile of
 train+val+TEST scores; it is flagged ``uses_test_data=True`` and exists only to compare with published numbers.
 
 Peaks-Over-Threshold (POT) and SPOT follow Siffer et al., "Anomaly detection in streams with extreme value
@@ -27,7 +30,12 @@ from scipy.stats import genpareto
 
 from sbts.errors import SBTSError
 
-THRESHOLD_METHODS = ("percentile", "pot")
+THRESHOLD_METHODS = ("percentile", "pot", "relative")
+
+# relative: scores are compared on a log scale (a reconstruction error's level moves by factors, not by offsets);
+# the floor keeps log finite for a zero score, far below any score the models give.
+RELATIVE_LOG_FLOOR = 1e-12
+DEFAULT_DRIFT_SPAN = 1000  # steps the running level averages over (SMD: about 17 hours of minutes)
 
 # Fraction of time steps flagged by the official SBT / Anomaly-Transformer protocol (their scripts pass these as
 # percentages: --anormly_ratio 0.5 for SMD, 1 for MSL and SMAP); use with paper_protocol_threshold.
@@ -88,6 +96,11 @@ class Threshold:
             how = (f"SPOT (Siffer et al. 2017) at risk {p['risk']:g}, level {p['level']:g}: threshold in force after "
                    f"{p['n_stream_steps']} stream steps, GPD shape {p['gpd_shape']:.4g} and scale "
                    f"{p['gpd_scale']:.4g} from {p['n_peaks']} peaks")
+        elif self.method == "relative":
+            how = (f"a score above exp(level + {p['margin']:.4g}) - {p['log_floor']:g}, where level is the moving average "
+                   f"(span {p['span']} steps) of log(score + {p['log_floor']:g}) over the steps before; the margin is "
+                   f"the {p['quantile']:g} quantile of the reference's excess over its level; shown: the threshold in "
+                   "force after the reference")
         elif self.method == "paper_protocol":
             how = (f"the {p['quantile']:g} quantile of train+val+test scores (anomaly ratio {p['anomaly_ratio']:g}), "
                    f"as in the official SBT / Anomaly-Transformer code")
@@ -336,6 +349,51 @@ class SPOT:
         return Threshold(self.threshold, "spot", fitted_on, False, parameters)
 
 
+def check_span(span: Any) -> int:
+    if isinstance(span, bool) or not isinstance(span, int) or span < 1:
+        raise SBTSError(f"drift span must be a positive whole number of steps, got {span!r}")
+    return span
+
+
+def relative_threshold(reference_scores: Any, contamination: float, span: int = DEFAULT_DRIFT_SPAN, *,
+                       fitted_on: str) -> Threshold:
+    """A threshold relative to the running level of the scores, fitted on reference scores: a score is flagged
+    above ``exp(level + margin) - log_floor``, where ``level`` is the exponential moving average (weight 1/span)
+    of ``log(score + log_floor)`` over the steps before (``sbts.heads.anomaly.RelativeRule`` applies it).
+
+    The level starts at the median log-score of the reference's first ``span`` steps and runs over the whole
+    reference; the margin is the (1 - contamination) quantile of each reference step's excess over the level before
+    it, so that about ``contamination`` of the reference is flagged. The recorded level is the one at the end of the
+    reference: the rule goes on from there on the steps that follow it (the test series continues the training one).
+    """
+    scores = _check_scores(reference_scores, "reference_scores")
+    contamination = check_fraction(contamination, "contamination", 0.5, True,
+                                   "the fraction of reference scores above the threshold")
+    span = check_span(span)
+    log_scores = np.log(np.maximum(scores, 0.0) + RELATIVE_LOG_FLOOR)
+    start = float(np.median(log_scores[:span]))
+    levels = np.empty_like(log_scores)  # the level before each step
+    level, weight = start, 1.0 / span
+    for index, log_score in enumerate(log_scores):
+        levels[index] = level
+        level += weight * (log_score - level)
+    quantile = 1.0 - contamination
+    margin = float(np.quantile(log_scores - levels, quantile))
+    parameters = {
+        "contamination": contamination,
+        "quantile": quantile,
+        "span": span,
+        "log_floor": RELATIVE_LOG_FLOOR,
+        "margin": margin,
+        "initial_level": start,
+        "level": float(level),
+        "n_reference_scores": int(scores.size),
+        "reference_fraction_above": float(np.mean(log_scores - levels > margin)),
+    }
+    value = math.exp(level + margin) - RELATIVE_LOG_FLOOR
+    return Threshold(value, "relative", _check_fitted_on(fitted_on), False, parameters)
+
+
 def paper_protocol_threshold(train_scores: Any, val_scores: Any, test_scores: Any, anomaly_ratio: float) -> Threshold:
     """The official SBT / Anomaly-Transformer threshold: the (1 - anomaly_ratio) quantile of train+val+TEST scores.
 
@@ -363,21 +421,25 @@ def paper_protocol_threshold(train_scores: Any, val_scores: Any, test_scores: An
 
 
 def fit_threshold(method: str, *, reference_scores: Any, fitted_on: str, contamination: float | None = None,
-                  risk: float | None = None, level: float | None = None) -> Threshold:
-    """Fit a non-leaky threshold by name ("percentile" or "pot") on training/validation scores only."""
+                  risk: float | None = None, level: float | None = None, span: int | None = None) -> Threshold:
+    """Fit a non-leaky threshold by name (``THRESHOLD_METHODS``) on training/validation scores only."""
     if method not in THRESHOLD_METHODS:
         raise SBTSError(f"unknown threshold method {method!r}; known: {', '.join(THRESHOLD_METHODS)} "
                         "(the leaky paper protocol is paper_protocol_threshold)")
-    given = {"contamination": contamination, "risk": risk, "level": level}
-    applicable = {"percentile": ("contamination",), "pot": ("risk", "level")}[method]
+    given = {"contamination": contamination, "risk": risk, "level": level, "span": span}
+    applicable = {"percentile": ("contamination",), "pot": ("risk", "level"),
+                  "relative": ("contamination", "span")}[method]
     not_applicable = [name for name, value in given.items() if value is not None and name not in applicable]
     if not_applicable:
         raise SBTSError(f"{', '.join(not_applicable)} does not apply to threshold method {method!r} "
                         f"(it takes {', '.join(applicable)})")
-    if method == "percentile":
+    if method in ("percentile", "relative"):
         if contamination is None:
-            raise SBTSError("threshold method 'percentile' needs contamination (the fraction of reference scores "
+            raise SBTSError(f"threshold method {method!r} needs contamination (the fraction of reference scores "
                             "above the threshold)")
+        if method == "relative":
+            return relative_threshold(reference_scores, contamination, DEFAULT_DRIFT_SPAN if span is None else span,
+                                      fitted_on=fitted_on)
         return percentile_threshold(reference_scores, contamination, fitted_on)
     return pot_threshold(reference_scores, risk=1e-4 if risk is None else risk, level=0.98 if level is None else level,
                          fitted_on=fitted_on)

@@ -17,7 +17,7 @@ from sbts.training.checkpoint import read_json
 
 
 def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, float, str]:
-    """Scores, labels (or None), the threshold and its description, from an anomaly run directory."""
+    """Scores, labels (or None), the threshold of each step and the method's name, from an anomaly run directory."""
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "metrics.json", "run metrics")
     if not isinstance(metrics, dict) or metrics.get("task") != "anomaly" or "threshold" not in metrics:
@@ -32,9 +32,12 @@ def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, flo
     except ValueError as exc:
         raise DataError(f"{path}: not a scores table ({exc})") from None
     if header[:2] != ["step", "score"] or table.shape[1] != len(header):
-        raise DataError(f"{path}: expected columns step,score,predicted[,label], got {','.join(header)}")
+        raise DataError(f"{path}: expected columns step,score[,threshold],predicted[,label], got {','.join(header)}")
     labels = table[:, header.index("label")].astype(np.int8) if "label" in header else None
-    return table[:, 1], labels, float(metrics["threshold"]["value"]), str(metrics["threshold"]["method"])
+    # Runs since the relative threshold record the threshold of every step; older ones only the fitted value.
+    threshold = (table[:, header.index("threshold")] if "threshold" in header
+                 else np.full(len(table), float(metrics["threshold"]["value"])))
+    return table[:, 1], labels, threshold, str(metrics["threshold"]["method"])
 
 
 def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end: int | None = None,
@@ -49,7 +52,8 @@ def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end:
         for first, last in segments(labels[start:end]):
             axes.axvspan(start + first - 0.5, start + last - 0.5, color="tab:red", alpha=0.2, linewidth=0)
     axes.plot(steps, scores[start:end], linewidth=0.7, color="tab:blue", label="anomaly score")
-    axes.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold ({method})")
+    axes.step(steps, threshold[start:end], where="mid", color="black", linestyle="--", linewidth=1,
+              label=f"threshold ({method})")
     if not linear and scores[start:end].min() > 0:  # a log axis shows the spread of small scores
         axes.set_yscale("log")
     if labels is not None:

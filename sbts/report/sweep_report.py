@@ -2,9 +2,10 @@
 
 Per dataset, one row per model (dense, SBT at each density, and any other option the sweep varied) with
 mean ± sample std over its seeds of the validation objective and the task's test metrics, the model's size
-in bytes (honest: the .sbts file; and the paper's count), and the baselines the task computes in every run.
-Figures: every run's headline test metric against its size (log axis) with the Pareto front, and the SBT's
-metric against density next to the dense model's. Read from the study, so runs trained on other machines
+in bytes (honest: the .sbts file; and the paper's count), and the baselines the task computes in every run (with
+their validation objective and size where they report them). Figures: every run's headline test metric against
+its size (log axis) with the Pareto front, baselines that have a size included, and the SBT's metric against
+density next to the dense model's. Read from the study, so runs trained on other machines
 are included.
 """
 
@@ -31,6 +32,10 @@ PANEL_INCHES = (4.6, 3.4)  # one dataset's panel
 PANELS_PER_ROW = 3
 MISSING = "–"
 DECIMALS = 3
+BASELINE_MARKER = "x"
+BASELINE_SIZE_NOTE = ("baseline size (bytes): what the fitted baseline stores, every number counted as float32 "
+                      "(sbts.baselines.classification: ROCKET kernels, biases and ridge weights; 1-NN DTW's training "
+                      "set)")
 
 
 @dataclass
@@ -80,6 +85,25 @@ def pareto_front(points: list[tuple[float, float, str]], metric: ReportedMetric)
     return front
 
 
+def baseline_label(name: str, seed: Any) -> str:
+    return f"baseline: {name} (seed {seed})"
+
+
+def baseline_points(runs: list[dict[str, Any]], metric: ReportedMetric) -> list[dict[str, Any]]:
+    """One point per baseline with a size and seed: runs of one seed share their split, so their baselines are
+    the same fit (each kept once, named after the first run that has it)."""
+    points: dict[tuple, dict[str, Any]] = {}
+    for record in runs:
+        for name, entry in record.get("baselines", {}).items():
+            if entry.get("size_bytes") is None:
+                continue
+            key = (name, record["seed"], entry["size_bytes"], entry.get(metric.key))
+            points.setdefault(key, {"point": f"{record['run']}/{name}", "label": baseline_label(name, record["seed"]),
+                                    "baseline": name, "size_bytes": entry["size_bytes"],
+                                    metric.key: entry.get(metric.key)})
+    return list(points.values())
+
+
 def _tables(results: StudyResults) -> dict[str, Any]:
     task = get_task(results.spec.task)
     objective = task.validation_objective
@@ -109,11 +133,19 @@ def _tables(results: StudyResults) -> dict[str, Any]:
                          "density": members[0]["density"], "dense": members[0]["model"] == "dense"})
         baselines = {}
         for name in dict.fromkeys(n for r in runs for n in r.get("baselines", {})):
+            entries = [r["baselines"][name] for r in runs if name in r.get("baselines", {})]
             baselines[name] = {m.key: [r["baselines"].get(name, {}).get(m.key) for r in runs]
                                for m in task.test_metrics}
+            baselines[name].update({
+                "runs": len(entries), "val": {objective.key: [e.get("val", {}).get(objective.key) for e in entries]},
+                "size_bytes": _mean([e.get("size_bytes") for e in entries]),
+                "fit_seconds": _mean([e.get("fit_seconds") for e in entries])})
         headline = task.test_metrics[0]
+        sized = baseline_points(runs, headline)
         points = [(r["size_bytes"], r["test"].get(headline.key), r["run"]) for r in runs]
-        datasets[dataset] = {"rows": rows, "baselines": baselines, "pareto_front": pareto_front(points, headline)}
+        points += [(p["size_bytes"], p[headline.key], p["point"]) for p in sized]
+        datasets[dataset] = {"rows": rows, "baselines": baselines, "baseline_points": sized,
+                             "pareto_front": pareto_front(points, headline)}
     return datasets
 
 
@@ -129,6 +161,8 @@ def _protocol_lines(results: StudyResults) -> list[str]:
         lines.append(f"- {', '.join(oracle)}: ORACLE, chosen with the test labels; an upper bound, not a deployable "
                      "result.")
     lines += [f"- {key}: {note}." for key, note in SIZE_NOTES.items()]
+    if any(entry.get("size_bytes") is not None for r in results.records for entry in r.get("baselines", {}).values()):
+        lines.append(f"- {BASELINE_SIZE_NOTE}.")
     threads = sorted({r.get("torch_threads") for r in results.records if r.get("torch_threads") is not None})
     hosts = sorted({r.get("host") for r in results.records if r.get("host")})
     commits = sorted({r.get("git_commit") for r in results.records if r.get("git_commit")})
@@ -161,11 +195,13 @@ def render_markdown(results: StudyResults, tables: dict[str, Any], figures: dict
                       f"{row['seconds_per_epoch']:.3f}" if row["seconds_per_epoch"] is not None else MISSING]
             lines.append("| " + " | ".join(cells) + " |")
         for name, values in table["baselines"].items():
-            cells = [f"baseline: {name}", str(len(next(iter(values.values()), []))), MISSING]
-            cells += [mean_std(values[m.key]) for m in task.test_metrics] + [MISSING] * 4
+            cells = [f"baseline: {name}", str(values["runs"]), mean_std(values["val"][objective.key])]
+            cells += [mean_std(values[m.key]) for m in task.test_metrics]
+            cells += [MISSING if values["size_bytes"] is None else f"{values['size_bytes']:,.0f}"] + [MISSING] * 3
             lines.append("| " + " | ".join(cells) + " |")
         label_of = {name: f"{row['model']} (seed {seed})" for row in table["rows"]
                     for name, seed in zip(row["run_names"], row["seeds_in_order"])}
+        label_of.update({point["point"]: point["label"] for point in table["baseline_points"]})
         lines += ["", f"Pareto front ({task.test_metrics[0].label} against size, smallest first): "
                       f"{', '.join(label_of[name] for name in table['pareto_front']) or 'none'}.", ""]
     for kind, path in figures.items():
@@ -218,10 +254,17 @@ def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> 
             ax.scatter([r["size_bytes"] for r in chosen], [r["test"].get(metric.key) for r in chosen],
                        marker="s" if row["dense"] else "o", color="black" if row["dense"] else None,
                        label=row["model"], alpha=0.8)
-        front = [runs[name] for name in table["pareto_front"]]
-        ax.plot([r["size_bytes"] for r in front], [r["test"].get(metric.key) for r in front], "k--", lw=1,
-                label="Pareto front")
-    return _draw_panels(results, tables, output, "model size, bytes (.sbts file, log scale)", panel)
+        sized = {point["point"]: point for point in table["baseline_points"]}
+        for name in dict.fromkeys(point["baseline"] for point in sized.values()):
+            chosen = [point for point in sized.values() if point["baseline"] == name]
+            ax.scatter([p["size_bytes"] for p in chosen], [p[metric.key] for p in chosen], marker=BASELINE_MARKER,
+                       label=f"baseline: {name}")
+        front = [(runs[name]["size_bytes"], runs[name]["test"].get(metric.key)) if name in runs
+                 else (sized[name]["size_bytes"], sized[name][metric.key]) for name in table["pareto_front"]]
+        ax.plot([size for size, _ in front], [value for _, value in front], "k--", lw=1, label="Pareto front")
+    with_baselines = any(table["baseline_points"] for table in tables.values())
+    xlabel = f"model size, bytes (.sbts file{'; baselines: stored values' if with_baselines else ''}, log scale)"
+    return _draw_panels(results, tables, output, xlabel, panel)
 
 
 def draw_density(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:

@@ -17,7 +17,7 @@ from sbts.config import ModelConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.windows import check_series
 from sbts.errors import ArtifactError, ConfigError, DataError, SBTSError
-from sbts.heads.anomaly import ScoreStream, score_series_with
+from sbts.heads.anomaly import FixedRule, RelativeRule, ScoreStream, decision_rule, score_series_with
 from sbts.heads.forecasting import Formulation, WindowForecastStream, forecast_every_step_with, forecast_next
 from sbts.heads.network import SeriesNetwork
 from sbts.registry import entry, runtime_class
@@ -204,10 +204,11 @@ class SeriesRuntime(RuntimeModel):
             print(f"sbts: note: this model recomputes its window for every row ({self.not_streamable_because})",
                   file=sys.stderr, flush=True)
         target = sys.stdout if output is None else open(output, "w", encoding="utf-8")
+        line = self.stream_lines()
         try:
             print(",".join(self.stream_header), file=target, flush=True)
             for step, (_, row) in enumerate(rows):
-                print(",".join(self.stream_line(step, stream.update(row))), file=target, flush=True)
+                print(",".join(line(step, stream.update(row))), file=target, flush=True)
         finally:
             if output is not None:
                 target.close()
@@ -229,16 +230,28 @@ class AnomalyRuntime(SeriesRuntime):
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
-        threshold = self.task_state.get("threshold")
-        value = threshold.get("value") if isinstance(threshold, dict) else None
-        if threshold is not None and not (isinstance(value, (int, float)) and np.isfinite(value)):
-            raise ArtifactError(f"{artifact.source}: the anomaly threshold must be a finite number, got {value!r}")
+        self.threshold_record = self.task_state.get("threshold")
+        if self.threshold_record is not None:
+            try:
+                decision_rule(self.threshold_record, str(artifact.source))
+            except SBTSError as exc:
+                raise ArtifactError(str(exc)) from None
 
     @property
     def threshold(self) -> float | None:
-        """The threshold fitted in training (None when the artifact was exported without one)."""
-        threshold = self.task_state.get("threshold")
-        return None if threshold is None else float(threshold["value"])
+        """The threshold fitted in training, in force for the step after the training series (None when the
+        artifact was exported without one); a relative threshold moves with the scores from there."""
+        return None if self.threshold_record is None else float(self.threshold_record["value"])
+
+    @property
+    def threshold_method(self) -> str | None:
+        return None if self.threshold_record is None else str(self.threshold_record.get("method", "fixed"))
+
+    def decision_rule(self, threshold: float | None = None) -> FixedRule | RelativeRule | None:
+        """A fresh decision rule: ``score > threshold`` when one is given, else the fitted one (None without)."""
+        if threshold is not None:
+            return FixedRule(threshold)
+        return None if self.threshold_record is None else decision_rule(self.threshold_record)
 
     def decision_function(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                           context_where: str = "context") -> np.ndarray:
@@ -251,12 +264,13 @@ class AnomalyRuntime(SeriesRuntime):
 
     def predict(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                 threshold: float | None = None) -> np.ndarray:
-        """1 where the score exceeds the threshold (the artifact's unless one is given), else 0."""
-        threshold = self.threshold if threshold is None else threshold
-        if threshold is None:
+        """1 where the score exceeds the threshold (the artifact's unless one is given), else 0. A relative
+        threshold follows the series' score level from where training left it."""
+        rule = self.decision_rule(threshold)
+        if rule is None:
             raise DataError(f"{self.artifact.source}: this detector carries no threshold (exported from a checkpoint "
                             "without one); pass threshold= or use decision_function")
-        return (self.decision_function(series, context, where) > threshold).astype(np.int8)
+        return rule.run(self.decision_function(series, context, where))[0].astype(np.int8)
 
     def stream(self, context: np.ndarray | None = None) -> CachedScoreStream | ScoreStream:
         """Score observations one at a time (``update(x_t)``), the same numbers as ``decision_function``: at the
@@ -267,22 +281,34 @@ class AnomalyRuntime(SeriesRuntime):
 
     @property
     def stream_header(self) -> list[str]:
-        return ["step", "score"] + (["predicted"] if self.threshold is not None else [])
+        return ["step", "score"] + (["threshold", "predicted"] if self.threshold is not None else [])
 
-    def stream_line(self, step: int, score: float) -> list[str]:
-        return [str(step), f"{score:.9g}"] + ([str(int(score > self.threshold))] if self.threshold is not None else [])
+    def stream_lines(self):
+        """step, score and, with a threshold, the threshold and 0/1 (one rule for the whole stream)."""
+        rule = self.decision_rule()
+
+        def line(step: int, score: float) -> list[str]:
+            if rule is None:
+                return [str(step), f"{score:.9g}"]
+            flagged, threshold = rule.step(score)
+            return [str(step), f"{score:.9g}", f"{threshold:.9g}", str(int(flagged))]
+        return line
 
     def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
-        """One CSV row per step of the series: step, score and, when the model has a threshold, predicted (0/1)."""
+        """One CSV row per step of the series: step, score and, when the model has a threshold, the threshold
+        the score was compared with and predicted (0/1)."""
         series, before = self._series_inputs(input_path, context, proba)
         scores = self.decision_function(series, before, str(input_path), str(context))
-        threshold = self.threshold
-        write_rows(["step", "score"] + (["predicted"] if threshold is not None else []),
-                   ([step, f"{score:.9g}"] + ([int(score > threshold)] if threshold is not None else [])
-                    for step, score in enumerate(scores)), output)
-        if threshold is not None:
-            print(f"sbts: {int(np.sum(scores > threshold))} of {len(scores)} steps of {input_path} above the "
-                  f"threshold {threshold:.6g}", file=sys.stderr)
+        rule = self.decision_rule()
+        if rule is None:
+            write_rows(["step", "score"], ([step, f"{score:.9g}"] for step, score in enumerate(scores)), output)
+            return
+        flags, thresholds = rule.run(scores)
+        write_rows(self.stream_header, ([step, f"{score:.9g}", f"{threshold:.9g}", int(flag)]
+                                        for step, (score, threshold, flag) in enumerate(zip(scores, thresholds, flags))),
+                   output)
+        print(f"sbts: {int(np.sum(flags))} of {len(scores)} steps of {input_path} above the threshold "
+              f"({self.threshold_method}, {self.threshold:.6g} after training)", file=sys.stderr)
 
 
 class ForecastRuntime(SeriesRuntime):
@@ -333,9 +359,9 @@ class ForecastRuntime(SeriesRuntime):
     def stream_header(self) -> list[str]:
         return ["step"] + [f"{name}_next" for name in self.columns]
 
-    def stream_line(self, step: int, forecast: np.ndarray) -> list[str]:
-        """The forecast of the step after row ``step``."""
-        return [str(step)] + [f"{v:.9g}" for v in forecast]
+    def stream_lines(self):
+        """step and the forecast of the step after it."""
+        return lambda step, forecast: [str(step)] + [f"{v:.9g}" for v in forecast]
 
     def stream(self, context: np.ndarray | None = None) -> CachedForecastStream | WindowForecastStream:
         """Forecast one observation at a time: ``update(x_t)`` is the forecast of step t + 1, the same numbers as

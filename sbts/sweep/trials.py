@@ -38,6 +38,7 @@ SIZE_NOTES = {"size_bytes": "bytes of the .sbts file `sbts export` writes (float
               "paper_bytes": "the paper's storage count in bytes (paper-spec §6, the official code's counters: 1 bit "
                              "per weight position whatever the density, 32 bits per norm gain; masks, α and biases "
                              "not counted)"}
+BASELINE_FACTS = ("size_bytes", "fit_seconds")  # kept of a baseline's entry besides its metrics, when it has them
 
 
 class TrialFailed(SBTSError):
@@ -120,6 +121,18 @@ def model_sizes(task: Task, run_dir: Path) -> dict[str, int]:
     return {"size_bytes": len(artifact_bytes(document, tensors)), "paper_bytes": round(paper_bits / BITS_PER_BYTE)}
 
 
+def baseline_record(task: Task, entry: dict[str, Any]) -> dict[str, Any]:
+    """One baseline of a run: its test metrics, and its validation objective, size and fit time where the task's
+    baselines report them (classification's do; forecasting's have no size)."""
+    test = entry.get("test", {})
+    record: dict[str, Any] = {m.key: test[m.key] for m in task.test_metrics if m.key in test}
+    objective = task.validation_objective.key
+    if objective in (entry.get("val") or {}):
+        record["val"] = {objective: entry["val"][objective]}
+    record.update({key: entry[key] for key in BASELINE_FACTS if key in entry})
+    return record
+
+
 def run_record(task: Task, params: dict[str, Any], run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """What a results page needs of one run (kept in the study, so a report needs no access to the run's disk)."""
     objective = task.validation_objective
@@ -127,8 +140,8 @@ def run_record(task: Task, params: dict[str, Any], run_dir: Path, metrics: dict[
     if objective.key not in val:
         raise TrialFailed(f"{run_dir.name}: no validation {objective.key} in its metrics; a sweep selects on "
                           "validation data only (give the run a validation split)")
-    baselines = {name: {m.key: entry["test"][m.key] for m in task.test_metrics if m.key in entry.get("test", {})}
-                 for name, entry in (metrics.get("baselines") or {}).items() if isinstance(entry, dict)}
+    baselines = {name: baseline_record(task, entry) for name, entry in (metrics.get("baselines") or {}).items()
+                 if isinstance(entry, dict) and "skipped" not in entry}
     return {"run": run_dir.name, "params": params, "dataset": metrics["dataset"], "model": metrics["model"],
             "density": metrics["density"], "seed": metrics["seed"], "val": {objective.key: val[objective.key]},
             "test": {m.key: test.get(m.key) for m in task.test_metrics}, "baselines": baselines,

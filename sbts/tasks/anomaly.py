@@ -35,11 +35,12 @@ from sbts.data.anomaly import AnomalyData, canonical_anomaly_spec, load_anomaly
 from sbts.data.preprocessing import ChannelScaler
 from sbts.data.windows import check_series, check_window_fits, history_for, training_window_starts
 from sbts.errors import ConfigError, DataError, SBTSError
-from sbts.heads.anomaly import ScoreStream, score_series_with
+from sbts.heads.anomaly import ScoreStream, decision_rule, score_series_with
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
 from sbts.metrics.reported import MAXIMIZE, MINIMIZE, ReportedMetric
-from sbts.metrics.thresholds import (MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold, check_fraction,
-                                     check_pot_settings, fit_threshold, paper_protocol_threshold)
+from sbts.metrics.thresholds import (DEFAULT_DRIFT_SPAN, MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold,
+                                     check_fraction, check_pot_settings, check_span, fit_threshold,
+                                     paper_protocol_threshold)
 from sbts.runtime.streaming import CachedScoreStream
 from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
@@ -71,6 +72,8 @@ class AnomalyOptions(TaskOptions):
         "help": "percentile: the fraction of reference scores above the threshold"})
     pot_risk: float = field(default=1e-3, metadata={"help": "POT: probability of a normal score exceeding it"})
     pot_level: float = field(default=0.98, metadata={"help": "POT: quantile above which the tail is modelled"})
+    drift_span: int = field(default=DEFAULT_DRIFT_SPAN, metadata={
+        "help": "relative: steps the running level of the log-scores averages over"})
     pa_k: float = field(default=20.0, metadata={"help": "PA%K: percentage of a segment that must be flagged"})
     paper_anomaly_ratio: float | None = field(default=None, metadata={
         "help": "the paper protocol's anomaly ratio (leaky: reported for comparison only)"})
@@ -87,6 +90,10 @@ class AnomalyOptions(TaskOptions):
         if not 0 <= self.pa_k <= 100:
             raise ConfigError(f"pa_k must be a percentage in [0, 100], got {self.pa_k!r}")
         check_fraction(self.contamination, "contamination", 0.5, True, "the fraction of reference scores above it")
+        try:
+            check_span(self.drift_span)
+        except SBTSError as exc:
+            raise ConfigError(f"drift_span: {exc}") from None
         try:
             check_pot_settings(self.pot_risk, self.pot_level)
         except SBTSError as exc:
@@ -107,8 +114,9 @@ class AnomalyOptions(TaskOptions):
                              **self._parameters(self.threshold))
 
     def _parameters(self, method: str) -> dict[str, float]:
-        return {"contamination": self.contamination} if method == "percentile" else {
-            "risk": self.pot_risk, "level": self.pot_level}
+        return {"percentile": {"contamination": self.contamination},
+                "relative": {"contamination": self.contamination, "span": self.drift_span},
+                "pot": {"risk": self.pot_risk, "level": self.pot_level}}[method]
 
     def fit_each(self, reference_scores: np.ndarray, fitted_on: str) -> dict[str, Threshold | str]:
         """Every non-leaky method with these settings, for the comparison in the report (or why it failed)."""
@@ -292,7 +300,7 @@ def _compared(threshold: Threshold | str, test: np.ndarray, labels: np.ndarray) 
     """One threshold method's fit and its unadjusted and point-adjusted test metrics (or why it failed)."""
     if isinstance(threshold, str):
         return {"error": threshold}
-    flagged = (test > threshold.value).astype(np.int8)
+    flagged = decision_rule(threshold.to_dict()).run(test)[0].astype(np.int8)
     return {**threshold.to_dict(), **point_metrics(labels, flagged),
             "f1_pa": point_metrics(labels, point_adjust(labels, flagged))["f1"]}
 
@@ -309,11 +317,12 @@ def detection_report(scores: SplitScores, splits: AnomalySplits, options: Anomal
     test, labels = scores.test, splits.labels
     if test is None:
         return threshold, report
+    flags, thresholds = decision_rule(threshold.to_dict()).run(test)  # the test series continues the reference
     if labels is None:
-        report["test"] = {"n": len(test), "predicted_rate": float(np.mean(test > threshold.value)),
+        report["test"] = {"n": len(test), "predicted_rate": float(np.mean(flags)),
                           "note": "no test labels: nothing to evaluate against"}
         return threshold, report
-    report["test"] = anomaly_report(labels, test, threshold.value, pa_k=options.pa_k)
+    report["test"] = anomaly_report(labels, test, thresholds, pa_k=options.pa_k)
     report["thresholds_compared"] = {method: _compared(candidate, test, labels)
                                      for method, candidate in by_method.items()}
     ratio = paper_ratio(options, splits.name)
@@ -327,16 +336,18 @@ def detection_report(scores: SplitScores, splits: AnomalySplits, options: Anomal
     return threshold, report
 
 
-def write_scores_csv(scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> bytes:
-    """One row per test step: step, score, predicted (score > threshold) and the label when known."""
-    columns = [np.arange(len(scores)), scores, (scores > threshold).astype(np.int8)]
-    header = "step,score,predicted"
+def write_scores_csv(scores: np.ndarray, threshold: Threshold, labels: np.ndarray | None) -> bytes:
+    """One row per test step: step, score, the threshold it was compared with, predicted (score > threshold) and
+    the label when known."""
+    flags, thresholds = decision_rule(threshold.to_dict()).run(scores)
+    columns = [np.arange(len(scores)), scores, thresholds, flags.astype(np.int8)]
+    header = "step,score,threshold,predicted"
     if labels is not None:
         columns.append(labels)
         header += ",label"
     buffer = io.StringIO()
     table = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-    np.savetxt(buffer, table, delimiter=",", header=header, comments="", fmt=["%d", "%.9g", "%d"] + (
+    np.savetxt(buffer, table, delimiter=",", header=header, comments="", fmt=["%d", "%.9g", "%.9g", "%d"] + (
         ["%d"] if labels is not None else []))
     return buffer.getvalue().encode()
 
@@ -433,7 +444,7 @@ class AnomalyTask(Task):
         }
         files = {}
         if scores.test is not None:
-            files["test_scores.csv"] = write_scores_csv(scores.test, threshold.value, data.labels)
+            files["test_scores.csv"] = write_scores_csv(scores.test, threshold, data.labels)
             metrics["scores_file"] = "test_scores.csv"
         return TaskReport(metrics, files)
 
@@ -513,8 +524,9 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
         return -self.decision_function(X, context)
 
     def predict(self, X, context=None) -> np.ndarray:
-        """1 where the score exceeds ``threshold_`` (an anomaly), else 0."""
-        return (self.decision_function(X, context) > self.threshold_).astype(np.int8)
+        """1 where the score exceeds the threshold (an anomaly), else 0: ``threshold_`` at every step, or for
+        ``threshold="relative"`` the threshold that follows X's score level from the end of the training series."""
+        return decision_rule(self.threshold_info_.to_dict()).run(self.decision_function(X, context))[0].astype(np.int8)
 
     def predict_proba(self, X, method: str = "linear", context=None) -> np.ndarray:
         """(n_steps, 2): the probability of normal and of anomalous per step, from the score relative to the
@@ -543,7 +555,7 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
         outlier_probability = (1 + rank) / (2 + n)  # Bayesian estimate with a uniform prior
         expected_outliers = int(round(n * float(np.mean(self.labels_))))
         confidence = 1 - binom.cdf(n - expected_outliers, n, outlier_probability)
-        return np.where(scores > self.threshold_, confidence, 1 - confidence)
+        return np.where(decision_rule(self.threshold_info_.to_dict()).run(scores)[0], confidence, 1 - confidence)
 
     def fit_predict_score(self, X, y, scoring: str = "roc_auc_score") -> float:
         """Fit on ``X`` and score its training-series anomaly scores against the labels ``y`` (0/1 per step):

@@ -5,8 +5,9 @@ part only -> pad to a common length with a key-padding mask -> model -> per-step
 over the valid (non-padded) steps -> cross-entropy / accuracy.
 
 Validation is a stratified split held out of the training set and disjoint from it (the official
-code's validation overlaps training). ``sbts train classification`` and ``SBTClassifier`` both run
-``ClassificationTask``.
+code's validation overlaps training). With the option ``baselines`` the report adds MiniRocket, MultiRocket and
+1-NN DTW fitted on the same scaled, padded training cases (``sbts.baselines.classification``).
+``sbts train classification`` and ``SBTClassifier`` both run ``ClassificationTask``.
 
 Lengths: the model is built for ``max_len`` steps; left at its default that is the longest series of the
 train and test files, and for the estimator, which sees no test series, ``LENGTH_MARGIN`` times its
@@ -20,7 +21,7 @@ data's longest series, not to ``max_len``, so the margin costs no computation.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,7 +34,8 @@ from sklearn.utils.multiclass import type_of_target
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from sbts.config import RunConfig, check_positive_int, needs_fixed_length
+from sbts.baselines.classification import classification_baselines
+from sbts.config import RunConfig, TaskOptions, check_positive_int, needs_fixed_length
 from sbts.data import load_classification, sha256_file
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.uea import canonical_spec
@@ -44,6 +46,18 @@ from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 
 TASK = "classification"
 LENGTH_MARGIN = 2  # the estimator's default max_len: this many times its longest training series (module docstring)
+
+
+@dataclass
+class ClassificationOptions(TaskOptions):
+    """What a classification run reports besides the model (``task_options`` of a run)."""
+
+    baselines: bool = field(default=False, metadata={
+        "help": "fit MiniRocket, MultiRocket and 1-NN DTW (aeon) on the same split and report them next to the model"})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.baselines, bool):
+            raise ConfigError(f"baselines must be true or false, got {self.baselines!r}")
 
 
 @dataclass
@@ -221,10 +235,22 @@ def prepare_classification(train_series: list[np.ndarray], train_labels: Sequenc
                               files or {})
 
 
+def _cases(part: TensorDataset | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A split's scaled, zero-padded cases (n, T, C) and class indices, as the model sees them."""
+    return None if part is None else (part.tensors[0].numpy(), part.tensors[2].numpy())
+
+
+def baseline_report(data: ClassificationData, seed: int) -> dict[str, dict[str, Any]]:
+    """The baselines fitted on the run's training cases, scored on its validation and test cases."""
+    return classification_baselines(_cases(data.train), {"val": _cases(data.val), "test": _cases(data.test)}, seed,
+                                    n_jobs=torch.get_num_threads())
+
+
 class ClassificationTask(Task):
     """Per-step logits averaged over valid steps; cross-entropy; selection on (accuracy, -loss)."""
 
     name = TASK
+    options_class = ClassificationOptions
     window_option = "max_len"
     cli_aliases = {"max_len": ("--window",)}  # the flag's name before the option tables
     excluded_train_options = ("stride",)  # a case is trained whole, not in windows
@@ -330,12 +356,15 @@ class ClassificationTask(Task):
                device: torch.device) -> TaskReport:
         val = self.evaluate(model, data.val, EVAL_BATCH, device) if data.val is not None else {}
         test = self.evaluate(model, data.test, EVAL_BATCH, device) if data.test is not None else {}
-        return TaskReport({
+        metrics: dict[str, Any] = {
             "val": val, "test": test, "classes": data.classes, "max_len": run.model.max_len,
             "n_train": len(data.train), "n_val": 0 if data.val is None else len(data.val),
             "n_test": 0 if data.test is None else len(data.test),
             "selection": "best validation accuracy (ties: lower validation loss); validation held out of training",
-        })
+        }
+        if ClassificationOptions.from_dict(run.task_options).baselines:
+            metrics["baselines"] = baseline_report(data, run.train.seed)
+        return TaskReport(metrics)
 
     def inference_state(self, run, state, run_dir, checkpoint, epoch) -> dict[str, Any]:
         return {"classes": list(state["classes"])}
@@ -348,7 +377,8 @@ class SBTClassifier(ClassifierMixin, SBTEstimator):
     ``X`` is (n_cases, n_channels, n_timepoints) as in aeon, (n_cases, n_timepoints) for univariate series,
     or a list of (n_channels, length_i) arrays for unequal lengths; NaN marks a missing value (interpolated).
     Series longer than the fitted ``max_len`` (see ``sbts.tasks.classification``) are refused with the
-    length and the limit."""
+    length and the limit. With ``baselines=True``, ``baselines_`` holds MiniRocket, MultiRocket and 1-NN DTW
+    fitted on the same training cases and scored on the validation cases."""
 
     task_class = ClassificationTask
     # aeon's capability tags, so that aeon users see what the classifier handles.
@@ -389,6 +419,8 @@ class SBTClassifier(ClassifierMixin, SBTEstimator):
 
     def _fitted(self, task, data: ClassificationData, device) -> None:
         self.max_len_ = data.max_len
+        if ClassificationOptions.from_dict(self.run_config_.task_options).baselines:  # fit has no test cases
+            self.baselines_ = baseline_report(data, self.run_config_.train.seed)
 
     def _dataset(self, X) -> TensorDataset:
         self._check_fitted()
