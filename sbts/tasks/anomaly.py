@@ -526,7 +526,8 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
     def predict(self, X, context=None) -> np.ndarray:
         """1 where the score exceeds the threshold (an anomaly), else 0: ``threshold_`` at every step, or for
         ``threshold="relative"`` the threshold that follows X's score level from the end of the training series."""
-        return decision_rule(self.threshold_info_.to_dict()).run(self.decision_function(X, context))[0].astype(np.int8)
+        scores = self.decision_function(X, context)  # checks that the detector is fitted
+        return decision_rule(self.threshold_info_.to_dict()).run(scores)[0].astype(np.int8)
 
     def predict_proba(self, X, method: str = "linear", context=None) -> np.ndarray:
         """(n_steps, 2): the probability of normal and of anomalous per step, from the score relative to the
