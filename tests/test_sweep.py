@@ -4,8 +4,8 @@ directories resumed after kill -9, re-runs that do nothing, the report, and the 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +72,24 @@ def test_variants_and_datasets_are_axes(synthetic_ts):
     assert spec.options_of(cell) == ("UEA/JapaneseVowels", {"model": "sbt", "density": 0.25, "epochs": 1, "seed": 2})
 
 
+def test_per_data_options_override_the_fixed_ones_on_their_dataset_only(synthetic_ts):
+    spec = parse_spec({"task": "classification", "data": [str(synthetic_ts), "UEA/JapaneseVowels"],
+                       "fixed": {"epochs": 100}, "per_data": {"UEA/JapaneseVowels": {"epochs": 10}},
+                       "variants": [{"model": "dense"}, {"model": "sbt"}], "grid": {"seed": [0]}}, "spec.yaml")
+    epochs = {cell["data"]: spec.options_of(cell)[1]["epochs"] for cell in spec.cells}
+    assert epochs == {str(synthetic_ts): 100, "UEA/JapaneseVowels": 10}
+    assert spec.run_spec({"data": "UEA/JapaneseVowels", "variant": "model=sbt", "seed": 0})["train"]["epochs"] == 10
+
+
+@pytest.mark.parametrize("options, blamed", [
+    ({"density": 0.1}, "grid.density: also set in per_data"),
+    ({"epocs": 1}, "per_data.DATA.epocs: not an option of classification"),
+])
+def test_bad_per_data_options_name_their_key(synthetic_ts, options, blamed):
+    with pytest.raises(ConfigError, match=re.escape(blamed.replace("DATA", str(synthetic_ts)))):
+        parse_spec({**small_spec(synthetic_ts), "per_data": {str(synthetic_ts): options}}, "spec.yaml")
+
+
 def test_yaml_numbers_in_strings_are_numbers(synthetic_ts):
     spec = parse_spec({**small_spec(synthetic_ts), "fixed": {"lr": "1e-3"}}, "spec.yaml")
     assert spec.fixed["lr"] == pytest.approx(1e-3)
@@ -91,6 +109,9 @@ def test_yaml_numbers_in_strings_are_numbers(synthetic_ts):
     ({"n_trials": 3}, "n_trials: a grid runs every cell"),
     ({"seeds": [0, 1]}, "seeds: the seeds are also set as an option"),
     ({"fixed": {"density": 0.5, **SMALL}}, "grid.density: also set in fixed"),
+    ({"per_data": {"UEA/Epilepsy": {"epochs": 1}}}, "per_data.UEA/Epilepsy: not one of the spec's datasets"),
+    ({"per_data": {"X": 3}}, "per_data.X: not one of the spec's datasets"),
+    ({"per_data": [1]}, "per_data: expected a mapping of dataset -> options"),
 ])
 def test_bad_specs_name_their_key(synthetic_ts, change, blamed):
     with pytest.raises(ConfigError, match=blamed.replace("(", r"\(").replace(".", r"\.")):

@@ -8,12 +8,14 @@ The smallest spec::
     grid: {model: [sbt], density: [0.5, 0.25], seed: [0, 1]}
 
 Keys: ``task``; ``data`` (one dataset, or a list: a grid axis of its own); ``fixed`` (options every trial
-gets); either ``grid`` (option -> list of values; Optuna's GridSampler visits every cell) or ``search``
-(option -> ``{low, high[, log]}`` or a list of choices; TPE) with ``n_trials``; ``variants`` (a list of option
-mappings, one axis whose values go together, e.g. ``{model: dense}`` and ``{model: sbt, density: 0.25}``);
-``seeds`` (a list: with a grid, an axis; with a search, every trial trains each seed and scores their mean);
-``name`` (the study's; default: the file's stem); ``description``; ``nproc_per_node`` (processes per trial,
-run under torchrun: DDP); ``heartbeat_seconds`` (how often a running trial proves it is alive).
+gets); ``per_data`` (dataset -> options its trials get over ``fixed``, e.g. fewer epochs on a set whose epoch
+is a hundred times longer: the budget stays in the spec, not in anyone's head); either ``grid`` (option ->
+list of values; Optuna's GridSampler visits every cell) or ``search`` (option -> ``{low, high[, log]}`` or a
+list of choices; TPE) with ``n_trials``; ``variants`` (a list of option mappings, one axis whose values go
+together, e.g. ``{model: dense}`` and ``{model: sbt, density: 0.25}``); ``seeds`` (a list: with a grid, an
+axis; with a search, every trial trains each seed and scores their mean); ``name`` (the study's; default: the
+file's stem); ``description``; ``nproc_per_node`` (processes per trial, run under torchrun: DDP);
+``heartbeat_seconds`` (how often a running trial proves it is alive).
 
 Options are the flat names of ``sbts train TASK`` (``d_model``, ``density``, ``epochs``, ``model``, ``seed``,
 ...). Every value is checked against the task's option table and, before anything starts, every grid cell
@@ -36,8 +38,8 @@ from sbts.tasks.base import DataSource, Task
 from sbts.tasks.options import option_table, spec_from_options
 from sbts.tasks.runs import build_run_spec
 
-SPEC_KEYS = ("task", "data", "fixed", "grid", "search", "variants", "seeds", "n_trials", "name", "description",
-             "nproc_per_node", "heartbeat_seconds")
+SPEC_KEYS = ("task", "data", "fixed", "per_data", "grid", "search", "variants", "seeds", "n_trials", "name",
+             "description", "nproc_per_node", "heartbeat_seconds")
 DATA_AXIS, VARIANT_AXIS, SEED_OPTION = "data", "variant", "seed"
 DEFAULT_HEARTBEAT_SECONDS = 30  # a killed worker's trial is taken over after HEARTBEAT_GRACE x this
 SEARCH_BOUND_KEYS = {"low", "high", "log"}
@@ -59,6 +61,7 @@ class SweepSpec:
     task: str
     datasets: list[str]
     fixed: dict[str, Any]
+    per_data: dict[str, dict[str, Any]]  # dataset -> the options its trials get over the fixed ones
     grid: dict[str, list[GridValue]]  # axis -> values; the data and variant axes included when they vary
     search: dict[str, SearchRange | list[GridValue]]
     variants: dict[str, dict[str, Any]]  # label -> the options it sets
@@ -82,13 +85,13 @@ class SweepSpec:
         return [dict(zip(axes, values)) for values in itertools.product(*(self.grid[a] for a in axes))]
 
     def options_of(self, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """A trial's dataset and flat options: the fixed ones, then its variant's, then its own."""
+        """A trial's dataset and flat options: the fixed ones, its dataset's, its variant's, then its own."""
         params = dict(params)
         data = params.pop(DATA_AXIS, self.datasets[0])
         variant = self.variants.get(params.pop(VARIANT_AXIS, None), {}) if self.variants else {}
         if len(self.variants) == 1:
             variant = next(iter(self.variants.values()))
-        return data, {**self.fixed, **variant, **params}
+        return data, {**self.fixed, **self.per_data.get(data, {}), **variant, **params}
 
     def varying(self, params: dict[str, Any]) -> dict[str, Any]:
         """The options that tell a trial's runs apart (its dataset, its variant's options, its own), in order:
@@ -219,6 +222,24 @@ def _positive_int(document: dict[str, Any], key: str, default: int | None, where
     return value
 
 
+def _per_data(task: Task, value: Any, datasets: list[str], variants: dict[str, dict[str, Any]],
+              where: str) -> dict[str, dict[str, Any]]:
+    """``per_data``: a mapping from the spec's datasets to option mappings (none a variant's: each set once)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(where, f"expected a mapping of dataset -> options, got {value!r}")
+    per_data = {}
+    for data, options in value.items():
+        if data not in datasets:
+            raise _fail(f"{where}.{data}", f"not one of the spec's datasets ({', '.join(datasets)})")
+        per_data[data] = _options(task, options, f"{where}.{data}")
+        clash = next((name for name in per_data[data] if any(name in v for v in variants.values())), None)
+        if clash:
+            raise _fail(f"{where}.{data}.{clash}", "also set in variants; give each option once")
+    return per_data
+
+
 def parse_spec(document: Any, where: str, default_name: str = "sweep") -> SweepSpec:
     """A spec document (a mapping) -> a ``SweepSpec``, with every key and option name checked (not the data)."""
     if not isinstance(document, dict):
@@ -241,6 +262,7 @@ def parse_spec(document: Any, where: str, default_name: str = "sweep") -> SweepS
                     ("both" if has_grid else "neither"))
     fixed = _options(task, document.get("fixed"), f"{where}: fixed")
     variants = _variants(task, document.get("variants"), f"{where}: variants")
+    per_data = _per_data(task, document.get("per_data"), datasets, variants, f"{where}: per_data")
     axes: dict[str, list[GridValue]] = {}
     if len(datasets) > 1:
         axes[DATA_AXIS] = datasets
@@ -251,7 +273,8 @@ def parse_spec(document: Any, where: str, default_name: str = "sweep") -> SweepS
     if not isinstance(space, dict) or not space and not axes:
         raise _fail(f"{where}: {section}", f"expected a non-empty mapping of options, got {space!r}")
     for name in space:
-        clash = "fixed" if name in fixed else "variants" if any(name in v for v in variants.values()) else None
+        clash = "fixed" if name in fixed else "per_data" if any(name in o for o in per_data.values()) else \
+            "variants" if any(name in v for v in variants.values()) else None
         if clash or name in (DATA_AXIS, VARIANT_AXIS):
             raise _fail(f"{where}: {section}.{name}", f"also set in {clash or 'the spec'}; give each option once")
     seeds = document.get("seeds")
@@ -285,7 +308,8 @@ def parse_spec(document: Any, where: str, default_name: str = "sweep") -> SweepS
     description = document.get("description", "")
     if not isinstance(description, str):
         raise _fail(f"{where}: description", f"expected text, got {description!r}")
-    return SweepSpec(task=task.name, datasets=datasets, fixed=fixed, grid=axes, search=search, variants=variants,
+    return SweepSpec(task=task.name, datasets=datasets, fixed=fixed, per_data=per_data, grid=axes, search=search,
+                     variants=variants,
                      seeds=seeds or [fixed.get(SEED_OPTION, 0)] if not has_grid else [],
                      n_trials=n_trials, name=name, description=description,
                      nproc_per_node=_positive_int(document, "nproc_per_node", 1, where),
