@@ -296,11 +296,9 @@ def paper_ratio(options: AnomalyOptions, dataset: str) -> float:
     return PAPER_ANOMALY_RATIOS.get(dataset.split("/")[0].upper(), 0.01)
 
 
-def _compared(threshold: Threshold | str, test: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """One threshold method's fit and its unadjusted and point-adjusted test metrics (or why it failed)."""
-    if isinstance(threshold, str):
-        return {"error": threshold}
-    flagged = decision_rule(threshold.to_dict()).run(test)[0].astype(np.int8)
+def _compared(threshold: Threshold, flags: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """One threshold method's fit and the unadjusted and point-adjusted test metrics of its decisions."""
+    flagged = flags.astype(np.int8)
     return {**threshold.to_dict(), **point_metrics(labels, flagged),
             "f1_pa": point_metrics(labels, point_adjust(labels, flagged))["f1"]}
 
@@ -323,8 +321,11 @@ def detection_report(scores: SplitScores, splits: AnomalySplits, options: Anomal
                           "note": "no test labels: nothing to evaluate against"}
         return threshold, report
     report["test"] = anomaly_report(labels, test, thresholds, pa_k=options.pa_k)
-    report["thresholds_compared"] = {method: _compared(candidate, test, labels)
-                                     for method, candidate in by_method.items()}
+    report["thresholds_compared"] = {
+        method: {"error": candidate} if isinstance(candidate, str) else _compared(
+            candidate, flags if method == options.threshold else decision_rule(candidate.to_dict()).run(test)[0],
+            labels)
+        for method, candidate in by_method.items()}
     ratio = paper_ratio(options, splits.name)
     paper = paper_protocol_threshold(scores.fit, scores.val, test, ratio)
     flagged = (test > paper.value).astype(np.int8)
