@@ -174,7 +174,8 @@ def test_the_report_shows_baseline_size_and_validation_and_puts_them_on_the_pare
                         "seconds_per_epoch": 0.1, "selection": "best validation accuracy"})
     results = StudyResults("s", "sqlite:///x", spec, records, {"complete": 2})
     text, document, figures = build_report(results, tmp_path / "report.md")
-    assert "| baseline: minirocket | 2 | 0.900 ± 0.000 | 0.850 ± 0.071 | 300 | – | – | – |" in text
+    assert "| baseline: minirocket | 2 | 0.900 ± 0.000 | 0.850 ± 0.071 | 300 | – | – | – | 0.5 |" in text
+    assert "| SBT d=0.5 | 2 | 0.500 ± 0.000 | 0.650 ± 0.071 | 1,000 | 100 | 1.0 | 0.100 | 0.1 |" in text
     table = document["datasets"]["Synth"]
     assert table["baselines"]["minirocket"]["size_bytes"] == 300
     assert table["baselines"]["minirocket"]["fit_seconds"] == 0.5

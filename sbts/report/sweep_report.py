@@ -36,6 +36,8 @@ BASELINE_MARKER = "x"
 BASELINE_SIZE_NOTE = ("baseline size (bytes): what the fitted baseline stores, every number counted as float32 "
                       "(sbts.baselines.classification: ROCKET kernels, biases and ridge weights; 1-NN DTW's training "
                       "set)")
+FIT_NOTE = ("fit (s): a Transformer's epochs x s/epoch (training with its per-epoch validation); a baseline's "
+            "fit on the same training cases; both in the trial's process, at its torch threads")
 
 
 @dataclass
@@ -61,9 +63,10 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _extras(results: StudyResults, record: dict[str, Any]) -> dict[str, Any]:
-    """The options a run varied besides its dataset, seed, model and density."""
+    """The options a run varied besides its dataset, seed, model and density (and ``baselines``, which fits
+    extra models beside it and changes nothing of its own)."""
     varying = results.spec.varying(record["params"])
-    return {k: v for k, v in varying.items() if k not in (DATA_AXIS, SEED_OPTION, "model", "density")}
+    return {k: v for k, v in varying.items() if k not in (DATA_AXIS, SEED_OPTION, "model", "density", "baselines")}
 
 
 def model_label(record: dict[str, Any], extras: dict[str, Any]) -> str:
@@ -163,12 +166,17 @@ def _protocol_lines(results: StudyResults) -> list[str]:
     lines += [f"- {key}: {note}." for key, note in SIZE_NOTES.items()]
     if any(entry.get("size_bytes") is not None for r in results.records for entry in r.get("baselines", {}).values()):
         lines.append(f"- {BASELINE_SIZE_NOTE}.")
+    lines.append(f"- {FIT_NOTE}.")
     threads = sorted({r.get("torch_threads") for r in results.records if r.get("torch_threads") is not None})
     hosts = sorted({r.get("host") for r in results.records if r.get("host")})
     commits = sorted({r.get("git_commit") for r in results.records if r.get("git_commit")})
     lines.append(f"- Runs: {len(results.records)} on {len(hosts)} machine(s), torch threads per run "
                  f"{', '.join(map(str, threads)) or 'unknown'}; sbts commit {', '.join(commits) or 'unknown'}.")
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.1f}"
 
 
 def render_markdown(results: StudyResults, tables: dict[str, Any], figures: dict[str, Path],
@@ -184,7 +192,7 @@ def render_markdown(results: StudyResults, tables: dict[str, Any], figures: dict
     lines += _protocol_lines(results) + [""]
     header = (["model", "runs", objective.label] + [m.label + (" (oracle)" if m.oracle and "oracle" not in m.label
                                                                else "") for m in task.test_metrics]
-              + ["size (bytes)", "paper size (bytes)", "epochs", "s/epoch"])
+              + ["size (bytes)", "paper size (bytes)", "epochs", "s/epoch", "fit (s)"])
     for dataset, table in tables.items():
         lines += [f"{heading}# {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table["rows"]:
@@ -192,12 +200,15 @@ def render_markdown(results: StudyResults, tables: dict[str, Any], figures: dict
             cells += [mean_std(row["test"][m.key]) for m in task.test_metrics]
             cells += [f"{row['size_bytes']:,.0f}", f"{row['paper_bytes']:,.0f}",
                       f"{row['epochs']:.1f}" if row["epochs"] is not None else MISSING,
-                      f"{row['seconds_per_epoch']:.3f}" if row["seconds_per_epoch"] is not None else MISSING]
+                      f"{row['seconds_per_epoch']:.3f}" if row["seconds_per_epoch"] is not None else MISSING,
+                      _seconds(None if None in (row["epochs"], row["seconds_per_epoch"])
+                               else row["epochs"] * row["seconds_per_epoch"])]
             lines.append("| " + " | ".join(cells) + " |")
         for name, values in table["baselines"].items():
             cells = [f"baseline: {name}", str(values["runs"]), mean_std(values["val"][objective.key])]
             cells += [mean_std(values[m.key]) for m in task.test_metrics]
             cells += [MISSING if values["size_bytes"] is None else f"{values['size_bytes']:,.0f}"] + [MISSING] * 3
+            cells.append(_seconds(values["fit_seconds"]))
             lines.append("| " + " | ".join(cells) + " |")
         label_of = {name: f"{row['model']} (seed {seed})" for row in table["rows"]
                     for name, seed in zip(row["run_names"], row["seeds_in_order"])}
