@@ -26,6 +26,13 @@ DEFAULT_DENSITY = 0.5  # the kept fraction of a sparse-binary model when none is
 DEFAULT_MODEL = "sbt"  # the registered model (sbts.models.registry) a run trains when none is named
 POS_ENCODINGS = ("sinusoidal", "learnable", "rope", "none")  # rope: rotary, relative to the query
 HEAD_ACTIVATIONS = ("relu", "none")  # what the head reads: relu(h) (the paper) or h itself
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+# Upper bounds of a model's sizes: far above any model sbts is made for (the paper's largest has d_model 128),
+# low enough that a config, typed or read from a file, cannot make sbts allocate beyond about a GiB.
+MODEL_SIZE_LIMITS = {"in_channels": 2**16, "out_dim": 2**16, "max_len": 2**16, "d_model": 2**13, "n_heads": 2**8,
+                     "n_layers": 2**6, "d_ff": 2**15}
+MAX_WEIGHT_POSITIONS = 2**26  # weights of all linears together: 256 MiB as float32
+MAX_ATTENTION_SCORES = 2**28  # n_heads x max_len^2, one case's attention scores: 1 GiB as float32
 
 
 def check_density(value: Any, name: str = "density", of: str = "weights") -> float:
@@ -65,9 +72,11 @@ def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
+def check_positive_int(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum:,}, got {value:,}")
 
 
 def dataclass_from_dict(cls, data: dict[str, Any], where: str):
@@ -130,8 +139,8 @@ class ModelConfig:
     seed: int = 0  # of the frozen random weights, scores and masks (set with TrainConfig.seed by the seed option)
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "out_dim", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
-            check_positive_int(getattr(self, name), name)
+        for name, limit in MODEL_SIZE_LIMITS.items():
+            check_positive_int(getattr(self, name), name, maximum=limit)
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         _check_choice(self.linear, LINEAR_KINDS, "linear")
@@ -152,7 +161,21 @@ class ModelConfig:
         for name in ("step_t_self", "attention_bias", "linear_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0, maximum=MAX_SEED)
+        if self.weight_positions > MAX_WEIGHT_POSITIONS:
+            raise ConfigError(f"the model would have {self.weight_positions:,} weights (limit "
+                              f"{MAX_WEIGHT_POSITIONS:,}); lower d_model, d_ff or n_layers")
+        scores = self.n_heads * self.max_len ** 2
+        if scores > MAX_ATTENTION_SCORES:
+            raise ConfigError(f"the attention of one window would hold n_heads x max_len^2 = {scores:,} scores (limit "
+                              f"{MAX_ATTENTION_SCORES:,}); lower max_len or n_heads")
+
+    @property
+    def weight_positions(self) -> int:
+        """Weights of all linears: the embedding, per layer four d_model^2 projections and the feed-forward pair,
+        and the head."""
+        d = self.d_model
+        return d * (self.in_channels + self.out_dim) + self.n_layers * (4 * d * d + 2 * d * self.d_ff)
 
     @property
     def sparsity(self) -> float:
@@ -223,7 +246,7 @@ class TrainConfig:
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.stride, "stride")
         check_positive_int(self.patience, "patience", minimum=0)
-        check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0, maximum=MAX_SEED)
         for name in ("lr", "score_lr_scale", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             positive = name in ("lr", "score_lr_scale")

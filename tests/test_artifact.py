@@ -494,7 +494,7 @@ def scaler_with_nan(document: dict, tensors: dict) -> None:
 
 @pytest.mark.parametrize("tamper,message", [
     (wrong_kept, "declares"),
-    (mask_outside_the_stored_masks, "outside"),
+    (mask_outside_the_stored_masks, "mask_bytes"),
     (wrong_mask_encoding, "layer"),
     (missing_norm_statistic, "missing"),
     (invalid_model_config, "d_model"),
@@ -506,7 +506,42 @@ def scaler_with_nan(document: dict, tensors: dict) -> None:
     (class_names_of_the_wrong_count, "class names"),
     (scaler_without_std, "input scaler"),
     (scaler_of_the_wrong_size, "input scaler"),
-    (scaler_with_nan, "input scaler"),
+    (scaler_with_nan, "input_scaler.mean holds non-finite values"),
+    # what a fuzzer found loading and changing predictions, or crashing, before the semantic checks
+    (lambda d, t: d["model"].update(d_model=100_000), "d_model must be at most 8,192"),
+    (lambda d, t: d["model"].update(max_len=100_000), "max_len must be at most 65,536"),
+    (lambda d, t: d["model"].update(max_len=20_000), "n_heads x max_len^2"),
+    (lambda d, t: d["model"].update(n_layers=1), "layer layers.1.attention is not part of the network"),
+    (lambda d, t: d["model"].update(n_layers=3), "layer layers.2.attention is missing"),
+    (lambda d, t: d["model"].update(d_model=32, n_heads=2), "the config makes a"),
+    (lambda d, t: d["model"].update(seed=2**40), "seed must be at most"),
+    (lambda d, t: t.update({ALPHAS: -t[ALPHAS]}), "every alpha > 0"),
+    (lambda d, t: t.update({ALPHAS: np.where(np.arange(len(t[ALPHAS])) == 0, 0, t[ALPHAS]).astype(np.float32)}),
+     "every alpha > 0"),
+    (lambda d, t: t.update({ALPHAS: np.full_like(t[ALPHAS], np.nan)}), "non-finite"),
+    (lambda d, t: first_sparse_binary_layer(d).update(alpha_index=-1), "invalid alpha_index -1"),
+    (lambda d, t: first_sparse_binary_layer(d).update(alpha_index=1), "each of the"),  # two layers share alpha 1
+    (lambda d, t: first_sparse_binary_layer(d).update(mask_offset=-6), "invalid mask_offset -6"),
+    (lambda d, t: first_sparse_binary_layer(d).update(mask_bytes=-1), "invalid mask_bytes -1"),
+    (lambda d, t: first_sparse_binary_layer(d).update(kept=0), "invalid kept 0"),
+    (lambda d, t: first_sparse_binary_layer(d).update(kept=-3), "invalid kept -3"),
+    (lambda d, t: first_sparse_binary_layer(d).update(seed="-1"), "invalid seed '-1'"),
+    (lambda d, t: first_sparse_binary_layer(d).update(seed=str(2**64)), "invalid seed"),
+    (lambda d, t: first_sparse_binary_layer(d).update(bias=not first_sparse_binary_layer(d)["bias"]), "invalid bias"),
+    (lambda d, t: first_sparse_binary_layer(d).update(shape=[10**6, 10**6]), "the config makes a"),
+    (lambda d, t: t.update({"input_scaler.std": np.array([1.0, 0.0, 2.0])}), "std must be > 0"),
+    (lambda d, t: t.update({"input_scaler.std": np.array([1.0, -2.0, 2.0])}), "std must be > 0"),
+    (lambda d, t: t.update({ALPHAS: t[ALPHAS].astype(np.int32)}), "sbts stores floats there"),
+    (lambda d, t: t.update({"layers.0.norm1.weight": t["layers.0.norm1.weight"].astype(np.int64)}),
+     "sbts stores floats there"),
+    (lambda d, t: t.update({MASKS: t[MASKS].astype(np.int16)}), "must be 1-D uint8"),
+    (lambda d, t: t.update({"layers.0.norm1.weight": np.full_like(t["layers.0.norm1.weight"], np.inf)}),
+     "non-finite"),
+    (lambda d, t: t.update({"extra.weight": np.ones(3, dtype=np.float32)}), "tensor extra.weight belongs to no layer"),
+    (lambda d, t: d["task_state"].update(classes=["a", "b", "a", "d"]), "repeat 'a'"),
+    (lambda d, t: d.update(task="anomaly"), "task state of this anomaly model has no 'classes'"),
+    (lambda d, t: d.update(task="forecasting"), "forecasting model needs 'columns'"),
+    (lambda d, t: d["task_state"].update(threshold={"value": 1.0}), "has no 'threshold'"),
 ])
 def test_checksummed_but_inconsistent_artifact(good_artifact, tmp_path, tamper, message):
     stored = load_artifact_bytes(good_artifact, "good")
@@ -632,7 +667,8 @@ def test_runtime_loads_and_predicts_without_torch(good_artifact, tmp_path):
         "model = sbts.runtime.load(sys.argv[1])\n"
         "print(*model.predict([np.ones((3, 5)), np.zeros((3, 9))]))\n"
         "heavy = ('torch', 'sklearn', 'sbts.training', 'sbts.models', 'sbts.layers', 'sbts.export', 'sbts.tasks')\n"
-        "light = ('sbts.layers', 'sbts.layers.kinds', 'sbts.layers.storage')  # the torch-free layer modules\n"
+        "light = ('sbts.layers', 'sbts.layers.kinds', 'sbts.layers.layout',  # the torch-free layer modules\n"
+        "         'sbts.layers.storage')\n"
         "print(sorted(m for m in sys.modules if m not in light\n"
         "             and any(m == h or m.startswith(h + '.') for h in heavy)))\n"
     )
@@ -640,3 +676,99 @@ def test_runtime_loads_and_predicts_without_torch(good_artifact, tmp_path):
     predictions, imported = done.stdout.strip().splitlines()
     assert all(label in CLASSES for label in predictions.split()) and len(predictions.split()) == 2
     assert imported == "[]"
+
+
+def test_a_document_nested_thousands_deep_is_refused_not_a_recursion_error(good_artifact, tmp_path):
+    metadata, tensors = stored_parts(good_artifact)
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "model.sbts"
+    path.write_bytes(save_tensors(tensors, metadata={**metadata, "document": deep,
+                                                     "checksum": checksum(deep, tensors)}))
+    assert_refused(path, "unreadable document")
+
+
+def test_a_file_beyond_the_artifact_size_limit_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.sbts"
+    with path.open("wb") as sparse:  # no disk used: a hole
+        sparse.truncate(codec.MAX_ARTIFACT_BYTES + 1)
+    assert_refused(path, f"{codec.MAX_ARTIFACT_BYTES + 1:,} bytes; an sbts artifact is at most")
+
+
+EXPORT_IN_A_FRESH_PROCESS = """
+import sys
+import numpy as np
+import sbts
+from conftest import randomise
+from sbts.export.artifact import export_model
+model = randomise(sbts.create_model("sbt", in_channels=3, out_dim=4, max_len=8, d_model=8, n_heads=2, d_ff=16))
+export_model(model, sys.argv[1], task="classification", inference_state={"classes": list("abcd")})
+"""
+
+
+def test_exports_of_one_model_are_byte_identical_across_processes(tmp_path):
+    """safetensors writes its header's keys in hash order, new in every process; sbts sorts them."""
+    paths = [tmp_path / f"export{i}.sbts" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", EXPORT_IN_A_FRESH_PROCESS, str(path)], check=True,
+                       cwd=Path(__file__).parent)
+    assert len({path.read_bytes() for path in paths}) == 1
+
+
+KEY = b"k" * codec.MIN_KEY_BYTES
+
+
+@pytest.fixture()
+def signed(good_artifact, tmp_path) -> Path:
+    stored = load_artifact_bytes(good_artifact, "good")
+    path = tmp_path / "signed.sbts"
+    path.write_bytes(artifact_bytes(stored.document, stored.tensors, key=KEY))
+    return path
+
+
+def test_a_signed_file_verifies_with_its_key_and_predicts_as_the_unsigned_one(signed, good_artifact, tmp_path):
+    unsigned = tmp_path / "unsigned.sbts"
+    unsigned.write_bytes(good_artifact)
+    x = synthetic_cases(5, SMALL["in_channels"], min_len=4, max_len=SMALL["max_len"], seed=3)[0]
+    np.testing.assert_array_equal(load(signed, key=KEY, require_signature=True).decision_function(x),
+                                  load(unsigned).decision_function(x))
+
+
+def test_signing_policy(signed, good_artifact, tmp_path, monkeypatch):
+    unsigned = tmp_path / "unsigned.sbts"
+    unsigned.write_bytes(good_artifact)
+    with pytest.raises(ArtifactError, match="signature does not verify with the key in SBTS_SIGNING_KEY"):
+        load(signed, key=b"another key, long enough")
+    with pytest.raises(ArtifactError, match="not signed, and a signature is required"):
+        load(unsigned, key=KEY, require_signature=True)
+    with pytest.raises(ArtifactError, match="signed, but there is no key to verify it"):
+        load(signed, require_signature=True)
+    load(unsigned, key=KEY)  # a key alone verifies the signed files; unsigned ones pass unless required
+    load(signed)  # no key: the checksum alone is checked
+    monkeypatch.setenv(codec.SIGNING_KEY_ENV, KEY.decode())
+    monkeypatch.setenv(codec.REQUIRE_SIGNATURE_ENV, "yes")
+    load(signed)
+    with pytest.raises(ArtifactError, match="not signed"):
+        load(unsigned)
+    monkeypatch.setenv(codec.SIGNING_KEY_ENV, "short")
+    with pytest.raises(ArtifactError, match="holds 5 bytes; a signing key needs at least 16"):
+        load(signed)
+
+
+def test_an_edit_with_the_checksum_recomputed_fails_the_signature(signed, tmp_path):
+    stored = load_artifact_bytes(signed.read_bytes(), "signed")
+    metadata, tensors = stored_parts(signed.read_bytes())
+    tensors[ALPHAS] = tensors[ALPHAS] * 2  # a valid model, but not the one that was signed
+    document_json = metadata["document"]
+    edited = tmp_path / "edited.sbts"
+    edited.write_bytes(save_tensors(tensors, metadata={**metadata, "checksum": checksum(document_json, tensors)}))
+    assert stored.signature == metadata["signature"]
+    load(edited)  # the checksum alone cannot tell: it was recomputed
+    with pytest.raises(ArtifactError, match="signature does not verify"):
+        load(edited, key=KEY)
+
+
+def test_export_signs_when_a_key_is_set(tmp_path, monkeypatch):
+    monkeypatch.setenv(codec.SIGNING_KEY_ENV, KEY.decode())
+    path = tmp_path / "model.sbts"
+    export_model(randomised("sbt"), path, task="classification", inference_state={"classes": CLASSES})
+    assert codec.read_artifact(path, require_signature=True).signature.startswith(codec.SIGNATURE_PREFIX)

@@ -90,6 +90,15 @@ def test_export_onnx_and_float16(trained_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["float_dtype"] == "float16"
     assert run_cli("export", run_dir, "-o", tmp_path / "x.onnx", "--format", "onnx", "--float16") == 2
     assert_one_line_error(capsys, "--float16")
+    import onnx
+
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert metadata["sbts.task"] == "classification" and json.loads(metadata["sbts.classes"])
+    assert run_cli("export", run_dir, "-o", tmp_path / "x.onnx", "--format", "onnx", "--no-padding-mask") == 0
+    capsys.readouterr()
+    assert [i.name for i in onnx.load(tmp_path / "x.onnx").graph.input] == ["x"]
+    assert run_cli("export", run_dir, "-o", tmp_path / "y.sbts", "--no-padding-mask") == 2
+    assert_one_line_error(capsys, "--no-padding-mask applies to --format onnx only")
 
 
 def test_predict_does_not_import_torch(trained_run, tmp_path):

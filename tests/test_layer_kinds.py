@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from sbts.config import ATTENTION_MODES, LINEAR_KINDS, NORMS, POS_ENCODINGS
+from sbts.config import ATTENTION_MODES, LINEAR_KINDS, NORMS, POS_ENCODINGS, ModelConfig
 from sbts.errors import ArtifactError, ConfigError
 from sbts.export.artifact import build_artifact
 from sbts.layers.kinds import KINDS, NO_LAYER, kind_for_option, layer_kind
-from sbts.models import create_model
+from sbts.layers.layout import ExpectedLayer, model_layout
+from sbts.models import TimeSeriesTransformer, create_model
 from sbts.runtime.artifact import artifact_bytes, load_artifact_bytes
 
 SMALL = {"in_channels": 3, "out_dim": 2, "max_len": 8, "d_model": 8, "n_heads": 2, "d_ff": 16}
@@ -87,3 +88,21 @@ def test_the_table_imports_without_torch():
     code = "import sys, sbts.layers.kinds, sbts.layers.storage; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("linear", LINEAR_KINDS)
+@pytest.mark.parametrize("attention", ATTENTION_MODES)
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("pos_encoding", POS_ENCODINGS)
+def test_the_torch_model_builds_exactly_the_layout_of_its_config(linear, attention, norm, pos_encoding):
+    """The artifact reader checks files against model_layout: it must be what the torch model declares."""
+    for attention_bias, linear_bias in ((True, False), (False, True)):
+        config = ModelConfig(in_channels=3, out_dim=5, max_len=7, d_model=8, n_heads=2, n_layers=2, d_ff=12,
+                             linear=linear, attention=attention, norm=norm, pos_encoding=pos_encoding,
+                             attention_bias=attention_bias, linear_bias=linear_bias)
+        model = TimeSeriesTransformer(config)
+        modules = dict(model.named_modules())
+        declared = {name: ExpectedLayer(st.kind, tuple(st.shape),
+                                        modules[name].bias is not None if st.kind.endswith("_linear") else None)
+                    for name, st in model.storage().items()}
+        assert declared == model_layout(config)

@@ -1,7 +1,10 @@
-"""ONNX export: onnxruntime reproduces the torch model, sparse-binary linears become constant ternary weights."""
+"""ONNX export: onnxruntime reproduces the torch model, sparse-binary linears become constant ternary weights,
+the file describes itself in its metadata props, and over-long inputs are refused by sbts."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 
 import numpy as np
@@ -9,13 +12,19 @@ import pytest
 import torch
 from conftest import randomise
 
-from sbts.errors import SBTSError
-from sbts.export.onnx import export_onnx, run_onnx
+from sbts import __version__
+from sbts.config import ModelConfig
+from sbts.data.preprocessing import ChannelScaler
+from sbts.errors import DataError, SBTSError
+from sbts.export.artifact import build_artifact, export_model
+from sbts.export.onnx import (CLASSES_KEY, CONFIG_KEY, INPUTS_KEY, OUTPUTS_KEY, SCALER_KEY, TASK_KEY, TASK_STATE_KEY,
+                              VERSION_KEY, export_onnx, run_onnx)
 from sbts.layers import SparseBinaryLinear
 from sbts.models import create_model
+from sbts.runtime import load
 
 onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime")
 
 MAX_LEN = 12
 CASES = {
@@ -27,10 +36,18 @@ CASES = {
 }
 
 
-def randomised_model(name: str, **kwargs):
+def randomised_model(name: str, out_dim: int = 4, **kwargs):
     """A small eval-mode model whose scores and norms are random, so that no layer is trivially neutral."""
-    return randomise(create_model(name, in_channels=3, out_dim=4, max_len=MAX_LEN, d_model=16, n_heads=2,
+    return randomise(create_model(name, in_channels=3, out_dim=out_dim, max_len=MAX_LEN, d_model=16, n_heads=2,
                                   n_layers=2, d_ff=32, **kwargs))
+
+
+def metadata(path) -> dict[str, str]:
+    return {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+
+
+def graph_shapes(values) -> dict[str, list]:
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -126,7 +143,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         export_onnx(fixed, tmp_path / "c.onnx", opset=13)
     assert not list(tmp_path.iterdir())
     path = export_onnx(fixed, tmp_path / "d.onnx")
-    with pytest.raises(SBTSError, match="not a padding mask"):
+    with pytest.raises(SBTSError, match="takes no padding mask"):
         run_onnx(path, np.zeros((1, MAX_LEN, 3)), np.zeros((1, MAX_LEN), dtype=bool))
     with pytest.raises(SBTSError, match="not found"):
         run_onnx(tmp_path / "missing.onnx", np.zeros((1, MAX_LEN, 3)))
@@ -142,3 +159,140 @@ def test_missing_packages_say_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(SBTSError, match=r"needs the onnxruntime package: pip install 'sbts\[onnx\]'$"):
         run_onnx(path, np.zeros((1, MAX_LEN, 3)))
     assert not (tmp_path / "other.onnx").exists()
+
+
+SCALER = ChannelScaler(np.array([0.5, -2.0, 1e-3]), np.array([2.0, 0.25, 3.0]))
+TASKS = {  # task -> (model kwargs, inference state)
+    "classification": ({"attention": "qkv_mask", "norm": "batch"}, {"classes": ["w", "x", "y", "z"]}),
+    "anomaly": ({"out_dim": 3, "attention": "step_t", "norm": "none"},
+                {"threshold": {"value": 0.7, "method": "fixed"}}),
+    "forecasting": ({"out_dim": 3, "attention": "full", "norm": "batch"},
+                    {"formulation": {"target": "change", "input_norm": "window"}, "columns": ["a", "b", "c"]}),
+}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_metadata_round_trips_and_agrees_with_the_artifact(task, tmp_path):
+    kwargs, state = TASKS[task]
+    model = randomised_model("sbt", **kwargs)
+    props = metadata(export_onnx(model, tmp_path / "m.onnx", task=task, inference_state=state, scaler=SCALER))
+    assert ModelConfig.from_dict(json.loads(props[CONFIG_KEY])) == model.config
+    scaler = ChannelScaler.from_dict(json.loads(props[SCALER_KEY]))
+    assert np.array_equal(scaler.mean, SCALER.mean) and np.array_equal(scaler.std, SCALER.std)  # exact: JSON floats
+    assert props[TASK_KEY] == task and props[VERSION_KEY] == __version__
+    assert json.loads(props[TASK_STATE_KEY]) == state
+    assert (CLASSES_KEY in props) == (task == "classification")
+    if task == "classification":
+        assert json.loads(props[CLASSES_KEY]) == state["classes"]
+    document, tensors = build_artifact(model, task=task, inference_state=state, scaler=SCALER)
+    assert {"sbts_version": props[VERSION_KEY], "model": json.loads(props[CONFIG_KEY]), "task": props[TASK_KEY],
+            "task_state": json.loads(props[TASK_STATE_KEY])} == {key: document[key] for key in
+                                                                 ("sbts_version", "model", "task", "task_state")}
+    assert np.array_equal(tensors["input_scaler.mean"], scaler.mean)
+    assert np.array_equal(tensors["input_scaler.std"], scaler.std)
+
+
+@pytest.mark.parametrize("padding_mask_input", [True, False])
+@pytest.mark.parametrize("case", ["sbt-qkv_mask-batch-sinusoidal", "sbt-step_t-none"])
+def test_described_inputs_and_outputs_are_the_graphs(case, padding_mask_input, tmp_path):
+    name, kwargs = CASES[case]
+    model = randomised_model(name, **kwargs)
+    path = export_onnx(model, tmp_path / "m.onnx", scaler=SCALER, padding_mask_input=padding_mask_input)
+    props, graph = metadata(path), onnx.load(str(path)).graph
+    inputs, outputs = json.loads(props[INPUTS_KEY]), json.loads(props[OUTPUTS_KEY])
+    assert {i["name"]: i["shape"] for i in inputs} == graph_shapes(graph.input)
+    assert {o["name"]: o["shape"] for o in outputs} == graph_shapes(graph.output)
+    assert [i["dtype"] for i in inputs] == ["float32", "bool"][:len(graph.input)]
+    assert inputs[0]["must_be_scaled"] is True and inputs[0]["max_time_steps"] == MAX_LEN
+    assert TASK_KEY not in props and outputs[0]["meaning"] == "per-step network output"  # a bare network
+    unscaled = json.loads(metadata(export_onnx(model, tmp_path / "n.onnx"))[INPUTS_KEY])
+    assert unscaled[0]["must_be_scaled"] is False and SCALER_KEY not in metadata(tmp_path / "n.onnx")
+
+
+def test_output_meaning_follows_the_forecast_formulation(tmp_path):
+    kwargs, state = TASKS["forecasting"]
+    model = randomised_model("sbt", **kwargs)
+    meanings = {}
+    for target in ("value", "change"):
+        for input_norm in ("none", "window"):
+            formulation = {"target": target, "input_norm": input_norm}
+            path = export_onnx(model, tmp_path / f"{target}-{input_norm}.onnx", task="forecasting",
+                               inference_state={**state, "formulation": formulation})
+            meanings[target, input_norm] = json.loads(metadata(path)[OUTPUTS_KEY])[0]["meaning"]
+    for (target, input_norm), meaning in meanings.items():
+        assert ("forecast = x[:, -2] + output[:, -1]" in meaning) == (target == "change")
+        assert ("the forecast value itself" in meaning) == (target == "value")
+        assert ("normalised by their own per-channel mean and std" in meaning) == (input_norm == "window")
+
+
+def test_forecast_read_as_the_metadata_says_equals_the_runtime(tmp_path):
+    """The described reading of a change forecaster's output (scale, zero the target row, add x[:, -2], unscale)
+    gives the sbts runtime's forecast."""
+    kwargs, state = TASKS["forecasting"]
+    state = {**state, "formulation": {"target": "change", "input_norm": "none"}}
+    model = randomised_model("sbt", **kwargs)
+    path = export_onnx(model, tmp_path / "f.onnx", task="forecasting", inference_state=state, scaler=SCALER)
+    runtime = load(export_model(model, tmp_path / "f.sbts", task="forecasting", inference_state=state,
+                                scaler=SCALER).path)
+    history = np.random.default_rng(2).standard_normal((30, 3)) * SCALER.std + SCALER.mean
+    scaler = ChannelScaler.from_dict(json.loads(metadata(path)[SCALER_KEY]))
+    window = np.concatenate([scaler.transform_rows(history[-(MAX_LEN - 1):]), np.zeros((1, 3), np.float32)])[None]
+    forecast = window[:, -2] + run_onnx(path, window)[:, -1]
+    np.testing.assert_allclose(scaler.inverse_transform_rows(forecast)[0], runtime.predict(history), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_task_facts_that_would_misdescribe_the_graph_are_refused(tmp_path):
+    model = randomised_model("sbt", out_dim=3)
+    with pytest.raises(SBTSError, match="needs its 3 class names"):
+        export_onnx(model, tmp_path / "a.onnx", task="classification", inference_state={"classes": ["a", "b"]})
+    with pytest.raises(SBTSError, match="needs a valid 'formulation'"):
+        export_onnx(model, tmp_path / "b.onnx", task="forecasting", inference_state={"columns": ["a", "b", "c"]})
+    with pytest.raises(SBTSError, match="the scaler has 2 channels, the model takes 3"):
+        export_onnx(model, tmp_path / "c.onnx", scaler=ChannelScaler(np.zeros(2), np.ones(2)))
+    assert not list(tmp_path.iterdir())
+
+
+def test_graph_without_padding_mask_matches_the_masked_graph(exported, tmp_path):
+    model, masked = exported
+    unmasked = export_onnx(model, tmp_path / "unmasked.onnx", padding_mask_input=False)
+    assert graph_shapes(onnx.load(str(unmasked)).graph.input) == {
+        "x": ["batch", MAX_LEN if model.config.needs_fixed_length else "time", 3]}
+    rng = np.random.default_rng(1)
+    for length in (MAX_LEN,) if model.config.needs_fixed_length else (MAX_LEN, 7):
+        x = rng.standard_normal((3, length, 3)).astype(np.float32)
+        session = ort.InferenceSession(str(unmasked), providers=["CPUExecutionProvider"])
+        out = session.run(None, {"x": x})[0]  # onnxruntime alone, x the only feed
+        assert_matches(out, run_onnx(masked, x))  # the masked graph with an all-False mask
+    with pytest.raises(SBTSError, match="takes no padding mask"):
+        run_onnx(unmasked, x, np.zeros(x.shape[:2], dtype=bool))
+
+
+def test_over_long_input_is_refused_before_onnxruntime_runs(exported, monkeypatch):
+    model, path = exported
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("onnxruntime was given the over-long input")
+
+    monkeypatch.setattr(ort.InferenceSession, "run", not_reached)
+    expected = f"{path}: the input has {MAX_LEN + 1} time steps; the model takes at most max_len={MAX_LEN}"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        run_onnx(path, np.zeros((2, MAX_LEN + 1, 3)))
+
+
+def test_length_other_than_a_fixed_time_axis_is_refused(tmp_path):
+    path = export_onnx(randomised_model("sbt", attention="full", norm="batch"), tmp_path / "m.onnx", length=8)
+    with pytest.raises(DataError, match=r"the input has 10 time steps; this graph takes exactly 8$"):
+        run_onnx(path, np.zeros((1, 10, 3)))
+    with pytest.raises(DataError, match=r"x must be \(batch, time, channels\), got shape \(8, 3\)"):
+        run_onnx(path, np.zeros((8, 3)))
+
+
+def test_file_without_metadata_still_runs(exported, tmp_path):
+    """Files written before sbts recorded its metadata have no limit to check against, and run as before."""
+    model, path = exported
+    bare = onnx.load(str(path))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    x = np.random.default_rng(3).standard_normal((2, MAX_LEN, 3)).astype(np.float32)
+    assert_matches(run_onnx(tmp_path / "bare.onnx", x), torch_output(model, x))

@@ -123,3 +123,32 @@ def test_readme_c_examples_compile_and_run_against_exports(tmp_path):
     built = subprocess.run([compiler, *STRICT_FLAGS, "-O2", "-c", "-I", str(tmp_path / "detector"), "-o",
                             str(tmp_path / "stream.o"), str(tmp_path / "stream.c")], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
+
+
+def test_onnx_block_runs_with_onnxruntime_alone(tmp_path, monkeypatch):
+    """The ONNX block, on a classifier exported with its task facts, gives the sbts runtime's logits and classes."""
+    import pytest
+
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from conftest import randomise
+
+    from sbts.data.preprocessing import ChannelScaler
+    from sbts.export.artifact import export_model
+    from sbts.export.onnx import export_onnx
+    from sbts.models import create_model
+    from sbts.runtime import load
+
+    block = next(b for b in code_blocks("python") if "import onnxruntime" in b)
+    model = randomise(create_model("sbt", in_channels=3, out_dim=3, max_len=16, d_model=16, n_heads=2, n_layers=1,
+                                   d_ff=32))
+    cases = [3 * case + 7 for case in synthetic_cases(6, min_len=16, max_len=16, seed=7)[0]]  # far from scaled
+    facts = {"task": "classification", "inference_state": {"classes": ["calm", "busy", "wild"]},
+             "scaler": ChannelScaler().fit(cases)}
+    monkeypatch.chdir(tmp_path)
+    export_onnx(model, "jv.onnx", **facts)
+    runtime = load(export_model(model, "jv.sbts", **facts).path)
+    namespace = {"cases": np.stack(cases).transpose(0, 2, 1)}  # (n, channels, time) -> (n, time, channels)
+    exec(compile(block, "README.md", "exec"), namespace)
+    np.testing.assert_allclose(namespace["logits"], runtime.decision_function(cases), rtol=1e-5, atol=1e-5)
+    assert namespace["predicted"] == list(runtime.predict(cases))

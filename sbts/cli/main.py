@@ -177,11 +177,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _export_c(args)
     if args.force or args.c_weights:
         raise ConfigError(f"--{'force' if args.force else 'c-weights'} applies to --format c only")
+    if args.no_padding_mask and args.format != "onnx":
+        raise ConfigError("--no-padding-mask applies to --format onnx only")
     task = task_of_run(args.run_dir)
     if args.format == "onnx":
         if args.float16:
             raise ConfigError("--float16 applies to the .sbts format only")
-        path = task.export_onnx_run(args.run_dir, args.output, checkpoint=args.checkpoint)
+        path = task.export_onnx_run(args.run_dir, args.output, checkpoint=args.checkpoint,
+                                    padding_mask_input=not args.no_padding_mask)
         print(json.dumps({"path": str(path), "format": "onnx", "size_bytes": path.stat().st_size}, indent=2))
         return 0
     result = task.export_run(args.run_dir, args.output, checkpoint=args.checkpoint,
@@ -302,6 +305,8 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="--format c: write into a non-empty directory")
     export.add_argument("--float16", action="store_true",
                         help="store the float tensors (norms, dense weights, tables) as float16")
+    export.add_argument("--no-padding-mask", action="store_true",
+                        help="--format onnx: a graph whose only input is x, for batches of unpadded series")
     export.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
     predict = subparsers.add_parser("predict", help="run an exported .sbts model (numpy only, no torch): class "

@@ -25,8 +25,8 @@ from sbts.export.c_build import CExportResult, write_c_export
 from sbts.export.c_source import DEFAULT_WEIGHT_FORM
 from sbts.layers.kinds import ALPHA, MASK, layer_kind
 from sbts.models.transformer import TimeSeriesTransformer
-from sbts.runtime.artifact import (ALPHAS, MASKS, Artifact, artifact_bytes, encode_mask, load_artifact_bytes,
-                                   network_tensors)
+from sbts.runtime.artifact import (ALPHAS, INPUT_SCALER, MASKS, Artifact, artifact_bytes, encode_mask,
+                                   load_artifact_bytes, network_tensors, signing_key)
 from sbts.runtime.network import forward
 
 FLOAT_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -40,6 +40,16 @@ class ExportResult:
     size_bytes: int
     float_dtype: str
     probe_max_relative_difference: float  # runtime vs PyTorch on the probe batch
+
+
+def model_facts(model: TimeSeriesTransformer, *, task: str | None, inference_state: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """What every export records about ``model`` besides its weights: the sbts version, the model config, the
+    task and its inference state (class names, threshold, ...). The artifact's document holds these entries and
+    the ONNX export's metadata props (``sbts.export.onnx``) are made from them, so the two cannot disagree.
+    ``task`` is None only for an ONNX export of a network outside any task."""
+    return {"sbts_version": __version__, "model": model.config.to_dict(), "task": task,
+            "task_state": inference_state or {}}
 
 
 def build_artifact(model: TimeSeriesTransformer, *, task: str, inference_state: dict[str, Any] | None = None,
@@ -65,10 +75,10 @@ def build_artifact(model: TimeSeriesTransformer, *, task: str, inference_state: 
     if masks:
         tensors[MASKS], tensors[ALPHAS] = np.concatenate(masks), np.concatenate(alphas)
     if scaler is not None:
-        tensors["input_scaler.mean"] = scaler.mean.astype(np.float64)
-        tensors["input_scaler.std"] = scaler.std.astype(np.float64)
-    document = {"sbts_version": __version__, "model": model.config.to_dict(), "task": task,
-                "task_state": inference_state or {}, "float_dtype": float_dtype, "layers": layers}
+        mean, std = INPUT_SCALER
+        tensors[mean], tensors[std] = scaler.mean.astype(np.float64), scaler.std.astype(np.float64)
+    document = {**model_facts(model, task=task, inference_state=inference_state), "float_dtype": float_dtype,
+                "layers": layers}
     return document, tensors
 
 
@@ -100,7 +110,7 @@ def verified_artifact(model: TimeSeriesTransformer, where: str | Path, *, task: 
     try:
         document, tensors = build_artifact(model, task=task, inference_state=inference_state, scaler=scaler,
                                            float_dtype=float_dtype)
-        data = artifact_bytes(document, tensors)
+        data = artifact_bytes(document, tensors, key=signing_key())  # signed when $SBTS_SIGNING_KEY is set
         difference, torch_error = probe_difference(model, load_artifact_bytes(data, str(where)))
     finally:
         model.train(was_training)

@@ -21,21 +21,24 @@ from sbts.heads.anomaly import FixedRule, RelativeRule, ScoreStream, decision_ru
 from sbts.heads.forecasting import Formulation, WindowForecastStream, forecast_every_step_with, forecast_next
 from sbts.heads.network import SeriesNetwork
 from sbts.registry import entry, runtime_class
-from sbts.runtime.artifact import Artifact, network_tensors, read_artifact
+from sbts.runtime.artifact import INPUT_SCALER, Artifact, network_tensors, read_artifact
 from sbts.runtime.inputs import read_cases, read_series, stream_rows, write_rows
 from sbts.runtime.network import MacCounter, forward
 from sbts.runtime.streaming import CachedForecastStream, CachedScoreStream, StepStream, numpy_shared_pass
 
 BATCH = 256  # cases per forward call: bounds memory on long inputs
+PROBE_STEPS = 2  # the load-time probe's length (step_t needs 2 steps: the last attends to the past)
 
 
 def _scaler(artifact: Artifact, channels: int) -> ChannelScaler | None:
-    """The stored input statistics: both or neither, finite, one per input channel."""
-    stats = [artifact.tensors.get(f"input_scaler.{key}") for key in ("mean", "std")]
+    """The stored input statistics: both or neither, finite, one per input channel, every std > 0."""
+    stats = [artifact.tensors.get(name) for name in INPUT_SCALER]
     if all(s is None for s in stats):
         return None
     if any(s is None or s.shape != (channels,) or not np.isfinite(s).all() for s in stats):
         raise ArtifactError(f"{artifact.source}: the input scaler needs finite mean and std for {channels} channels")
+    if not (stats[1] > 0).all():
+        raise ArtifactError(f"{artifact.source}: the input scaler's std must be > 0 in every channel (it divides)")
     return ChannelScaler(*stats)
 
 
@@ -46,18 +49,34 @@ class RuntimeModel:
     ``sbts predict`` runs."""
 
     last_step_only = False  # the task reads only the last step's output (the summary counts that work)
+    # The task state's keys: those it must have and those it may have. A key of another task's state is refused:
+    # a file relabelled as another task does not load as one.
+    state_keys: frozenset[str] = frozenset()
+    optional_state_keys: frozenset[str] = frozenset()
 
     def __init__(self, artifact: Artifact):
         self.artifact = artifact
         self.config: ModelConfig = artifact.config
         self.task: str = artifact.document["task"]
         self.task_state: dict = artifact.document.get("task_state", {})
+        self._check_state_keys()
         self.tensors = network_tensors(artifact)
-        try:  # a zero probe through every layer: a file missing a layer fails here, not at the first prediction
-            self.forward(np.zeros((1, self.config.max_len, self.config.in_channels), dtype=np.float32))
+        # A zero probe through every layer: a file missing a layer fails here, not at the first prediction. Short
+        # (PROBE_STEPS) unless the model takes whole windows only: every layer runs whatever the length.
+        steps = self.config.max_len if self.config.needs_fixed_length else min(self.config.max_len, PROBE_STEPS)
+        try:
+            self.forward(np.zeros((1, steps, self.config.in_channels), dtype=np.float32))
         except ValueError as exc:
             raise ArtifactError(f"{artifact.source}: does not make a complete network ({exc})") from None
         self.scaler = _scaler(artifact, self.config.in_channels)
+
+    def _check_state_keys(self) -> None:
+        keys = set(self.task_state)
+        missing, foreign = sorted(self.state_keys - keys), sorted(keys - self.state_keys - self.optional_state_keys)
+        if missing or foreign:
+            raise ArtifactError(f"{self.artifact.source}: the task state of this {self.task} model "
+                                + (f"needs {missing[0]!r}" if missing else f"has no {foreign[0]!r}")
+                                + f" (this one has {', '.join(map(repr, sorted(keys))) or 'no keys'})")
 
     def forward(self, x: np.ndarray, padding_mask: np.ndarray | None = None, *, last_step_only: bool = False,
                 counter: MacCounter | None = None) -> np.ndarray:
@@ -97,10 +116,15 @@ def _check_names(artifact: Artifact, key: str, count: int, what: str) -> None:
     names = artifact.document.get("task_state", {}).get(key)
     if not (isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names)):
         raise ArtifactError(f"{artifact.source}: needs {count} {what} in {key!r}, the document has {names!r}")
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated is not None:
+        raise ArtifactError(f"{artifact.source}: the {what} in {key!r} repeat {repeated!r}")
 
 
 class ClassifierRuntime(RuntimeModel):
     """Per-step logits averaged over the valid steps, as the classification task trains them."""
+
+    state_keys = frozenset({"classes"})
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
@@ -228,6 +252,8 @@ class AnomalyRuntime(SeriesRuntime):
     """Scores every step of a series by how badly the network reconstructs it from the window ending there
     (``sbts.heads.anomaly``); ``predict`` compares the scores with the threshold fitted in training."""
 
+    optional_state_keys = frozenset({"threshold"})  # exported from a checkpoint: no threshold
+
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
         self.threshold_record = self.task_state.get("threshold")
@@ -304,9 +330,9 @@ class AnomalyRuntime(SeriesRuntime):
             write_rows(["step", "score"], ([step, f"{score:.9g}"] for step, score in enumerate(scores)), output)
             return
         flags, thresholds = rule.run(scores)
+        rows = zip(scores, thresholds, flags)
         write_rows(self.stream_header, ([step, f"{score:.9g}", f"{threshold:.9g}", int(flag)]
-                                        for step, (score, threshold, flag) in enumerate(zip(scores, thresholds, flags))),
-                   output)
+                                        for step, (score, threshold, flag) in enumerate(rows)), output)
         print(f"sbts: {int(np.sum(flags))} of {len(scores)} steps of {input_path} above the threshold "
               f"({self.threshold_method}, {self.threshold:.6g} after training)", file=sys.stderr)
 
@@ -314,6 +340,8 @@ class AnomalyRuntime(SeriesRuntime):
 class ForecastRuntime(SeriesRuntime):
     """One-step-ahead forecasts of every variable, prepared as in training (``sbts.heads.forecasting``);
     inputs and forecasts are in the data's own units."""
+
+    state_keys = frozenset({"formulation", "columns"})
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
@@ -383,9 +411,12 @@ class ForecastRuntime(SeriesRuntime):
                                              for step, row in enumerate(forecasts)), output)
 
 
-def load(path: str | Path) -> RuntimeModel:
-    """Load and verify an ``.sbts`` artifact; returns the runtime of its task (``sbts.registry``)."""
-    artifact = read_artifact(path)
+def load(path: str | Path, *, key: bytes | None = None,
+         require_signature: bool | None = None) -> RuntimeModel:
+    """Load and verify an ``.sbts`` artifact; returns the runtime of its task (``sbts.registry``). ``key`` (default
+    ``$SBTS_SIGNING_KEY``) verifies a signed file; ``require_signature`` (default ``$SBTS_REQUIRE_SIGNATURE``)
+    refuses one the key does not verify."""
+    artifact = read_artifact(path, key=key, require_signature=require_signature)
     task = artifact.document.get("task")
     try:
         entry(task)

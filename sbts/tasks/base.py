@@ -308,6 +308,10 @@ class Task:
         return export_c_model(trained.model, directory, task=self.name, inference_state=trained.inference_state,
                               scaler=trained.scaler, weight_form=weight_form, force=force)
 
-    def export_onnx_run(self, run_dir: str | Path, path: str | Path, *, checkpoint: str = "best") -> Path:
-        """A saved run's checkpoint as ONNX (the per-step network; inputs scaled as in training)."""
-        return export_onnx(self.load_trained(run_dir, checkpoint).model, path)
+    def export_onnx_run(self, run_dir: str | Path, path: str | Path, *, checkpoint: str = "best",
+                        padding_mask_input: bool = True) -> Path:
+        """A saved run's checkpoint as ONNX (the per-step network; inputs scaled as in training), its metadata
+        props describing the task, the scaler and the class names (``sbts.export.onnx``)."""
+        trained = self.load_trained(run_dir, checkpoint)
+        return export_onnx(trained.model, path, task=self.name, inference_state=trained.inference_state,
+                           scaler=trained.scaler, padding_mask_input=padding_mask_input)
