@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("aeon")
 
@@ -135,7 +136,13 @@ def test_a_run_reports_the_baselines_only_when_asked(synthetic_ts, tmp_path):
         return json.loads((out / "metrics.json").read_text())
 
     assert "baselines" not in train()
-    metrics = train("--baselines")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a sweep worker runs
+    try:
+        metrics = train("--baselines")
+        assert torch.get_num_threads() == 1  # aeon's thread limits once left it at the machine's cores
+    finally:
+        torch.set_num_threads(threads)
     assert list(metrics["baselines"]) == list(NAMES)
     assert metrics["baselines"]["minirocket"]["test"]["n"] == metrics["n_test"]
     assert metrics["baselines"]["minirocket"]["val"]["n"] == metrics["n_val"]

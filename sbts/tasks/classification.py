@@ -241,9 +241,15 @@ def _cases(part: TensorDataset | None) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def baseline_report(data: ClassificationData, seed: int) -> dict[str, dict[str, Any]]:
-    """The baselines fitted on the run's training cases, scored on its validation and test cases."""
-    return classification_baselines(_cases(data.train), {"val": _cases(data.val), "test": _cases(data.test)}, seed,
-                                    n_jobs=torch.get_num_threads())
+    """The baselines fitted on the run's training cases, scored on its validation and test cases, at the run's
+    torch threads; torch's thread count is restored after them (aeon's thread limits set the OpenMP count that
+    torch reads back to the machine's cores: later runs of a 1-thread sweep worker oversubscribed its CPUs)."""
+    threads = torch.get_num_threads()
+    try:
+        return classification_baselines(_cases(data.train), {"val": _cases(data.val), "test": _cases(data.test)},
+                                        seed, n_jobs=threads)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ClassificationTask(Task):
