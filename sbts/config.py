@@ -26,6 +26,7 @@ DEFAULT_DENSITY = 0.5  # the kept fraction of a sparse-binary model when none is
 DEFAULT_MODEL = "sbt"  # the registered model (sbts.models.registry) a run trains when none is named
 POS_ENCODINGS = ("sinusoidal", "learnable", "rope", "none")  # rope: rotary, relative to the query
 HEAD_ACTIVATIONS = ("relu", "none")  # what the head reads: relu(h) (the paper) or h itself
+MAX_CONFIG_BYTES = 2**20  # a run or sweep config is a few hundred bytes; beyond a MiB it is not one
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
 # Upper bounds of a model's sizes: far above any model sbts is made for (the paper's largest has d_model 128),
 # low enough that a config, typed or read from a file, cannot make sbts allocate beyond about a GiB.
@@ -321,23 +322,38 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _safe_yaml(text: str, path: Path) -> Any:
+    """YAML without aliases: a config never needs them, and nested aliases (a "billion laughs" document) expand
+    into exponentially many nodes for whatever walks the result."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"{path}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                              "accepted in sbts configs; write the value out")
+    return yaml.safe_load(text)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON mapping; errors name the file (and line, for YAML syntax errors)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if path.is_file() and size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else _safe_yaml(text, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{line} invalid YAML ({getattr(exc, 'problem', exc)})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: line {exc.lineno} invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -17,6 +17,7 @@ import pytest
 from conftest import real_data_dir
 
 from sbts.data.anomaly import AnomalyData, available_anomaly_datasets, canonical_anomaly_spec, load_anomaly
+from sbts.data.locations import DATA_DIR_HINT
 from sbts.data.uea import sha256_file
 from sbts.errors import DataError
 
@@ -224,7 +225,10 @@ def test_missing_and_ambiguous_files(tmp_path: Path) -> None:
     write(tmp_path / "test.npy.gz", as_npy(TEST), gz=True)
     assert "ambiguous, found test.csv, test.npy.gz" in load_error(str(tmp_path))
     assert f"{train}: is a file" in load_error(str(train))
-    assert "nothing/here: no such file or folder; expected one of: SMD/<machine>" in load_error("nothing/here")
+    assert load_error("nothing/here") == "no such file or directory: nothing/here"
+    assert load_error("./SMAP") == "no such file or directory: ./SMAP"
+    assert load_error("nothing").startswith("'nothing': no such file or folder and not a dataset; expected one of: "
+                                            "SMD/<machine>")
     assert f"{tmp_path}: is a folder, expected a file" in load_error(f"{tmp_path},{train}")
 
 
@@ -274,10 +278,15 @@ def test_entity_archive_and_unknown_names(tmp_path: Path, monkeypatch: pytest.Mo
     message = load_error("SMD/machine-1-10", data_dir=tmp_path)
     assert message.endswith("test_label/machine-1-10.txt[.gz]: file not found")
     asd = tmp_path / "anomaly" / "ASD"
-    assert f"{asd}: ASD not found under the data dir" in load_error("ASD/omi-1", data_dir=tmp_path)
+    assert load_error("ASD/omi-1", data_dir=tmp_path) == (f"{asd}: folder not found; ASD is not under the data dir "
+                                                          f"{tmp_path} ({DATA_DIR_HINT} to use another)")
     monkeypatch.delenv("SBTS_DATA_DIR", raising=False)
-    assert "no data dir; set SBTS_DATA_DIR or pass data_dir" in load_error("SMD/machine-1-1")
+    assert load_error("SMD/machine-1-1") == ("dataset 'SMD/machine-1-1': no data dir; set SBTS_DATA_DIR or pass "
+                                             "--data-dir (data_dir= in Python)")
     assert "data dir not found" in load_error("SMD/machine-1-1", data_dir=tmp_path / "missing")
+    monkeypatch.setenv("SBTS_DATA_DIR", str(tmp_path / "typo"))
+    assert load_error("SMD/machine-1-1") == (f"{tmp_path / 'typo'}: data dir not found (from SBTS_DATA_DIR or "
+                                             f"--data-dir)")
     assert available_anomaly_datasets() == []
     monkeypatch.setenv("SBTS_DATA_DIR", str(tmp_path))
     assert available_anomaly_datasets() == ["SMD/machine-1-1", "SMD/machine-1-2"]  # 1-10 has no labels now

@@ -184,12 +184,15 @@ def test_export_does_not_overwrite_on_failure(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     target = tmp_path / "model.sbts"
     target.write_bytes(b"keep me")
-    assert run_cli("export", run_dir, "-o", target, "--checkpoint", "best") == 0  # success replaces it
+    assert run_cli("export", run_dir, "-o", target) == 2  # an existing file needs --force
+    assert_one_line_error(capsys, "exists; pass --force to replace it")
+    assert target.read_bytes() == b"keep me"
+    assert run_cli("export", run_dir, "-o", target, "--checkpoint", "best", "--force") == 0  # success replaces it
     assert target.read_bytes() != b"keep me"
     broken = Path(tmp_path / "broken")
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     target.write_bytes(b"keep me")
-    assert run_cli("export", broken, "-o", target) == 2
+    assert run_cli("export", broken, "-o", target, "--force") == 2
     assert_one_line_error(capsys, "config.json")
     assert target.read_bytes() == b"keep me"

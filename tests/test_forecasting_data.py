@@ -262,11 +262,21 @@ def test_bad_split_files(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    message = load_error("ETT/ETTh3")
-    assert message.startswith("'ETT/ETTh3': no such file and not a known dataset; known names: ETT/ETTh1, ETT/ETTh2")
-    assert "weather, exchange_rate, illness" in message
+    for spec in ("ETT/ETTh3", canonical_forecasting_spec("ETT/ETTh3")):  # as given, and as the task passes it on
+        message = load_error(spec)
+        assert message.startswith("'ETT/ETTh3': no such file and not a known dataset; known names: ETT/ETTh1, "
+                                  "ETT/ETTh2")
+        assert "weather, exchange_rate, illness" in message
     with pytest.raises(DataError, match="empty dataset spec"):
         canonical_forecasting_spec("  ")
+
+
+def test_a_missing_path_is_named_as_such() -> None:
+    assert load_error("./typo_dir") == "no such file or directory: ./typo_dir"
+    assert load_error("data/typo.csv") == "no such file or directory: data/typo.csv"
+    absolute = canonical_forecasting_spec("./typo_dir")  # what the task passes on
+    assert absolute == str(Path("typo_dir").resolve())
+    assert load_error(absolute) == f"no such file or directory: {absolute}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,13 +304,15 @@ def test_named_datasets_in_a_data_dir(tmp_path: Path, monkeypatch: pytest.Monkey
     assert illness.name == "illness" and illness.columns == ["x0", "x1"] and illness.dates is None
     assert available_forecasting_datasets(tmp_path) == ["ETT/ETTh1", "illness"]
     assert load_error("weather", data_dir=tmp_path) == (f"{tmp_path / 'forecasting' / 'weather' / 'weather.txt'}"
-                                                        f"[.gz]: file not found (weather is not under the data dir "
-                                                        f"{tmp_path})")
+                                                        f"[.gz]: file not found; weather is not under the data dir "
+                                                        f"{tmp_path} (set SBTS_DATA_DIR or pass --data-dir "
+                                                        f"(data_dir= in Python) to use another)")
     write(ett / "ETTh2.csv", as_text(VALUES, header=["date", "a", "b"]))  # ETT must have dates
     assert load_error("ETT/ETTh2", data_dir=tmp_path) == f"{ett / 'ETTh2.csv'}:2: column 1: not a date: '0.5' " \
                                                          f"(expected YYYY-MM-DD[ HH:MM[:SS]])"
     monkeypatch.delenv("SBTS_DATA_DIR", raising=False)
-    assert load_error("ETT/ETTh1") == "dataset 'ETT/ETTh1': no data dir; set SBTS_DATA_DIR or pass data_dir"
+    assert load_error("ETT/ETTh1") == ("dataset 'ETT/ETTh1': no data dir; set SBTS_DATA_DIR or pass --data-dir "
+                                       "(data_dir= in Python)")
     assert available_forecasting_datasets() == []
     monkeypatch.setenv("SBTS_DATA_DIR", str(tmp_path))
     assert load_forecasting("ETT/ETTh1").values.tolist() == VALUES.tolist()

@@ -219,7 +219,7 @@ def test_predict_stream_writes_one_line_per_row_and_reports_bad_rows(tmp_path, c
     expected = detector.decision_function(np.round(series, 6))
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-5)
     assert [int(r["predicted"]) for r in rows] == list((expected > 1.0).astype(int))
-    assert main(argv) == 2  # fail: the default
+    assert main(argv + ["--force"]) == 2  # fail: the default
     assert "rows.csv: line 12: bad row (not numbers)" in capsys.readouterr().err
 
 
@@ -414,7 +414,7 @@ def test_predict_stream_bad_uses_are_one_line_errors(tmp_path, capsys):
              (["predict", str(tmp_path / "detector.sbts"), "--stream", "--input", str(tmp_path / "missing.csv"),
                "-o", str(tmp_path / "out.csv")], "missing.csv: cannot read"),
              (["predict", str(tmp_path / "detector.sbts"), "--stream", "--input", str(tmp_path / "rows.csv"),
-               "-o", str(tmp_path / "rows.csv")], "would overwrite the input rows")]
+               "-o", str(tmp_path / "rows.csv")], "is an input of this command")]
     (tmp_path / "rows.csv").write_text("0,0,0\n")
     for argv, fragment in cases:
         assert main(argv) == 2

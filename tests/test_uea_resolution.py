@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import re
 import urllib.request
 import warnings
 import zipfile
@@ -26,7 +27,8 @@ def ts_text(n_dims: int = 2, label: str = "a") -> str:
     return f"@problemName Toy\n@dimensions {n_dims}\n@classLabel true a b\n@data\n{case}:{label}\n{case}:b\n"
 
 
-def make_pair(folder: Path, name: str, *, train_dims: int = 2, test_dims: int = 2, gz: bool = False) -> tuple[Path, Path]:
+def make_pair(folder: Path, name: str, *, train_dims: int = 2, test_dims: int = 2,
+              gz: bool = False) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".ts.gz" if gz else ".ts"
     paths = []
@@ -104,8 +106,16 @@ def test_comma_spec(tmp_path: Path) -> None:
 
 
 def test_missing_ts_path_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="not found"):
-        resolve_classification(str(tmp_path / "Nope_TRAIN.ts"))
+    missing = tmp_path / "Nope_TRAIN.ts"
+    with pytest.raises(DataError, match=f"^no such file or directory: {re.escape(str(missing))}$"):
+        resolve_classification(str(missing))
+
+
+@pytest.mark.parametrize("spec", ["./typo_dir", "~/typo_dir", "/no/such/dir", "data/typo", "Foo/Bar"])
+def test_a_path_like_spec_that_names_nothing_is_not_an_archive_error(spec: str) -> None:
+    with pytest.raises(DataError) as info:
+        resolve_classification(spec, allow_download=False)
+    assert str(info.value) == f"no such file or directory: {spec}"
 
 
 def test_dimension_mismatch_between_train_and_test(tmp_path: Path) -> None:
@@ -153,6 +163,12 @@ def test_aeon_bundled_copy(tmp_path: Path) -> None:
     assert "aeon" in str(train)
     tr, te = load_classification("BasicMotions", cache_dir=tmp_path / "cache", allow_download=False)
     assert (len(tr.series), len(te.series), tr.n_channels) == (40, 40, 6)
+
+
+def test_unknown_name_without_a_data_dir_names_both_ways_to_give_one(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        resolve_classification("NoSuchSet", cache_dir=tmp_path / "cache", allow_download=False)
+    assert "no data dir (set SBTS_DATA_DIR or pass --data-dir (data_dir= in Python))" in str(info.value)
 
 
 def test_data_dir_beats_aeon(tmp_path: Path) -> None:

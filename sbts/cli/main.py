@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sbts import __version__
+from sbts.data.limits import DEFAULT_MAX_INPUT_BYTES, MAX_INPUT_BYTES_ENV
+from sbts.data.locations import DATA_DIR_ENV
 from sbts.errors import ConfigError, SBTSError, one_line
 from sbts.registry import entry, plot_function, task_class, task_names
+from sbts.runtime.artifact import REQUIRE_SIGNATURE_ENV, SIGNING_KEY_ENV
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -26,6 +29,11 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by a closed pipe
 RUN_FLAGS = ("data", "model", "config")  # fixed once a run exists: refused on --resume
 PLOT_FLAGS = {"linear": "anomaly: linear score axis (default: logarithmic)",
               "variables": "forecasting: comma-separated variables to draw (default: the first two)"}
+ENVIRONMENT_HELP = f"""environment variables:
+  {DATA_DIR_ENV}           where named datasets are looked up (--data-dir sets it for one command)
+  {MAX_INPUT_BYTES_ENV}    the largest series file read, in bytes (default {DEFAULT_MAX_INPUT_BYTES:,})
+  {SIGNING_KEY_ENV}        exports sign .sbts files with this key (HMAC-SHA256); loads verify signed files
+  {REQUIRE_SIGNATURE_ENV}  1: refuse .sbts files that the key does not verify"""
 HEADLINE = ("task", "model", "dataset", "density", "seed", "checkpoint", "epoch", "epochs", "best_epoch",
             "train_seconds", "val", "test", "threshold", "compared_with_baselines")
 
@@ -58,6 +66,21 @@ def _add_option(parser: argparse.ArgumentParser, option, aliases: tuple[str, ...
     parser.add_argument(option.flag, *aliases, **kwargs)
 
 
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help=f"where named datasets (UEA/..., SMD/..., ETTh1) are looked up (default: "
+                                           f"${DATA_DIR_ENV})")
+
+
+def _use_data_dir(args: argparse.Namespace) -> None:
+    """``--data-dir`` becomes the process's ``$SBTS_DATA_DIR``: the loaders' one way of finding the data."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is None:
+        return
+    if not Path(data_dir).is_dir():
+        raise ConfigError(f"--data-dir {data_dir}: no such directory")
+    os.environ[DATA_DIR_ENV] = str(Path(data_dir).resolve())
+
+
 def _add_train_parser(subparsers, with_tasks: bool) -> None:
     train = subparsers.add_parser("train", help="train a model and write a run directory")
     if not with_tasks:  # other commands do not import the tasks (and torch)
@@ -66,10 +89,11 @@ def _add_train_parser(subparsers, with_tasks: bool) -> None:
     for name in task_names():
         task = task_class(name)
         parser = tasks.add_parser(name, help=entry(name).description,
-                                  description=f"Train a model for the task {name}. Options left out take the paper preset of the "
-                                              "dataset (sbts/configs/paper) when there is one, else the defaults "
-                                              "shown; --config files and flags override them.")
+                                  description=f"Train a model for the task {name}. Options left out take the paper "
+                                              "preset of the dataset (sbts/configs/paper) when there is one, else the "
+                                              "defaults shown; --config files and flags override them.")
         parser.add_argument("--data", help=task.data_help)
+        _add_data_dir(parser)
         parser.add_argument("--out", required=True, help="run directory to create (or resume)")
         parser.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
         parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -170,13 +194,31 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(output: str | None, inputs: Sequence[str | None], force: bool, is_directory: bool = False) -> None:
+    """An output goes where its folder exists, never onto an input, and onto an existing file only with
+    ``--force`` (a directory output's own rules, such as non-empty, are its writer's)."""
+    if output is None or output == "-":
+        return
+    path = Path(output)
+    if not path.resolve().parent.is_dir():
+        raise ConfigError(f"{output}: its folder {path.parent} does not exist (sbts does not create it)")
+    for given in inputs:
+        if given not in (None, "-") and path.exists() and Path(given).exists() and path.samefile(given):
+            raise ConfigError(f"{output}: is an input of this command ({given}); choose another output")
+    if not is_directory and path.is_dir():
+        raise ConfigError(f"{output}: is a directory; -o takes a file")
+    if not is_directory and path.exists() and not force:
+        raise ConfigError(f"{output}: exists; pass --force to replace it")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from sbts.tasks import task_of_run
 
+    _check_output(args.output, [args.run_dir], args.force, is_directory=args.format == "c")
     if args.format == "c":
         return _export_c(args)
-    if args.force or args.c_weights:
-        raise ConfigError(f"--{'force' if args.force else 'c-weights'} applies to --format c only")
+    if args.c_weights:
+        raise ConfigError("--c-weights applies to --format c only")
     if args.no_padding_mask and args.format != "onnx":
         raise ConfigError("--no-padding-mask applies to --format onnx only")
     task = task_of_run(args.run_dir)
@@ -226,6 +268,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # Only the torch-free runtime and the data readers: predicting must not import torch.
     from sbts.runtime import load
 
+    _check_output(args.output, [args.model, args.input, args.context], args.force)
     model = load(args.model)
     if args.stream:
         if not hasattr(model, "stream_file"):
@@ -267,12 +310,14 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     """The command's parser; ``with_tasks=False`` leaves out the per-task train options (which import torch)."""
-    parser = _Parser(prog="sbts", description="Sparse Binary Transformers for multivariate time series")
+    parser = _Parser(prog="sbts", description="Sparse Binary Transformers for multivariate time series",
+                     epilog=ENVIRONMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"sbts {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train_parser(subparsers, with_tasks)
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a saved run on its validation and test data")
     evaluate.add_argument("run_dir")
+    _add_data_dir(evaluate)
     evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
     evaluate.add_argument("--device", default="auto")
     subparsers.add_parser("models", help="list the registered models")
@@ -302,7 +347,8 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     export.add_argument("--c-weights", choices=list(WEIGHT_FORMS),
                         help=f"--format c (default {DEFAULT_WEIGHT_FORM}): " + "; ".join(
                             f"{name}: {means}" for name, means in WEIGHT_FORMS.items()))
-    export.add_argument("--force", action="store_true", help="--format c: write into a non-empty directory")
+    export.add_argument("--force", action="store_true", help="replace an existing output file (--format c: write "
+                                                             "into a non-empty directory)")
     export.add_argument("--float16", action="store_true",
                         help="store the float tensors (norms, dense weights, tables) as float16")
     export.add_argument("--no-padding-mask", action="store_true",
@@ -318,6 +364,7 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     predict.add_argument("--context", help="detector or forecaster: the series' preceding steps (same format), for "
                                            "its first window - 1 steps")
     predict.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    predict.add_argument("--force", action="store_true", help="replace an existing -o file (never an input)")
     predict.add_argument("--proba", action="store_true", help="classifier: add one probability column per class")
     predict.add_argument("--stream", action="store_true",
                          help="detector or forecaster: read rows as they arrive (--input - for standard input) and "
@@ -357,6 +404,7 @@ def _add_sweep_parsers(subparsers) -> None:
     sweep.add_argument("--out", required=True, help="the sweep's directory: its trials' runs, sweep.json and the "
                                                     "default SQLite study")
     _add_sweep_arguments(sweep)
+    _add_data_dir(sweep)
     reproduce = subparsers.add_parser("reproduce", help="run a sweep shipped with sbts (the paper's tables, the "
                                                         "benchmarks) and write its report")
     reproduce.add_argument("name", nargs="?", help="the shipped sweep (see --list)")
@@ -364,6 +412,7 @@ def _add_sweep_parsers(subparsers) -> None:
     reproduce.add_argument("--list", action="store_true", help="list the shipped sweeps")
     reproduce.add_argument("--out", help="the sweep's directory (default: sweeps/NAME[-quick])")
     _add_sweep_arguments(reproduce)
+    _add_data_dir(reproduce)
     report = subparsers.add_parser("report", help="a sweep's results page: Markdown tables, JSON and figures")
     report.add_argument("sweep_dir", nargs="?", help="the sweep's directory (its sweep.json names the study)")
     report.add_argument("-o", "--output", help="the Markdown file (default: SWEEP_DIR/report.md); the JSON and the "
@@ -433,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warnings.showwarning = _one_line_warning
                 if extra:
                     _refuse_foreign_flags(args, extra)
+                _use_data_dir(args)
                 return COMMANDS[args.command](args)
         except SBTSError as exc:
             print(f"sbts: error: {one_line(exc) or exc.__class__.__name__}", file=sys.stderr)

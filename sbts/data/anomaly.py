@@ -16,7 +16,10 @@ Text files hold numbers separated by commas or by whitespace (taken from the fir
 with an optional first line of non-numeric column names (dropped) and no index column. ``.npy`` files hold a
 (T, D) or (T,) numeric array and are read without unpickling. Any file may be gzip-compressed (by suffix or
 magic bytes). Every problem raises :class:`~sbts.errors.DataError` with one line naming the file (and, for text,
-``<file>:<line>: column <c>``). Values are returned unscaled.
+``<file>:<line>: column <c>``). Values are returned unscaled. Missing-value codes (``-9999``) and a given
+``missing_value`` in a train or test file are reported and interpolated over time within that file
+(:func:`~sbts.data.tables.read_series_table`); files past the input limit ``max_input_bytes`` are refused
+(:mod:`sbts.data.limits`).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sbts.data.tables import Table, read_bytes, read_series, read_table, shown
-from sbts.data.uea import _data_dir, require_data_dir
+from sbts.data.locations import is_path_like, no_such_path, not_under_data_dir, require_data_dir, resolve_data_dir
+from sbts.data.tables import ReadOptions, Table, read_bytes, read_series, read_series_table, read_table, shown
 from sbts.errors import DataError, one_line
 
 __all__ = ["AnomalyData", "available_anomaly_datasets", "canonical_anomaly_spec", "load_anomaly", "read_series"]
@@ -48,6 +51,7 @@ _NASA_FOLDER = ("anomaly", "SMAP_MSL")
 _NASA_CSV = "labeled_anomalies.csv"
 # Columns of every channel (telemetry value + one-hot commands): tells the spacecraft of a channel with no label row.
 _SPACECRAFT_WIDTH = {"SMAP": 25, "MSL": 55}
+_ARCHIVES = (*_ENTITY_ARCHIVES, *_SPACECRAFT_WIDTH)
 _NAME_SPEC_RE = re.compile(r"^(smd|asd|smap|msl)(?:/([A-Za-z0-9][A-Za-z0-9_.\-]*))?$", re.IGNORECASE)
 _SPEC_FORMS = "SMD/<machine>, ASD/<entity>, SMAP, MSL, SMAP/<chan>, MSL/<chan>, a folder or TRAIN,TEST[,LABELS]"
 
@@ -84,17 +88,17 @@ class AnomalyData:
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_split(train_path: Path, test_path: Path) -> tuple[Table, Table]:
-    train, test = read_table(train_path), read_table(test_path)
+def _read_split(train_path: Path, test_path: Path, options: ReadOptions) -> tuple[Table, Table]:
+    train, test = (read_series_table(path, "none", options) for path in (train_path, test_path))
     if train.values.shape[1] != test.values.shape[1]:
         raise DataError(f"{train_path} has {train.values.shape[1]} columns but {test_path} has "
                         f"{test.values.shape[1]}; train and test must match")
     return train, test
 
 
-def _read_labels(path: Path, test: Table) -> Table:
+def _read_labels(path: Path, test: Table, options: ReadOptions) -> Table:
     """A one-column table of 0/1, one per test row."""
-    labels = read_table(path)
+    labels = read_table(path, max_input_bytes=options.max_input_bytes)
     if labels.values.shape[1] != 1:
         raise DataError(f"{path}: expected one label per row (one column), found {labels.values.shape[1]} columns")
     bad = np.flatnonzero((labels.values[:, 0] != 0) & (labels.values[:, 0] != 1))
@@ -135,7 +139,9 @@ def _user_files(spec: str) -> dict[str, Path]:
         return dict(zip(("train", "test", "labels"), (Path(piece).expanduser() for piece in pieces)))
     folder = Path(spec).expanduser()
     if not folder.exists():
-        raise DataError(f"{folder}: no such file or folder; expected one of: {_SPEC_FORMS}")
+        if is_path_like(spec, _ARCHIVES):
+            raise no_such_path(spec)
+        raise DataError(f"{spec!r}: no such file or folder and not a dataset; expected one of: {_SPEC_FORMS}")
     if not folder.is_dir():
         raise DataError(f"{folder}: is a file; give a folder with train.<ext> and test.<ext>, or TRAIN,TEST[,LABELS]")
     files = {"train": _one_file(folder, ("train",), True), "test": _one_file(folder, ("test",), True),
@@ -143,13 +149,13 @@ def _user_files(spec: str) -> dict[str, Path]:
     return {role: path for role, path in files.items() if path is not None}
 
 
-def _load_user(spec: str, name: str) -> AnomalyData:
+def _load_user(spec: str, name: str, options: ReadOptions) -> AnomalyData:
     paths = _user_files(spec)
-    train, test = _read_split(paths["train"], paths["test"])
+    train, test = _read_split(paths["train"], paths["test"], options)
     files = {"train": train.record(), "test": test.record()}
     labels = None
     if "labels" in paths:
-        label_table = _read_labels(paths["labels"], test)
+        label_table = _read_labels(paths["labels"], test, options)
         labels, files["labels"] = _as_labels(label_table), label_table.record()
     return AnomalyData(name, train.values, test.values, labels, files)
 
@@ -193,15 +199,15 @@ def _entities(base: Path) -> list[str]:
     return sorted(found, key=_natural_key)
 
 
-def _load_entity(archive: str, entity: str, root: Path) -> AnomalyData:
+def _load_entity(archive: str, entity: str, root: Path, options: ReadOptions) -> AnomalyData:
     parts, kind = _ENTITY_ARCHIVES[archive]
     base = root.joinpath(*parts)
     if not base.is_dir():
-        raise DataError(f"{base}: {archive} not found under the data dir {root}")
+        raise DataError(f"{base}: folder not found; {not_under_data_dir(archive, root)}")
     if _find(base / "train", entity, ".txt") is None:
         raise DataError(f"unknown {archive} {kind} {entity!r} in {base}; available: {_few(_entities(base))}")
-    train, test = _read_split(*(_require(base / role, entity, ".txt") for role in ("train", "test")))
-    labels = _read_labels(_require(base / "test_label", entity, ".txt"), test)
+    train, test = _read_split(*(_require(base / role, entity, ".txt") for role in ("train", "test")), options)
+    labels = _read_labels(_require(base / "test_label", entity, ".txt"), test, options)
     files = {"train": train.record(), "test": test.record(), "labels": labels.record()}
     return AnomalyData(f"{archive}/{entity}", train.values, test.values, _as_labels(labels), files)
 
@@ -230,9 +236,9 @@ def _parse_sequences(where: str, text: str) -> tuple[tuple[int, int], ...]:
     return tuple((start, end) for start, end in ranges)
 
 
-def _read_label_csv(path: Path) -> tuple[dict[str, list[_LabelRow]], str]:
+def _read_label_csv(path: Path, options: ReadOptions) -> tuple[dict[str, list[_LabelRow]], str]:
     """Rows of labeled_anomalies.csv by channel, and the file's sha256."""
-    raw, digest = read_bytes(path)
+    raw, digest = read_bytes(path, options.max_input_bytes)
     try:
         reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
         header = [name.strip() for name in next(reader, [])]
@@ -266,7 +272,7 @@ def _read_label_csv(path: Path) -> tuple[dict[str, list[_LabelRow]], str]:
 def _nasa_base(root: Path) -> Path:
     base = root.joinpath(*_NASA_FOLDER)
     if not (base / _NASA_CSV).is_file():
-        raise DataError(f"{base / _NASA_CSV}: file not found (SMAP/MSL not under the data dir {root})")
+        raise DataError(f"{base / _NASA_CSV}: file not found; {not_under_data_dir('SMAP/MSL', root)}")
     return base
 
 
@@ -295,10 +301,10 @@ def _unlabelled_spacecraft(table: Table) -> str | None:
     return next((sc for sc, width in _SPACECRAFT_WIDTH.items() if width == table.values.shape[1]), None)
 
 
-def _load_channel(spacecraft: str, chan: str, root: Path) -> AnomalyData:
+def _load_channel(spacecraft: str, chan: str, root: Path, options: ReadOptions) -> AnomalyData:
     base = _nasa_base(root)
     csv_path = base / _NASA_CSV
-    table, csv_digest = _read_label_csv(csv_path)
+    table, csv_digest = _read_label_csv(csv_path, options)
     rows = table.get(chan, [])
     if rows and rows[0].spacecraft != spacecraft:
         raise DataError(f"channel {chan} belongs to {rows[0].spacecraft}, not {spacecraft} (per {csv_path}:"
@@ -306,7 +312,7 @@ def _load_channel(spacecraft: str, chan: str, root: Path) -> AnomalyData:
     if not rows and _find(base / "train", chan, ".npy") is None:
         known = sorted((c for c, r in table.items() if r[0].spacecraft == spacecraft), key=_natural_key)
         raise DataError(f"unknown {spacecraft} channel {chan!r} in {base}; available: {_few(known)}")
-    train, test = _read_split(*_channel_paths(base, chan))
+    train, test = _read_split(*_channel_paths(base, chan), options)
     files = {"train": train.record(), "test": test.record()}
     name = f"{spacecraft}/{chan}"
     if not rows:
@@ -333,16 +339,16 @@ def _members_record(folder: Path, tables: list[Table]) -> dict[str, str]:
     return {"path": str(folder.resolve()), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
-def _load_pooled(spacecraft: str, root: Path) -> AnomalyData:
+def _load_pooled(spacecraft: str, root: Path, options: ReadOptions) -> AnomalyData:
     base = _nasa_base(root)
     csv_path = base / _NASA_CSV
-    table, csv_digest = _read_label_csv(csv_path)
+    table, csv_digest = _read_label_csv(csv_path, options)
     members = _pooled_members(table, spacecraft)
     if not members:
         raise DataError(f"{csv_path}: no {spacecraft} channel listed exactly once")
     trains, tests, labels = [], [], []
     for chan in members:
-        train, test = _read_split(*_channel_paths(base, chan))
+        train, test = _read_split(*_channel_paths(base, chan), options)
         if trains and train.values.shape[1] != trains[0].values.shape[1]:
             raise DataError(f"{train.path} has {train.values.shape[1]} columns but {trains[0].path} has "
                             f"{trains[0].values.shape[1]}; pooled {spacecraft} channels must match")
@@ -371,7 +377,10 @@ def canonical_anomaly_spec(spec: str) -> str:
     if match is None:
         if "," in spec:
             return ",".join(str(Path(piece.strip()).expanduser().resolve()) for piece in spec.split(","))
-        return str(Path(spec).expanduser().resolve())
+        path = Path(spec).expanduser()
+        if not path.exists() and not is_path_like(spec, _ARCHIVES):
+            return spec  # neither a name nor a path: kept so that loading it lists the spec forms
+        return str(path.resolve())
     archive, member = match.group(1).upper(), match.group(2)
     if member is None:
         if archive in _ENTITY_ARCHIVES:
@@ -381,23 +390,27 @@ def canonical_anomaly_spec(spec: str) -> str:
     return f"{archive}/{member.lower() if archive in _ENTITY_ARCHIVES else member.upper()}"
 
 
-def load_anomaly(spec: str, data_dir: str | Path | None = None) -> AnomalyData:
-    """Load a dataset for anomaly detection (spec forms: see the module doc); values are not scaled."""
+def load_anomaly(spec: str, data_dir: str | Path | None = None, *, missing_value: float | None = None,
+                 max_input_bytes: int | None = None) -> AnomalyData:
+    """Load a dataset for anomaly detection (spec forms: see the module doc); values are not scaled.
+    ``missing_value``: a number that marks a missing cell of a train or test file (besides the codes found by
+    :mod:`sbts.data.missing`); ``max_input_bytes``: the input limit (:mod:`sbts.data.limits`)."""
     name = canonical_anomaly_spec(spec)
+    options = ReadOptions(missing_value, max_input_bytes)
     archive, _, member = name.partition("/")
     if _NAME_SPEC_RE.match(name) is None:
-        return _load_user(str(spec).strip(), name)
+        return _load_user(str(spec).strip(), name, options)
     root = require_data_dir(name, data_dir)
     if archive in _ENTITY_ARCHIVES:
-        return _load_entity(archive, member, root)
+        return _load_entity(archive, member, root, options)
     if member:
-        return _load_channel(archive, member, root)
-    return _load_pooled(archive, root)
+        return _load_channel(archive, member, root, options)
+    return _load_pooled(archive, root, options)
 
 
 def available_anomaly_datasets(data_dir: str | Path | None = None) -> list[str]:
     """Every loadable named spec under the data dir (``data_dir`` or ``$SBTS_DATA_DIR``); [] when it is unset."""
-    root = _data_dir(data_dir)
+    root = resolve_data_dir(data_dir)
     if root is None:
         return []
     specs = []
@@ -406,7 +419,7 @@ def available_anomaly_datasets(data_dir: str | Path | None = None) -> list[str]:
     base = root.joinpath(*_NASA_FOLDER)
     if not (base / _NASA_CSV).is_file():
         return specs
-    table, _ = _read_label_csv(base / _NASA_CSV)
+    table, _ = _read_label_csv(base / _NASA_CSV, ReadOptions())
     with_data = _stems(base / "train", ".npy") & _stems(base / "test", ".npy")
     channels: dict[str, list[str]] = {sc: [] for sc in _SPACECRAFT_WIDTH}
     for chan in sorted(with_data, key=_natural_key):

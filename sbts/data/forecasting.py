@@ -12,7 +12,10 @@ Spec forms (names are case-insensitive):
 Series files are csv, txt or npy, each optionally gzipped (format: :mod:`sbts.data.tables`); a text file may start
 with a header line and a date column, whose dates must increase strictly (across split files too). Every problem
 raises :class:`~sbts.errors.DataError` with one line naming the file (and line). Values are returned unscaled, in
-time order; :func:`split_bounds` cuts them into train, validation and test rows.
+time order; :func:`split_bounds` cuts them into train, validation and test rows. Missing-value codes (weather's
+``-9999``) and a given ``missing_value`` are reported and interpolated over time within each file
+(:func:`~sbts.data.tables.read_series_table`); files past the input limit ``max_input_bytes`` are refused
+(:mod:`sbts.data.limits`).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sbts.data.tables import Table, is_date, read_table
-from sbts.data.uea import _data_dir, require_data_dir
+from sbts.data.locations import is_path_like, no_such_path, not_under_data_dir, require_data_dir, resolve_data_dir
+from sbts.data.tables import ReadOptions, Table, is_date, read_series_table
 from sbts.errors import ConfigError, DataError
 
 __all__ = ["SPLIT_METHODS", "ForecastData", "SplitBounds", "available_forecasting_datasets",
            "canonical_forecasting_spec", "load_forecasting", "split_bounds"]
 
-_ETT_SPECS = tuple(f"ETT/{name}" for name in ("ETTh1", "ETTh2", "ETTm1", "ETTm2"))
+_ETT_ARCHIVE = "ETT"
+_ETT_SPECS = tuple(f"{_ETT_ARCHIVE}/{name}" for name in ("ETTh1", "ETTh2", "ETTm1", "ETTm2"))
 # Canonical name -> (folder under <data dir>/forecasting, file name, date column mode of read_table).
 _ARCHIVE_FILES = ({spec: ("ETT-small", f"{spec.removeprefix('ETT/')}.csv", "required") for spec in _ETT_SPECS}
                   | {name: (name, f"{name}.txt", "none") for name in ("weather", "exchange_rate", "illness")})
@@ -174,6 +178,8 @@ def _user_paths(spec: str) -> list[Path]:
         return [Path(piece).expanduser() for piece in pieces]
     path = Path(spec).expanduser()
     if not path.exists():
+        if is_path_like(spec, (_ETT_ARCHIVE,)):
+            raise no_such_path(spec)
         raise DataError(f"{spec!r}: no such file and not a known dataset; known names: {', '.join(_ARCHIVE_FILES)}; "
                         f"or give a series file or TRAIN,[VAL,]TEST files")
     return [path]
@@ -184,13 +190,13 @@ def _find(folder: Path, file_name: str) -> Path | None:
     return next((p for p in (folder / file_name, folder / f"{file_name}.gz") if p.is_file()), None)
 
 
-def _load_named(name: str, root: Path) -> ForecastData:
+def _load_named(name: str, root: Path, options: ReadOptions) -> ForecastData:
     folder_name, file_name, date_column = _ARCHIVE_FILES[name]
     folder = root / "forecasting" / folder_name
     path = _find(folder, file_name)
     if path is None:
-        raise DataError(f"{folder / file_name}[.gz]: file not found ({name} is not under the data dir {root})")
-    return _from_tables(name, [read_table(path, date_column)], ("series",))
+        raise DataError(f"{folder / file_name}[.gz]: file not found; {not_under_data_dir(name, root)}")
+    return _from_tables(name, [read_series_table(path, date_column, options)], ("series",))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,7 +298,7 @@ def _files_split(lengths: list[int]) -> SplitBounds:
 
 def canonical_forecasting_spec(spec: str) -> str:
     """The spec in one spelling: ``ett/etth1`` -> ``ETT/ETTh1``, ``Weather`` -> ``weather``; a path spec becomes
-    its absolute form (the file, or the comma-separated file paths)."""
+    its absolute form (the file, or the comma-separated file paths); an unknown name that is no file stays."""
     spec = str(spec).strip()
     if not spec:
         raise DataError("empty dataset spec")
@@ -300,23 +306,30 @@ def canonical_forecasting_spec(spec: str) -> str:
         return _NAMES[spec.lower()]
     if "," in spec:
         return ",".join(str(Path(piece.strip()).expanduser().resolve()) for piece in spec.split(","))
-    return str(Path(spec).expanduser().resolve())
+    path = Path(spec).expanduser()
+    if not path.exists() and not is_path_like(spec, (_ETT_ARCHIVE,)):
+        return spec  # a mistyped name, kept so that loading it lists the known names
+    return str(path.resolve())
 
 
-def load_forecasting(spec: str, data_dir: str | Path | None = None) -> ForecastData:
-    """Load a series for forecasting (spec forms: see the module doc); values are not scaled."""
+def load_forecasting(spec: str, data_dir: str | Path | None = None, *, missing_value: float | None = None,
+                     max_input_bytes: int | None = None) -> ForecastData:
+    """Load a series for forecasting (spec forms: see the module doc); values are not scaled. ``missing_value``:
+    a number that marks a missing cell (besides the codes found by :mod:`sbts.data.missing`);
+    ``max_input_bytes``: the input limit (:mod:`sbts.data.limits`)."""
     name = canonical_forecasting_spec(spec)
+    options = ReadOptions(missing_value, max_input_bytes)
     if name in _ARCHIVE_FILES:
-        return _load_named(name, require_data_dir(name, data_dir))
+        return _load_named(name, require_data_dir(name, data_dir), options)
     paths = _user_paths(str(spec).strip())
-    tables = [read_table(path, "auto") for path in paths]
+    tables = [read_series_table(path, "auto", options) for path in paths]
     roles = ("series",) if len(paths) == 1 else _SPLIT_FILE_ROLES[len(paths)]
     return _from_tables(name, tables, roles)
 
 
 def available_forecasting_datasets(data_dir: str | Path | None = None) -> list[str]:
     """Every named dataset whose file is under the data dir (``data_dir`` or ``$SBTS_DATA_DIR``); [] when unset."""
-    root = _data_dir(data_dir)
+    root = resolve_data_dir(data_dir)
     if root is None:
         return []
     return [name for name, (folder, file_name, _) in _ARCHIVE_FILES.items()

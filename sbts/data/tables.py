@@ -7,24 +7,32 @@ be one token, so write it with ``T``). ``.npy`` files hold a (T, D) or (T,) nume
 unpickling. Any file may be gzip-compressed (by suffix or magic bytes). Every problem raises
 :class:`~sbts.errors.DataError` with one line naming the file (and, for text, ``<file>:<line>: column <c>``).
 Values are returned unscaled.
+
+Files larger than the input limit (and gzip files that decompress past it) are refused before they are read
+whole: see :mod:`sbts.data.limits` (``max_input_bytes=`` or ``$SBTS_MAX_INPUT_BYTES``). :func:`read_series_table`
+also treats missing-value codes (``-9999``: the rule is in :mod:`sbts.data.missing`) and a user-given
+``missing_value`` as missing: each column's missing cells are reported in one warning line and linearly
+interpolated over the rows (time); leading and trailing ones take the nearest valid value.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import math
 import re
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from sbts.data.limits import check_file_size, gunzip_limited, input_limit
+from sbts.data.missing import find_missing_codes
+from sbts.data.preprocessing import fill_missing
 from sbts.errors import DataError, one_line
 
-__all__ = ["DATE_COLUMN_MODES", "Table", "is_date", "is_number", "read_bytes", "read_series", "read_table", "shown"]
+__all__ = ["DATE_COLUMN_MODES", "ReadOptions", "Table", "is_date", "is_number", "read_bytes", "read_series",
+           "read_series_table", "read_table", "shown", "without_missing"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 NPY_MAGIC = b"\x93NUMPY"
@@ -75,22 +83,29 @@ def shown(cell: str) -> str:
     return repr(cell if len(cell) <= _SHOWN_CHARS else cell[:_SHOWN_CHARS] + "...")
 
 
-def read_bytes(path: Path) -> tuple[bytes, str]:
-    """The file's content (decompressed when gzip, by suffix or magic bytes) and the sha256 of the file itself."""
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a loader reads its series files: the user's missing value (None: codes only) and the input limit
+    (None: ``$SBTS_MAX_INPUT_BYTES`` or the default, see :mod:`sbts.data.limits`)."""
+
+    missing_value: float | None = None
+    max_input_bytes: int | None = None
+
+
+def read_bytes(path: Path, max_input_bytes: int | None = None) -> tuple[bytes, str]:
+    """The file's content (decompressed when gzip, by suffix or magic bytes) and the sha256 of the file itself;
+    a file, or its decompressed content, larger than the input limit is refused."""
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected a file")
+    limit = input_limit(max_input_bytes)
+    check_file_size(path, limit)  # also says when there is no file
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read file: {one_line(exc.strerror or exc)}") from exc
     digest = hashlib.sha256(raw).hexdigest()  # of the bytes parsed, so the record cannot describe another version
     if path.suffix.lower() == ".gz" or raw.startswith(GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupted gzip file: {one_line(exc)}") from exc
+        raw = gunzip_limited(path, raw, limit)
     return raw, digest
 
 
@@ -247,22 +262,58 @@ def parse_npy(path: Path, raw: bytes, digest: str, date_column: str = "none") ->
     return table
 
 
-def read_table(path: str | Path, date_column: str = "none") -> Table:
-    """A finite float64 (rows, columns) table from a text or .npy file, either plain or gzipped.
+def read_table(path: str | Path, date_column: str = "none", max_input_bytes: int | None = None) -> Table:
+    """A finite float64 (rows, columns) table from a text or .npy file, either plain or gzipped, as written.
 
     ``date_column``: ``"none"`` (every column is numeric), ``"auto"`` (a leading date column when the first data
-    row starts with a date) or ``"required"`` (the first column must hold dates).
+    row starts with a date) or ``"required"`` (the first column must hold dates). ``max_input_bytes``: the input
+    limit (see :mod:`sbts.data.limits`).
     """
     if date_column not in DATE_COLUMN_MODES:
         raise ValueError(f"date_column must be one of {', '.join(DATE_COLUMN_MODES)}, not {date_column!r}")
     path = Path(path)
-    raw, digest = read_bytes(path)
+    raw, digest = read_bytes(path, max_input_bytes)
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".npy") or raw.startswith(NPY_MAGIC):
         return parse_npy(path, raw, digest, date_column)
     return parse_text(path, raw, digest, date_column)
 
 
-def read_series(path: str | Path) -> np.ndarray:
-    """One series file (csv, txt or npy, plain or gzipped) as a finite float64 (n_steps, n_channels) array."""
-    return read_table(Path(path)).values
+_INTERPOLATED = "interpolated linearly over time (the nearest valid value at the start and end)"
+
+
+def _column_label(table: Table, column: int) -> str:
+    return f" ({table.columns[column]})" if table.columns is not None else ""
+
+
+def without_missing(table: Table, missing_value: float | None = None) -> Table:
+    """The table with its missing cells (codes and ``missing_value``, see :mod:`sbts.data.missing`) reported and
+    linearly interpolated over rows; leading and trailing ones take the nearest valid value."""
+    codes = find_missing_codes(list(table.values.T), missing_value)
+    if not codes:
+        return table
+    values = table.values.copy()
+    for code in codes:
+        first = int(code.rows[0])
+        code.warn(f"{table.where(first, code.column)}{_column_label(table, code.column)}", _INTERPOLATED)
+        values[code.rows, code.column] = np.nan
+    for code in codes:
+        if np.isnan(values[:, code.column]).all():
+            raise DataError(f"{table.where(int(code.rows[0]), code.column)}{_column_label(table, code.column)}: "
+                            f"every value of the column is missing ({code.value:g}); nothing to interpolate from")
+    # fill_missing takes (channels, steps) cases; one case here, so its "case" in messages cannot arise: every
+    # column has a value (checked above) and none is infinite (read_table refuses them).
+    values = fill_missing([values.T], str(table.path))[0].T
+    return replace(table, values=np.ascontiguousarray(values))
+
+
+def read_series_table(path: str | Path, date_column: str = "none", options: ReadOptions = ReadOptions()) -> Table:
+    """:func:`read_table` of a series file, with its missing cells interpolated (see :func:`without_missing`)."""
+    return without_missing(read_table(path, date_column, options.max_input_bytes), options.missing_value)
+
+
+def read_series(path: str | Path, *, missing_value: float | None = None,
+                max_input_bytes: int | None = None) -> np.ndarray:
+    """One series file (csv, txt or npy, plain or gzipped) as a finite float64 (n_steps, n_channels) array, its
+    missing cells interpolated (see :func:`read_series_table`)."""
+    return read_series_table(Path(path), "none", ReadOptions(missing_value, max_input_bytes)).values

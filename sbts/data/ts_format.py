@@ -7,6 +7,12 @@ dimensions of one case) may have different lengths.
 
 Every problem with the file raises :class:`~sbts.errors.DataError` with one line of the form
 ``<file>:<line>: <what>`` so that the user can open the file at the culprit.
+
+A file larger than the input limit is refused unread, and a gzip file once its decompressed lines pass it
+(:mod:`sbts.data.limits`). Missing-value codes (``-9999``, found per dimension over all cases by the rule of
+:mod:`sbts.data.missing`) and a user-given ``missing_value`` become NaN like ``?``, one warning line per
+dimension and value, so the usual filling of missing values (:func:`~sbts.data.preprocessing.fill_missing`)
+handles them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from sbts.data.limits import check_file_size, input_limit, over_limit, size_text
+from sbts.data.missing import find_missing_codes
 from sbts.errors import DataError, one_line
 
 __all__ = ["TSData", "read_ts"]
@@ -71,12 +79,14 @@ def _looks_gzip(path: Path, head: bytes) -> bool:
     return path.suffix.lower() == ".gz" or head.startswith(_GZIP_MAGIC)
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    """Open ``path`` for reading bytes, transparently decompressing gzip (by suffix or magic)."""
+def _open_binary(path: Path, limit: int) -> BinaryIO:
+    """Open ``path`` for reading bytes, transparently decompressing gzip (by suffix or magic); a file larger
+    than ``limit`` is refused."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a .ts file")
+    check_file_size(path, limit)
     try:
         with path.open("rb") as probe:
             head = probe.read(2)
@@ -87,17 +97,24 @@ def _open_binary(path: Path) -> BinaryIO:
         raise DataError(f"{path}: cannot read file: {one_line(exc.strerror or exc)}") from exc
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` with line endings (LF or CRLF) removed.
+def _iter_lines(path: Path, limit: int) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` with line endings (LF or CRLF) removed, refused once the file's
+    (decompressed) bytes pass ``limit``: lines are read with a size bound, so one endless line cannot
+    fill memory.
 
     Lines are split on ``\\n`` only (not on the other characters ``str.splitlines`` treats as line
     breaks) so that our line numbers match those of an editor.
     """
-    fh = _open_binary(path)
+    fh = _open_binary(path, limit)
     lineno = 0
+    total = 0
     try:
         with fh:
-            for lineno, raw in enumerate(fh, start=1):
+            while raw := fh.readline(limit + 1 - total):
+                lineno += 1
+                total += len(raw)
+                if total > limit:
+                    raise over_limit(path, f"decompresses to more than {size_text(limit)}", limit)
                 if lineno == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM):]
                 try:
@@ -194,25 +211,44 @@ def _case_array(rows: list[list[float]]) -> np.ndarray:
     return out
 
 
-def read_ts(path: str | Path) -> TSData:
+def _mark_missing(path: Path, series: list[np.ndarray], case_lines: list[int], n_dims: int,
+                  missing_value: float | None) -> None:
+    """Set the missing-value codes and ``missing_value`` of every dimension to NaN in place, with a warning
+    line each (see the module doc)."""
+    lengths = [case.shape[1] for case in series]
+    starts = np.cumsum([0] + lengths)
+    pooled = [np.concatenate([case[dim] for case in series]) for dim in range(n_dims)]
+    for code in find_missing_codes(pooled, missing_value):
+        case = int(np.searchsorted(starts, code.rows[0], side="right")) - 1
+        step = int(code.rows[0] - starts[case])
+        code.warn(f"{path}:{case_lines[case]}: dimension {code.column + 1}, value {step + 1}",
+                  "set to NaN like '?'")
+        for index in np.unique(np.searchsorted(starts, code.rows, side="right") - 1):
+            series[index][code.column, series[index][code.column] == code.value] = np.nan
+
+
+def read_ts(path: str | Path, *, missing_value: float | None = None, max_input_bytes: int | None = None) -> TSData:
     """Read a ``.ts`` file (plain or gzip-compressed).
 
     Raises :class:`DataError` (one line, ``<file>:<line>: <what>``) for a missing/unreadable/non-UTF-8
     file, no ``@data`` section, a case with the wrong number of dimensions, a non-numeric value, an
-    empty dimension, a missing or undeclared class label, or a file without cases. Infinite values
-    are accepted here (preprocessing rejects them).
+    empty dimension, a missing or undeclared class label, or a file without cases, or larger than the input
+    limit ``max_input_bytes`` (see :mod:`sbts.data.limits`). Infinite values are accepted here
+    (preprocessing rejects them). Missing-value codes and ``missing_value`` become NaN (see the module doc).
     """
     path = Path(path)
+    limit = input_limit(max_input_bytes)
     header = _Header()
     in_data = False
     n_dims: int | None = None
     has_label: bool | None = None
     series: list[np.ndarray] = []
+    case_lines: list[int] = []
     labels: list[str] = []
     declared: set[str] | None = None
     last_lineno = 0
 
-    for lineno, line in _iter_lines(path):
+    for lineno, line in _iter_lines(path, limit):
         last_lineno = lineno
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -274,6 +310,7 @@ def read_ts(path: str | Path) -> TSData:
                 raise DataError(f"{path}:{lineno}: dimension {d} is empty")
             rows.append(_parse_values(path, lineno, d, text))
         series.append(_case_array(rows))
+        case_lines.append(lineno)
         labels.append(label_text)
 
     if last_lineno == 0:
@@ -283,6 +320,7 @@ def read_ts(path: str | Path) -> TSData:
     if not series:
         raise DataError(f"{path}:{last_lineno}: no cases after @data")
     assert n_dims is not None
+    _mark_missing(path, series, case_lines, n_dims, missing_value)
     return TSData(
         series=series,
         labels=np.array(labels, dtype=object),

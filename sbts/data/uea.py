@@ -4,7 +4,8 @@ A spec is either a path (a folder, a ``*_TRAIN.ts[.gz]`` file, or ``TRAINFILE,TE
 dataset name (``UEA/JapaneseVowels`` or ``JapaneseVowels``). Names are looked up, in order, in the
 data dir (``data_dir`` or ``$SBTS_DATA_DIR``), in the offline copy bundled with the ``aeon`` package,
 in the download cache (``cache_dir``, ``$SBTS_CACHE_DIR`` or ``~/.cache/sbts``), and finally
-downloaded from the archive's web site.
+downloaded from the archive's web site. Downloads, and the files extracted from them, are refused past the input
+limit (:mod:`sbts.data.limits`); a spec written as a path that names nothing says so (:mod:`sbts.data.locations`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -22,6 +22,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from sbts.atomic import atomic_write_bytes
+from sbts.data.limits import copy_limited, input_limit
+from sbts.data.locations import DATA_DIR_HINT, is_path_like, no_such_path, resolve_data_dir
 from sbts.data.ts_format import TSData, read_ts
 from sbts.errors import DataError, one_line
 
@@ -60,8 +62,12 @@ _CHUNK = 1 << 20
 # --------------------------------------------------------------------------------------------------
 
 
+_ARCHIVES = ("UEA",)
+
+
 def _looks_like_path(spec: str) -> bool:
-    return Path(spec).expanduser().exists() or "," in spec or spec.lower().endswith((".ts", ".gz"))
+    return (Path(spec).expanduser().exists() or "," in spec or spec.lower().endswith((".ts", ".gz"))
+            or is_path_like(spec, _ARCHIVES))
 
 
 def _split_suffix(name: str) -> tuple[str, str] | None:
@@ -93,7 +99,8 @@ def _resolve_path_spec(spec: str) -> tuple[Path, Path]:
         trains = sorted(p for p in path.iterdir() if p.is_file() and _split_suffix(p.name) is not None)
         if len(trains) != 1:
             found = ", ".join(p.name for p in trains) or "none"
-            raise DataError(f"{path}: expected exactly one *_TRAIN.ts[.gz] file in the folder, found {len(trains)} ({found})")
+            raise DataError(f"{path}: expected exactly one *_TRAIN.ts[.gz] file in the folder, found {len(trains)} "
+                            f"({found})")
         return trains[0], _test_beside(trains[0])
     if path.is_file():
         return path, _test_beside(path)
@@ -106,7 +113,7 @@ def _resolve_path_spec(spec: str) -> tuple[Path, Path]:
             if not p.is_file():
                 raise DataError(f"{p}: file not found")
         return train, test
-    raise DataError(f"{path}: file not found")
+    raise no_such_path(spec)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,11 +122,8 @@ def _resolve_path_spec(spec: str) -> tuple[Path, Path]:
 
 
 def _dataset_name(spec: str) -> str:
-    name = spec.strip()
-    if "/" in name:
-        archive, _, name = name.partition("/")
-        if archive.upper() != "UEA":
-            raise DataError(f"unknown dataset archive {archive!r} in {spec!r}: only UEA/<Name> is supported")
+    """The name of a ``UEA/<Name>`` or ``<Name>`` spec (any other ``X/Y`` is a path: see _looks_like_path)."""
+    name = spec.strip().rpartition("/")[2]
     if not _NAME_RE.match(name):
         raise DataError(f"invalid UEA dataset name {name!r} (letters, digits, '_' and '-' only)")
     return name
@@ -135,25 +139,6 @@ def _pair_in(folder: Path, name: str) -> tuple[Path, Path] | None:
             return None
         found.append(hit)
     return found[0], found[1]
-
-
-def _data_dir(data_dir: str | Path | None) -> Path | None:
-    if data_dir is not None:
-        path = Path(data_dir).expanduser()
-        if not path.is_dir():
-            # An explicit argument that does not exist is a typo worth reporting, not skipping.
-            raise DataError(f"{path}: data dir not found")
-        return path
-    env = os.environ.get("SBTS_DATA_DIR")
-    return Path(env).expanduser() if env else None
-
-
-def require_data_dir(spec: str, data_dir: str | Path | None) -> Path:
-    """The data dir a named dataset is looked up in (``data_dir``, else ``$SBTS_DATA_DIR``); an error without one."""
-    root = _data_dir(data_dir)
-    if root is None:
-        raise DataError(f"dataset {spec!r}: no data dir; set SBTS_DATA_DIR or pass data_dir")
-    return root
 
 
 def _data_dir_folders(root: Path, name: str) -> list[Path]:
@@ -193,11 +178,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fetch(url: str, dest: Path) -> None:
-    """Stream ``url`` into ``dest``; any failure becomes a one-line DataError naming the URL."""
+def _fetch(url: str, dest: Path, limit: int) -> None:
+    """Stream ``url`` into ``dest``, refused past ``limit`` bytes; any failure becomes a one-line DataError
+    naming the URL."""
     try:
         with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp, dest.open("wb") as out:
-            shutil.copyfileobj(resp, out, _CHUNK)
+            copy_limited(resp, out, limit, url)
     except urllib.error.HTTPError as exc:
         raise DataError(f"download of {url} failed: HTTP {exc.code} {one_line(exc.reason)}") from exc
     except urllib.error.URLError as exc:
@@ -235,12 +221,13 @@ def _verify_digest(name: str, url: str, digest: str, record: Path) -> bool:
     return True
 
 
-def _extract_splits(archive: Path, name: str, url: str, target: Path) -> None:
+def _extract_splits(archive: Path, name: str, url: str, target: Path, limit: int) -> None:
     """Write ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` from the zip into ``target``.
 
     Members are matched and written by *basename* only, so a member such as ``../../x/<Name>_TRAIN.ts``
     cannot escape ``target``; everything else in the archive is ignored. Each file is written to a
-    temporary name and renamed into place, so an interrupted run never leaves a truncated file.
+    temporary name and renamed into place, so an interrupted run never leaves a truncated file; one that
+    decompresses past ``limit`` bytes is refused (a zip bomb fills neither memory nor disk).
     """
     wanted = {f"{name}_TRAIN.ts", f"{name}_TEST.ts"}
     staged: dict[str, Path] = {}
@@ -253,7 +240,7 @@ def _extract_splits(archive: Path, name: str, url: str, target: Path) -> None:
                 fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{base}.", suffix=".tmp")
                 staged[base] = Path(tmp)
                 with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+                    copy_limited(src, dst, limit, f"{url}: {info.filename}")
         missing = sorted(wanted - staged.keys())
         if missing:
             raise DataError(f"archive {url} does not contain {', '.join(missing)}")
@@ -273,7 +260,7 @@ def _extract_splits(archive: Path, name: str, url: str, target: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _download(name: str, cache_root: Path, base_url: str) -> tuple[Path, Path]:
+def _download(name: str, cache_root: Path, base_url: str, limit: int) -> tuple[Path, Path]:
     url = f"{base_url.rstrip('/')}/{name}.zip"
     target = cache_root / "UEA" / name
     try:
@@ -284,11 +271,11 @@ def _download(name: str, cache_root: Path, base_url: str) -> tuple[Path, Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _fetch(url, tmp)
+        _fetch(url, tmp, limit)
         digest = sha256_file(tmp)
         record = target / f"{name}.zip.sha256"
         needs_record = _verify_digest(name, url, digest, record)
-        _extract_splits(tmp, name, url, target)
+        _extract_splits(tmp, name, url, target, limit)
         if needs_record:
             # Recorded only once the archive proved usable, so a broken first download is not pinned.
             atomic_write_bytes(record, f"{digest}  {name}.zip\n".encode())
@@ -312,8 +299,10 @@ def resolve_classification(
     cache_dir: str | Path | None = None,
     allow_download: bool = True,
     base_url: str | None = None,
+    max_input_bytes: int | None = None,
 ) -> tuple[Path, Path]:
-    """Return ``(train_path, test_path)`` for a path spec or a UEA dataset name (see module doc)."""
+    """Return ``(train_path, test_path)`` for a path spec or a UEA dataset name (see module doc);
+    ``max_input_bytes`` bounds a download and its extracted files (:mod:`sbts.data.limits`)."""
     spec = str(spec).strip()
     if not spec:
         raise DataError("empty dataset spec")
@@ -323,14 +312,14 @@ def resolve_classification(
     name = _dataset_name(spec)
     looked: list[str] = []
 
-    root = _data_dir(data_dir)
+    root = resolve_data_dir(data_dir)
     if root is not None:
         for folder in _data_dir_folders(root, name):
             if (pair := _pair_in(folder, name)) is not None:
                 return pair
             looked.append(str(folder))
     else:
-        looked.append("no data dir (set SBTS_DATA_DIR)")
+        looked.append(f"no data dir ({DATA_DIR_HINT})")
 
     aeon = _aeon_data_folder()
     if aeon is not None:
@@ -348,7 +337,7 @@ def resolve_classification(
         raise DataError(f"UEA dataset {name!r} not found (looked in: {where}) and downloads are disabled")
     url_base = base_url or os.environ.get("SBTS_UEA_BASE_URL") or DEFAULT_UEA_BASE_URL
     try:
-        return _download(name, cache_root, url_base)
+        return _download(name, cache_root, url_base, input_limit(max_input_bytes))
     except DataError as exc:
         raise DataError(f"UEA dataset {name!r} not found locally (looked in: {where}); {exc}") from exc
 
@@ -362,10 +351,13 @@ def canonical_spec(spec: str) -> str:
     return f"{train.resolve()},{test.resolve()}"
 
 
-def load_classification(spec: str, **kwargs: object) -> tuple[TSData, TSData]:
-    """Resolve ``spec`` (see :func:`resolve_classification`) and read both splits."""
-    train_path, test_path = resolve_classification(spec, **kwargs)  # type: ignore[arg-type]
-    train, test = read_ts(train_path), read_ts(test_path)
+def load_classification(spec: str, *, missing_value: float | None = None, max_input_bytes: int | None = None,
+                        **kwargs: object) -> tuple[TSData, TSData]:
+    """Resolve ``spec`` (see :func:`resolve_classification`) and read both splits; ``missing_value`` and
+    ``max_input_bytes``: see :func:`~sbts.data.ts_format.read_ts`."""
+    train_path, test_path = resolve_classification(spec, max_input_bytes=max_input_bytes, **kwargs)  # type: ignore[arg-type]
+    train, test = (read_ts(path, missing_value=missing_value, max_input_bytes=max_input_bytes)
+                   for path in (train_path, test_path))
     if train.n_channels != test.n_channels:
         raise DataError(
             f"{train_path} has {train.n_channels} dimensions but {test_path} has {test.n_channels}; "
@@ -376,7 +368,7 @@ def load_classification(spec: str, **kwargs: object) -> tuple[TSData, TSData]:
 
 def available_uea_datasets(data_dir: str | Path | None = None) -> list[str]:
     """Names of the datasets with both splits under the data dir (``data_dir`` or ``$SBTS_DATA_DIR``)."""
-    root = _data_dir(data_dir)
+    root = resolve_data_dir(data_dir)
     if root is None or not root.is_dir():
         return []
     names: set[str] = set()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sbts.atomic import atomic_write_bytes
-from sbts.data.tables import read_table
+from sbts.data.tables import read_series_table
 from sbts.data.ts_format import read_ts
 from sbts.errors import DataError
 
@@ -46,8 +46,9 @@ def read_cases(path: str | Path) -> tuple[list[np.ndarray], list[str] | None]:
 
 def read_series(path: str | Path, columns: list[str] | None = None) -> np.ndarray:
     """A series file for a detector or forecaster (csv, txt or npy; a leading date column is skipped). Named
-    columns must be ``columns`` (the model's variables), in that order, when the model has names."""
-    table = read_table(path, date_column="auto")
+    columns must be ``columns`` (the model's variables), in that order, when the model has names. Missing-value
+    codes (``-9999``) are found and interpolated as the training loaders do (``sbts.data.missing``)."""
+    table = read_series_table(path, date_column="auto")
     if table.columns is not None and columns is not None and table.columns != columns:
         raise DataError(f"{path}: columns {','.join(table.columns)} are not the model's variables "
                         f"{','.join(columns)} (in that order)")
