@@ -117,6 +117,8 @@ class ScalarRegressionTask(Task):
 
 
 class ScalarRegressionRuntime(RuntimeModel):
+    state_keys = frozenset({"target_mean", "target_std"})  # what its inference_state exports
+
     def predict(self, series, where: str = "input") -> np.ndarray:
         x, padding = self.prepare(series, where)
         valid = (~padding)[..., None].astype(np.float32)

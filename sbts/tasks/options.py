@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sbts.tasks.base import Task
 
 MODEL_SECTION, TRAIN_SECTION, TASK_SECTION = "model", "train", "task_options"
+CONFIG_FILE_KEYS = ("task", "data", "model_name", MODEL_SECTION, TRAIN_SECTION, TASK_SECTION)  # a run's config.json
 SEED_SECTION = "seed"  # the seed of the weights and of the split/shuffle: one value for both
 RUN_SECTION = "run"  # the model name
 DATA_DERIVED_MODEL_FIELDS = ("in_channels", "out_dim")  # ModelConfig fields that the data decides
@@ -149,6 +150,9 @@ def check_preset(task: type[Task], spec: dict[str, Any], where: str) -> None:
     """A preset or config file may set only the task's options, the data-derived model fields and the linear
     kind (which the model name decides: checked against it later). A run's own config.json also lists the
     training settings that do not apply to its task; they pass at their inert defaults."""
+    unknown_top = sorted(set(spec) - set(CONFIG_FILE_KEYS))
+    if unknown_top:
+        raise ConfigError(f"{where}: {unknown_top[0]} is not a config key (known: {', '.join(CONFIG_FILE_KEYS)})")
     table = task_options(task)
     inert = {f.name: _field_default(f) for f in dataclasses.fields(TrainConfig)
              if f.name in task.excluded_train_options}
