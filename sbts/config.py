@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sbts.errors import ConfigError
+from sbts.errors import ConfigError, one_line
 
 LINEAR_KINDS = ("sparse_binary", "dense")
 ATTENTION_MODES = ("full", "step_t", "qkv_mask")
@@ -325,11 +323,20 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 def _safe_yaml(text: str, path: Path) -> Any:
     """YAML without aliases: a config never needs them, and nested aliases (a "billion laughs" document) expand
     into exponentially many nodes for whatever walks the result."""
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
-            raise ConfigError(f"{path}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                              "accepted in sbts configs; write the value out")
-    return yaml.safe_load(text)
+    try:
+        import yaml  # here, not at the top: the deploy-only install (runtime, predict, C export) has no PyYAML
+    except ModuleNotFoundError:
+        raise ConfigError(f"{path}: reading YAML configs needs PyYAML: pip install 'sbts[train]'") from None
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{path}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are "
+                                  "not accepted in sbts configs; write the value out")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} invalid YAML ({one_line(getattr(exc, 'problem', None) or exc)})") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -346,10 +353,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else _safe_yaml(text, path)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(exc, 'problem', exc)})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: line {exc.lineno} invalid JSON ({exc.msg})") from None
     except RecursionError:

@@ -289,7 +289,7 @@ def test_cli_export_c_from_a_run_and_from_its_artifact_scores_as_the_runtime(tra
 
 @pytest.mark.parametrize("extra,message", [
     (["--format", "c", "--float16"], "--float16 applies to the .sbts format only"),
-    (["--force"], "--force applies to --format c only"),
+    (["--force"], "is a directory; -o takes a file"),
     (["--c-weights", "mask"], "--c-weights applies to --format c only"),
     (["--format", "c"], "not empty; pass --force")])
 def test_cli_export_c_bad_uses_exit_2_and_write_nothing(trained_run, tmp_path, capsys, extra, message):

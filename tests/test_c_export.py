@@ -35,7 +35,7 @@ NETWORKS = ([("sbt", *combo, FORMS[i % len(FORMS)])
                for i, (attention, norm) in enumerate(itertools.product(ATTENTION_MODES, NORMS))])
 SCALER = ChannelScaler(np.array([0.5, -1.0, 2.0]), np.array([2.0, 0.5, 3.0]))
 STATES = {"classification": {"classes": ["yes", "no \"quoted\""]},
-          "anomaly": {"threshold": {"value": 0.8}},
+          "anomaly": {"threshold": {"value": 0.8, "method": "given"}},
           "forecasting": {"formulation": {"target": "change", "input_norm": "none"}, "columns": ["a", "b", "c"]}}
 
 

@@ -106,7 +106,7 @@ def test_readme_c_examples_compile_and_run_against_exports(tmp_path):
     exports = {
         "classifier": (create_model("sbt", **small, out_dim=2), "classification", {"classes": ["calm", "busy"]}),
         "detector": (create_model("sbt", **small, out_dim=3, attention="step_t", pos_encoding="rope", norm="layer"),
-                     "anomaly", {"threshold": {"value": 1.0}}),
+                     "anomaly", {"threshold": {"value": 1.0, "method": "given"}}),
     }
     for name, (model, task, state) in exports.items():
         artifact = load_artifact_bytes(artifact_bytes(*build_artifact(randomise(model), task=task,

@@ -34,6 +34,9 @@ ENVIRONMENT_HELP = f"""environment variables:
   {MAX_INPUT_BYTES_ENV}    the largest series file read, in bytes (default {DEFAULT_MAX_INPUT_BYTES:,})
   {SIGNING_KEY_ENV}        exports sign .sbts files with this key (HMAC-SHA256); loads verify signed files
   {REQUIRE_SIGNATURE_ENV}  1: refuse .sbts files that the key does not verify"""
+# The training stack (the ``train`` extra), by import name: a command that reaches it without it installed is
+# told which extra to install. The deploy-only install (predict, C export from a .sbts file) never imports it.
+TRAINING_STACK = {"torch": "PyTorch", "sklearn": "scikit-learn", "scipy": "SciPy"}
 HEADLINE = ("task", "model", "dataset", "density", "seed", "checkpoint", "epoch", "epochs", "best_epoch",
             "train_seconds", "val", "test", "threshold", "compared_with_baselines")
 
@@ -212,15 +215,15 @@ def _check_output(output: str | None, inputs: Sequence[str | None], force: bool,
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from sbts.tasks import task_of_run
-
-    _check_output(args.output, [args.run_dir], args.force, is_directory=args.format == "c")
-    if args.format == "c":
-        return _export_c(args)
-    if args.c_weights:
+    if args.c_weights and args.format != "c":
         raise ConfigError("--c-weights applies to --format c only")
     if args.no_padding_mask and args.format != "onnx":
         raise ConfigError("--no-padding-mask applies to --format onnx only")
+    _check_output(args.output, [args.run_dir], args.force, is_directory=args.format == "c")
+    if args.format == "c":
+        return _export_c(args)  # before the tasks are imported: from a .sbts file it needs no torch
+    from sbts.tasks import task_of_run
+
     task = task_of_run(args.run_dir)
     if args.format == "onnx":
         if args.float16:
@@ -486,6 +489,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return COMMANDS[args.command](args)
         except SBTSError as exc:
             print(f"sbts: error: {one_line(exc) or exc.__class__.__name__}", file=sys.stderr)
+            return EXIT_USAGE
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").partition(".")[0]
+            if missing not in TRAINING_STACK:
+                raise
+            print(f"sbts: error: sbts {_first_command(argv)} needs {TRAINING_STACK[missing]}: "
+                  "pip install 'sbts[train]'", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
             print("sbts: interrupted", file=sys.stderr)

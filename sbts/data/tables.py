@@ -21,6 +21,7 @@ import hashlib
 import io
 import math
 import re
+import tokenize
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -239,14 +240,25 @@ def _parse_dates(path: Path, cells: list[str], line_indices: list[int]) -> np.nd
                     f"{_DATE_FORMS})")
 
 
+# What numpy raises on a file that is not a readable .npy: a garbled header is parsed as a Python literal
+# (tokenize's TokenError, SyntaxError), a short one ends early (EOFError), an object array would need pickle.
+NPY_READ_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, UnicodeDecodeError, OverflowError,
+                   MemoryError)
+
+
+def npy_array(path: Path | str, raw: bytes) -> np.ndarray:
+    """The array in the bytes of a .npy file, never unpickled; a file that is not one is a DataError."""
+    try:
+        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    except NPY_READ_ERRORS as exc:
+        raise DataError(f"{path}: not a readable .npy array: {one_line(exc) or type(exc).__name__}") from None
+
+
 def parse_npy(path: Path, raw: bytes, digest: str, date_column: str = "none") -> Table:
     """A Table from the bytes of a .npy file (never unpickled)."""
     if date_column == "required":
         raise DataError(f"{path}: a .npy array has no date column; give a text file whose first column is dates")
-    try:
-        array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except ValueError as exc:  # not a .npy, truncated, or an object array (would need unpickling)
-        raise DataError(f"{path}: not a readable .npy array: {one_line(exc)}") from exc
+    array = npy_array(path, raw)
     if array.dtype.kind not in "biuf":
         raise DataError(f"{path}: array dtype {array.dtype} is not numeric")
     if array.ndim not in (1, 2):

@@ -139,6 +139,30 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# What a fitted threshold's record (Threshold.to_dict) holds, each as its type. An exported model's record needs
+# the value and the method (without it a relative threshold would read as a fixed one); the rest describe it.
+THRESHOLD_RECORD_FIELDS = {"value": (int, float), "method": str, "fitted_on": str, "uses_test_data": bool,
+                           "parameters": dict, "description": str}
+THRESHOLD_RECORD_REQUIRED = ("value", "method")
+
+
+def check_threshold_record(record: Any, where: str) -> None:
+    """An artifact's threshold record: a mapping with the required fields, no unknown one, each of its type
+    (where a run may keep a value alone, a garbled record in an exported model is refused, never half read)."""
+    if not isinstance(record, dict) or not set(THRESHOLD_RECORD_REQUIRED) <= set(record) \
+            or not set(record) <= set(THRESHOLD_RECORD_FIELDS):
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise SBTSError(f"{where}: the threshold record needs {', '.join(THRESHOLD_RECORD_REQUIRED)} and may have "
+                        f"{', '.join(THRESHOLD_RECORD_FIELDS)}; got {keys}")
+    for key, value in record.items():
+        kind = THRESHOLD_RECORD_FIELDS[key]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise SBTSError(f"{where}: threshold {key} {value!r} is not a {getattr(kind, '__name__', 'number')}")
+    if not record["method"].strip():
+        raise SBTSError(f"{where}: the threshold record must name its method")
+    decision_rule(record, where)
+
+
 def decision_rule(record: Any, where: str = "threshold") -> FixedRule | RelativeRule:
     """A fresh rule from a fitted threshold's record (``Threshold.to_dict()``: a run's or an artifact's), for the
     steps that follow its reference scores. A record of the value alone is a fixed threshold."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sbts.atomic import atomic_write_bytes
-from sbts.data.tables import read_series_table
+from sbts.data.tables import npy_array, read_bytes, read_series_table
 from sbts.data.ts_format import read_ts
 from sbts.errors import DataError
 
@@ -31,12 +31,7 @@ def read_cases(path: str | Path) -> tuple[list[np.ndarray], list[str] | None]:
         labels = [str(label) for label in ts.labels]
         return ts.series, labels if any(labels) else None
     if name.endswith(".npy"):
-        try:
-            array = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{path}: file not found") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        array = npy_array(path, read_bytes(path)[0])
         if array.ndim != 3 or array.dtype.kind not in "iuf":  # complex would silently lose its imaginary part
             raise DataError(f"{path}: expected a real-valued array (cases, channels, length), got {array.dtype} "
                             f"{array.shape}")

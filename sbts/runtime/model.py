@@ -17,7 +17,8 @@ from sbts.config import ModelConfig
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.windows import check_series
 from sbts.errors import ArtifactError, ConfigError, DataError, SBTSError
-from sbts.heads.anomaly import FixedRule, RelativeRule, ScoreStream, decision_rule, score_series_with
+from sbts.heads.anomaly import (FixedRule, RelativeRule, ScoreStream, check_threshold_record, decision_rule,
+                                score_series_with)
 from sbts.heads.forecasting import Formulation, WindowForecastStream, forecast_every_step_with, forecast_next
 from sbts.heads.network import SeriesNetwork
 from sbts.registry import entry, runtime_class
@@ -257,9 +258,9 @@ class AnomalyRuntime(SeriesRuntime):
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
         self.threshold_record = self.task_state.get("threshold")
-        if self.threshold_record is not None:
+        if "threshold" in self.task_state:
             try:
-                decision_rule(self.threshold_record, str(artifact.source))
+                check_threshold_record(self.threshold_record, str(artifact.source))
             except SBTSError as exc:
                 raise ArtifactError(str(exc)) from None
 
@@ -345,9 +346,14 @@ class ForecastRuntime(SeriesRuntime):
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
-        try:  # required: a missing one must not silently read as the paper's
-            self.formulation = Formulation(**self.task_state["formulation"])
-        except (KeyError, TypeError, SBTSError) as exc:
+        recorded = self.task_state["formulation"]
+        # Both fields required: a missing one must not silently read as the paper's default.
+        if not isinstance(recorded, dict) or set(recorded) != set(Formulation().to_dict()):
+            raise ArtifactError(f"{artifact.source}: bad forecast formulation {recorded!r}: it needs exactly "
+                                f"{', '.join(Formulation().to_dict())}")
+        try:
+            self.formulation = Formulation(**recorded)
+        except SBTSError as exc:
             raise ArtifactError(f"{artifact.source}: bad forecast formulation: {exc}") from None
         _check_names(artifact, "columns", self.config.in_channels, "variable names")
 
