@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,52 @@ def test_resume_through_cli(synthetic_ts, tmp_path, capsys):
     assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
     assert run_cli("train", "classification", "--out", out, "--resume", "--epochs", "3", "--quiet") == 0
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_epoch_0(synthetic_ts, tmp_path, capsys):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for out in (straight, stopped):
+        assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    for name in ("checkpoints", "metrics.json"):  # what a kill before the epoch-0 checkpoint leaves: config.json
+        path = stopped / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert run_cli("train", "classification", "--out", stopped, "--resume", "--quiet") == 0
+    assert (json.loads((stopped / "metrics.json").read_text())["test"]
+            == json.loads((straight / "metrics.json").read_text())["test"])
+    import torch
+
+    for name in ("best.pt", "last.pt"):
+        got, want = (torch.load(run / "checkpoints" / name, weights_only=True)["model"] for run in (stopped, straight))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_force_replaces_a_run_only_once_the_new_inputs_are_read(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, *SMALL) == 0
+    before = tree_digest(out)
+    assert run_cli("train", "classification", "--data", tmp_path / "missing", "--out", out, "--force", *SMALL) == 2
+    assert_one_line_error(capsys, "missing")
+    assert tree_digest(out) == before  # a failed replacement keeps the old run
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, "--force", "--epochs", "1",
+                   "--quiet") == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", other, "--force", *SMALL) == 2
+    assert_one_line_error(capsys, "not a run directory")
+    assert (other / "mine.txt").read_text() == "keep"
+    assert run_cli("train", "classification", "--out", out, "--resume", "--force", "--quiet") == 2
+    assert_one_line_error(capsys, "not both")
+
+
+def test_resume_accepts_the_runs_own_options_and_refuses_changed_ones(synthetic_ts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--out", out, "--model", "sbt", *SMALL) == 0
+    assert run_cli("train", "classification", "--data", synthetic_ts, "--model", "sbt", "--d-model", "16",
+                   "--out", out, "--resume", "--epochs", "3", "--quiet") == 0
+    assert run_cli("train", "classification", "--out", out, "--resume", "--d-model", "32", "--quiet") == 2
+    assert_one_line_error(capsys, "--d-model cannot change on --resume")
 
 
 def test_module_entry_point_exit_code(tmp_path):

@@ -99,7 +99,10 @@ def _add_train_parser(subparsers, with_tasks: bool) -> None:
         _add_data_dir(parser)
         parser.add_argument("--out", required=True, help="run directory to create (or resume)")
         parser.add_argument("--config", help="YAML/JSON run configuration (see sbts/configs/paper)")
-        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                                                                   "(from epoch 0 if it stopped before the first)")
+        parser.add_argument("--force", action="store_true", help="replace the run in --out (once the new run's "
+                                                                  "inputs have been read)")
         parser.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
         parser.add_argument("--sparsity", type=float, help="fraction of weights pruned (= 1 - density; instead of "
                                                            "--density)")
@@ -118,6 +121,27 @@ def _refuse_foreign_flags(args: argparse.Namespace, extra: list[str]) -> None:
     raise ConfigError(f"unrecognized arguments: {' '.join(extra)} (see sbts --help)")
 
 
+def _saved_run(run_dir: str) -> dict[str, Any] | None:
+    """The run's saved config.json as a mapping, or None where there is none to compare with."""
+    from sbts.tasks.runs import read_run_config
+
+    try:
+        return read_run_config(run_dir).to_dict()
+    except SBTSError:
+        return None
+
+
+def _saved_value(saved: dict[str, Any], section: str, key: str | None = None) -> Any:
+    """A run flag's (``data``, ``model``, ``config``) or an option's value in a saved run config; ``--config``
+    never compares equal (a file is not a value)."""
+    if key is None:
+        return {"data": saved["data"], "model": saved["model_name"]}.get(section, object())
+    if section == "seed":  # one option for both seeds
+        return saved["train"]["seed"]
+    value = saved.get(section)  # a section of the config; the run's own keys (model_name) sit at the top
+    return value.get(key, object()) if isinstance(value, dict) else saved.get(key, object())
+
+
 def train_spec(args: argparse.Namespace):
     """The task and the run specification that ``sbts train`` builds from its arguments (nothing trained)."""
     from sbts.tasks import get_task
@@ -134,8 +158,13 @@ def train_spec(args: argparse.Namespace):
             raise ConfigError("give --density or --sparsity, not both (sparsity = 1 - density)")
         spec["model"]["density"] = resolve_density(None, args.sparsity)
     if args.resume:
-        fixed = [f"--{name}" for name in RUN_FLAGS if getattr(args, name) is not None]
-        fixed += [o.flag for o in given if o.section != TRAIN_SECTION or o.key not in RESUMABLE_TRAIN_FIELDS]
+        saved = _saved_run(args.out)
+        if saved is not None and args.data is not None:
+            args.data = task.canonical_data(args.data)  # as the run recorded it
+        fixed = [f"--{name}" for name in RUN_FLAGS if getattr(args, name) is not None
+                 and (saved is None or _saved_value(saved, name) != getattr(args, name))]
+        fixed += [o.flag for o in given if (o.section != TRAIN_SECTION or o.key not in RESUMABLE_TRAIN_FIELDS)
+                  and (saved is None or _saved_value(saved, o.section, o.key) != getattr(args, o.name))]
         fixed += ["--sparsity"] if args.sparsity is not None else []
         if fixed:
             raise ConfigError(f"{', '.join(sorted(set(fixed)))} cannot change on --resume (the run keeps its "
@@ -148,10 +177,12 @@ def train_spec(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     task, spec = train_spec(args)
+    if args.resume and args.force:
+        raise ConfigError("give --resume (continue the run) or --force (replace it), not both")
     if args.resume:
         metrics = task.train_run({}, args.out, resume=True, verbose=not args.quiet, train_overrides=spec["train"])
     else:
-        metrics = task.train_run(spec, args.out, verbose=not args.quiet)
+        metrics = task.train_run(spec, args.out, verbose=not args.quiet, force=args.force)
     if metrics.get("interrupted"):
         print(f"sbts: interrupted after {metrics['epochs']} finished epoch(s); continue with: sbts train {args.task} "
               f"--out {args.out} --resume", file=sys.stderr)

@@ -372,6 +372,7 @@ class AnomalyTask(Task):
                  "paper_anomaly_ratio": "the paper's for SMD, MSL and SMAP, else 0.01"}
     data_help = ("SMD/<machine>, ASD/<entity>, SMAP, MSL (pooled) or SMAP/<channel>, a folder with train.*, test.* "
                  "and test_label.*, or TRAIN,TEST[,LABELS] (csv, txt or npy)")
+    canonical_data = staticmethod(canonical_anomaly_spec)
     validation_objective = ReportedMetric("loss", MINIMIZE, "validation reconstruction MSE")
     test_metrics = (ReportedMetric("auc_pr", MAXIMIZE, "AUC-PR"), ReportedMetric("vus_pr", MAXIMIZE, "VUS-PR"),
                     ReportedMetric("f1", MAXIMIZE, "F1 at the trained threshold"),
@@ -379,7 +380,7 @@ class AnomalyTask(Task):
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data: str) -> DataSource:
-        spec = canonical_anomaly_spec(data)
+        spec = self.canonical_data(data)
         return DataSource(spec, load_anomaly(spec))
 
     def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:

@@ -16,6 +16,7 @@ and its runtime head (named in ``sbts.registry``). Its options are declared once
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -84,6 +85,9 @@ class Task:
     cli_aliases: ClassVar[dict[str, tuple[str, ...]]] = {}  # option -> other flags kept for it on the command line
     state_keys: ClassVar[frozenset[str]] = frozenset({"scaler", "files"})  # what a checkpoint's task_state holds
     data_help: ClassVar[str] = "dataset name or path"
+    # The dataset spec as a run records it (a name, or the absolute paths of its files): what --data is compared
+    # with on --resume. A task whose load canonicalises sets its own.
+    canonical_data: ClassVar[Callable[[str], str]] = staticmethod(lambda data: data)
 
     # --- options --------------------------------------------------------------------------------------
     @classmethod
@@ -222,15 +226,23 @@ class Task:
 
     def train_run(self, spec: dict[str, Any], run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
                   train_overrides: dict[str, Any] | None = None,
-                  on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                  on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+                  force: bool = False) -> dict[str, Any]:
         """Train (or resume) a run in ``run_dir``; writes metrics.json and the task's files, returns the metrics.
 
         On resume the saved config.json is authoritative; ``train_overrides`` may change only ``epochs``,
         ``patience``, ``device`` and ``amp``. Interrupted: returns ``{"interrupted": True, ...}`` and the last
         checkpoint holds the finished epochs. Under torchrun every process trains its share and rank 0 alone
         writes and reports; the other processes return the metrics of training only (header and training record).
+        A resumed run without a checkpoint yet starts over from epoch 0 with its saved config; ``force`` replaces
+        an existing run, once the new one's inputs have been read.
         """
-        run_dir = prepare_run_dir(run_dir, resume)
+        run_dir = Path(run_dir)
+        start = prepare_run_dir(run_dir, resume, force)
+        if start == "restart":
+            saved = read_run_config(run_dir).to_dict()
+            spec = {**saved, "train": {**saved["train"], **(train_overrides or {})}}
+        resume = start == "resume"
         if resume:
             run = read_run_config(run_dir)
             if run.task != self.name:
@@ -244,6 +256,8 @@ class Task:
             data = self.reload(run, task_state)
         else:
             run, data, task_state = self.resolve(spec)
+        if start == "replace":
+            shutil.rmtree(run_dir)
         with distributed_from_environment(resolve_device(run.train.device)) as distributed:
             trainer, result = self.train(run, data, run_dir=run_dir, resume=resume, task_state=task_state,
                                          verbose=verbose, on_epoch_end=on_epoch_end, distributed=distributed)

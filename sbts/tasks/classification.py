@@ -267,12 +267,13 @@ class ClassificationTask(Task):
     option_help = {"max_len": "the longest series the model takes"}
     state_keys = frozenset({"classes", "scaler", "val_indices"})
     data_help = "UEA/<Name>, a folder with <Name>_TRAIN.ts and <Name>_TEST.ts, a *_TRAIN.ts file, or TRAIN,TEST"
+    canonical_data = staticmethod(canonical_spec)
     validation_objective = ReportedMetric("accuracy", MAXIMIZE, "validation accuracy")
     test_metrics = (ReportedMetric("accuracy", MAXIMIZE, "test accuracy"),)
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data: str) -> DataSource:
-        spec = canonical_spec(data)
+        spec = self.canonical_data(data)
         train_file, test_file = load_classification(spec)
         files = {split: {"path": str(ts.path), "sha256": sha256_file(ts.path)}
                  for split, ts in (("train", train_file), ("test", test_file))}

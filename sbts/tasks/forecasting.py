@@ -303,12 +303,14 @@ class ForecastTask(Task):
     state_keys = frozenset({"scaler", "files", "columns"})
     data_help = ("ETT/ETTm1, ETT/ETTh1, exchange_rate, weather, illness, or a series file or TRAIN[,VAL],TEST "
                  "(csv, txt or npy)")
+    canonical_data = staticmethod(canonical_forecasting_spec)
     validation_objective = ReportedMetric("mse", MINIMIZE, "validation MSE (scaled)")
-    test_metrics = (ReportedMetric("mse", MINIMIZE, "test MSE (scaled)"), ReportedMetric("mae", MINIMIZE, "test MAE (scaled)"))
+    test_metrics = (ReportedMetric("mse", MINIMIZE, "test MSE (scaled)"),
+                    ReportedMetric("mae", MINIMIZE, "test MAE (scaled)"))
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data: str) -> DataSource:
-        spec = canonical_forecasting_spec(data)
+        spec = self.canonical_data(data)
         return DataSource(spec, load_forecasting(spec))
 
     def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:

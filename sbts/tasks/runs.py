@@ -103,17 +103,30 @@ def build_run_spec(task: str, *, data: str | None, model_name: str | None, confi
     return spec
 
 
-def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
-    """Check that ``run_dir`` can be resumed, or is new or empty; nothing is created here, so a run
-    that fails on its inputs leaves no directory behind."""
+RUN_STARTS = ("new", "resume", "restart", "replace")
+
+
+def prepare_run_dir(run_dir: str | Path, resume: bool, force: bool = False) -> str:
+    """How a run starts in ``run_dir``: ``new`` (absent or empty), ``resume`` (from its last checkpoint),
+    ``restart`` (resumed before its first checkpoint was written: from epoch 0, with its saved config) or
+    ``replace`` (``force`` on an existing run: the caller removes it once the new run's inputs are checked).
+    Nothing is created or removed here, so a run that fails on its inputs leaves the directory as it was."""
     run_dir = Path(run_dir)
+    has_config = (run_dir / "config.json").is_file()
     if resume:
-        if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise CheckpointError(f"{run_dir}: nothing to resume (needs config.json and checkpoints/last.pt)")
-        return run_dir
+        if has_config and (run_dir / "checkpoints" / "last.pt").is_file():
+            return "resume"
+        if has_config:
+            return "restart"
+        raise CheckpointError(f"{run_dir}: nothing to resume (needs config.json and checkpoints/last.pt)")
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise SBTSError(f"{run_dir}: run directory exists and is not empty; choose a new --out or pass --resume")
-    return run_dir
+        if not force:
+            raise SBTSError(f"{run_dir}: run directory exists and is not empty; choose a new --out, pass --resume, "
+                            "or --force to replace it")
+        if not has_config:
+            raise SBTSError(f"{run_dir}: not a run directory (no config.json); --force replaces runs only")
+        return "replace"
+    return "new"
 
 
 def git_commit() -> str | None:
