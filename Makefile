@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m sbts.baselines.classification  # aeon's numba kernels compiled once, cached on disk
 	touch $@
 
 # Main job: train and evaluate a sparse binary Transformer (density 0.5) on JapaneseVowels, report its size
