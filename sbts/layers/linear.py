@@ -86,6 +86,11 @@ class SparseBinaryLinear(nn.Module):
 
     def effective_weight(self) -> torch.Tensor:
         """alpha * sign(W) * M; sign(0) counts as +1 so every kept weight is exactly +-alpha."""
+        if torch.compiler.is_compiling():
+            # torch.compile and torch.export trace the weight into the graph (top-k included, once per graph):
+            # the eager cache below keys on tensor versions and data pointers, which a tracer cannot read
+            # (export fails) or guards on (one recompilation per layer).
+            return self._ternary_weight()
         key = (self.scores._version, self.scores.data_ptr(), self.scores.device,
                self.weight._version, self.weight.data_ptr())
         # Version counters miss writes through ``.data`` and fused optimiser steps, so the cache
@@ -93,10 +98,13 @@ class SparseBinaryLinear(nn.Module):
         if (not torch.is_grad_enabled() and self._cache is not None and self._cache[0] == key
                 and torch.equal(self._cache[2], self.scores)):
             return self._cache[1]  # inference reuses the ternary weight until the scores change
-        sign = torch.where(self.weight >= 0, 1.0, -1.0).to(self.weight.dtype)
-        weight = sign * _TopKMask.apply(self.scores.abs(), self.weight, self.kept)
+        weight = self._ternary_weight()
         self._cache = (key, weight.detach(), self.scores.detach().clone()) if not torch.is_grad_enabled() else None
         return weight
+
+    def _ternary_weight(self) -> torch.Tensor:
+        sign = torch.where(self.weight >= 0, 1.0, -1.0).to(self.weight.dtype)
+        return sign * _TopKMask.apply(self.scores.abs(), self.weight, self.kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
