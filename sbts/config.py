@@ -361,4 +361,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    _check_keys(data, str(path))
     return data
+
+
+def _check_keys(value: Any, where: str) -> None:
+    """Every mapping key is text (YAML also allows null, numbers and lists as keys; no config setting is one)."""
+    pending = [(value, where)]
+    while pending:  # a loop, not recursion: the nesting depth is the file's
+        node, at = pending.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{at}: the key {key!r} is not text; config keys are setting names")
+                pending.append((item, f"{at}: {key}"))
+        elif isinstance(node, list):
+            pending.extend((item, at) for item in node)
