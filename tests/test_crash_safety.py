@@ -182,3 +182,18 @@ def test_export_killed_at_random_instants_leaves_the_file_whole_or_absent(form, 
         assert all(n.startswith(".") for n in leftovers), leftovers
         assert in_process("export", trained, "-o", target, "--format", form, "--force") == 0
         assert export_files(target, form) == reference
+
+
+def test_sigint_keeps_the_finished_epochs_and_exits_130(tmp_path):
+    """Ctrl-C during ``sbts train``: exit 130, one line saying how to continue, the last finished epoch kept."""
+    data, run = classification_data(tmp_path), tmp_path / "run"
+    process = subprocess.Popen(sbts_command("train", "classification", "--data", data, "--epochs", "200", *TINY,
+                                            "--out", run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while epochs_logged(run) < 1 and process.poll() is None:
+        time.sleep(POLL_SECONDS)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
+    finished = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= finished == epochs_logged(run) < 200

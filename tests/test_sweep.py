@@ -373,6 +373,8 @@ def test_reproduce_lists_the_shipped_sweeps(capsys):
         assert name in named_sweeps() and f"{name}: " in done.stdout
         assert named_spec_path(name, quick=True).is_file()
     assert "no shipped sweep named" in sbts(capsys, "reproduce", "paper-regression").stderr
+    assert json.loads(sbts(capsys, "reproduce", "--list", "--json").stdout) == named_sweeps()
+    assert json.loads(sbts(capsys, "models", "--json").stdout) == ["dense", "sbt"]
 
 
 @pytest.mark.data

@@ -334,7 +334,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from sbts.models import list_models
 
-    print("\n".join(list_models()))
+    print(json.dumps(list_models()) if args.json else "\n".join(list_models()))
     return 0
 
 
@@ -354,7 +354,8 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     _add_data_dir(evaluate)
     evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
     evaluate.add_argument("--device", default="auto")
-    subparsers.add_parser("models", help="list the registered models")
+    models = subparsers.add_parser("models", help="list the registered models")
+    models.add_argument("--json", action="store_true", help="a JSON list instead of one name per line")
 
     summary = subparsers.add_parser("summary", help="per-layer storage and FLOPs of a dense model and its SBT")
     summary.add_argument("run_dir", nargs="?", help="a run directory (or use --config)")
@@ -444,6 +445,7 @@ def _add_sweep_parsers(subparsers) -> None:
     reproduce.add_argument("name", nargs="?", help="the shipped sweep (see --list)")
     reproduce.add_argument("--quick", action="store_true", help="its quick variant (minutes on 2 cores)")
     reproduce.add_argument("--list", action="store_true", help="list the shipped sweeps")
+    reproduce.add_argument("--json", action="store_true", help="--list as JSON (name -> description)")
     reproduce.add_argument("--out", help="the sweep's directory (default: sweeps/NAME[-quick])")
     _add_sweep_arguments(reproduce)
     _add_data_dir(reproduce)
@@ -474,7 +476,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from sbts.sweep import named_spec_path, named_sweeps, read_spec
 
     if args.list:
-        print("\n".join(f"{name}: {description}" for name, description in named_sweeps().items()))
+        sweeps = named_sweeps()
+        print(json.dumps(sweeps, indent=2) if args.json else "\n".join(f"{n}: {d}" for n, d in sweeps.items()))
         return 0
     if args.name is None:
         raise ConfigError("reproduce needs the name of a shipped sweep (see sbts reproduce --list)")
