@@ -400,3 +400,23 @@ def test_config_max_len_longer_than_the_data_pads(synthetic_ts, tmp_path, capsys
     assert run_cli("train", "classification", "--data", synthetic_ts, "--config", config, "--out", tmp_path / "r",
                    *SMALL) == 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["max_len"] == 25
+
+
+def test_every_flag_has_help_and_states_its_default():
+    import argparse
+
+    from sbts.cli.main import build_parser
+
+    def options(parser: argparse.ArgumentParser, path: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from options(sub, f"{path} {name}")
+            elif action.option_strings and action.dest not in ("help", "version"):
+                yield path, parser, action
+
+    for path, parser, action in options(build_parser(with_tasks=True), "sbts"):
+        assert action.help, (path, action.option_strings)
+        if action.default not in (None, False):
+            shown = parser._get_formatter()._get_help_string(action) % {"default": action.default}
+            assert "default" in shown, (path, action.option_strings, shown)

@@ -24,6 +24,7 @@ from sbts.registry import entry, plot_function, task_class, task_names
 from sbts.runtime.artifact import REQUIRE_SIGNATURE_ENV, SIGNING_KEY_ENV
 
 EXIT_USAGE = 2
+CHECKPOINT_HELP = "the checkpoint to read: best (the epoch chosen on validation data) or last (the latest epoch)"
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by a closed pipe
 RUN_FLAGS = ("data", "model", "config")  # fixed once a run exists: refused on --resume
@@ -41,8 +42,22 @@ HEADLINE = ("task", "model", "dataset", "density", "seed", "checkpoint", "epoch"
             "train_seconds", "val", "test", "threshold", "compared_with_baselines")
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help texts end with their default where an option has one and does not say it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the full usage is behind --help)."""
+    """argparse, but a usage error is one line (the full usage is behind --help), and help states defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"sbts: error: {one_line(message)} (see {self.prog} --help)\n")
@@ -345,15 +360,15 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     """The command's parser; ``with_tasks=False`` leaves out the per-task train options (which import torch)."""
     parser = _Parser(prog="sbts", description="Sparse Binary Transformers for multivariate time series",
-                     epilog=ENVIRONMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog=ENVIRONMENT_HELP)
     parser.add_argument("--version", action="version", version=f"sbts {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train_parser(subparsers, with_tasks)
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a saved run on its validation and test data")
     evaluate.add_argument("run_dir")
     _add_data_dir(evaluate)
-    evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best", help=CHECKPOINT_HELP)
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     models = subparsers.add_parser("models", help="list the registered models")
     models.add_argument("--json", action="store_true", help="a JSON list instead of one name per line")
 
@@ -367,7 +382,7 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     summary.add_argument("--qkv-density", type=float,
                          help="the SBT's kept fraction of Q/K/V activations (with --config; the paper's other-density "
                               "classification ratios set it equal to --density)")
-    summary.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    summary.add_argument("--checkpoint", choices=["best", "last"], default="best", help=CHECKPOINT_HELP)
     summary.add_argument("--json", action="store_true", help="machine-readable output")
 
     export = subparsers.add_parser("export", help="write a trained run as a compact .sbts artifact, ONNX, or C99 "
@@ -376,7 +391,8 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True,
                         help="file to write (e.g. model.sbts or model.onnx); --format c: the directory for sbts.h "
                              "and sbts.c")
-    export.add_argument("--format", choices=["sbts", "onnx", "c"], default="sbts")
+    export.add_argument("--format", choices=["sbts", "onnx", "c"], default="sbts",
+                        help="sbts: the compact artifact (torch-free runtime); onnx: the per-step graph; c: C99 source")
     from sbts.export.c_source import DEFAULT_WEIGHT_FORM, WEIGHT_FORMS
 
     export.add_argument("--c-weights", choices=list(WEIGHT_FORMS),
@@ -388,7 +404,7 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
                         help="store the float tensors (norms, dense weights, tables) as float16")
     export.add_argument("--no-padding-mask", action="store_true",
                         help="--format onnx: a graph whose only input is x, for batches of unpadded series")
-    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best", help=CHECKPOINT_HELP)
 
     predict = subparsers.add_parser("predict", help="run an exported .sbts model (numpy only, no torch): class "
                                                     "predictions, anomaly scores per step, or one-step forecasts")
