@@ -327,12 +327,22 @@ def _safe_yaml(text: str, path: Path) -> Any:
         import yaml  # here, not at the top: the deploy-only install (runtime, predict, C export) has no PyYAML
     except ModuleNotFoundError:
         raise ConfigError(f"{path}: reading YAML configs needs PyYAML: pip install 'sbts[train]'") from None
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
+    class WithoutAliases(yaml.SafeLoader):
+        """The safe loader, refusing an alias where it would compose one (one pass over the text)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
                 raise ConfigError(f"{path}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are "
                                   "not accepted in sbts configs; write the value out")
-        return yaml.safe_load(text)
+            return super().compose_node(parent, index)
+
+    try:
+        loader = WithoutAliases(text)  # its reader refuses unacceptable characters already here
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

@@ -117,7 +117,8 @@ def _check_names(artifact: Artifact, key: str, count: int, what: str) -> None:
     names = artifact.document.get("task_state", {}).get(key)
     if not (isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names)):
         raise ArtifactError(f"{artifact.source}: needs {count} {what} in {key!r}, the document has {names!r}")
-    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    seen: set[str] = set()
+    repeated = next((n for n in names if n in seen or seen.add(n)), None)  # the first name seen twice
     if repeated is not None:
         raise ArtifactError(f"{artifact.source}: the {what} in {key!r} repeat {repeated!r}")
 
