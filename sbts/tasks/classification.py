@@ -20,6 +20,7 @@ data's longest series, not to ``max_len``, so the margin costs no computation.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -32,7 +33,7 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import type_of_target
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from sbts.baselines.classification import classification_baselines
 from sbts.config import RunConfig, TaskOptions, check_positive_int, needs_fixed_length
@@ -54,10 +55,27 @@ class ClassificationOptions(TaskOptions):
 
     baselines: bool = field(default=False, metadata={
         "help": "fit MiniRocket, MultiRocket and 1-NN DTW (aeon) on the same split and report them next to the model"})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "training targets put this much probability on the other classes, shared evenly (0: one-hot)"})
+    jitter: float = field(default=0.0, metadata={
+        "help": "training augmentation: std of Gaussian noise added to the scaled series (0: none)"})
+    scaling: float = field(default=0.0, metadata={
+        "help": "training augmentation: std of a factor around 1 that multiplies each channel of a case (0: none)"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.baselines, bool):
             raise ConfigError(f"baselines must be true or false, got {self.baselines!r}")
+        for name, upper in (("label_smoothing", 1.0), ("jitter", None), ("scaling", None)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+                    or (upper is not None and value >= upper)):
+                bound = f"in [0, {upper:g})" if upper is not None else "finite and >= 0"
+                raise ConfigError(f"{name} must be a number {bound}, got {value!r}")
+
+    @property
+    def changes_training_cases(self) -> bool:
+        return bool(self.label_smoothing or self.jitter or self.scaling)
 
 
 @dataclass
@@ -235,6 +253,32 @@ def prepare_classification(train_series: list[np.ndarray], train_labels: Sequenc
                               files or {})
 
 
+class AugmentedCases(Dataset):
+    """The training cases as the optimiser sees them under a recipe: each draw gets fresh Gaussian noise (std
+    ``jitter``) and a fresh factor per channel (around 1, std ``scaling``) on its valid steps, and a target that
+    keeps ``1 - label_smoothing`` on its class and shares the rest over all classes (as ``F.cross_entropy``'s
+    ``label_smoothing``). The draws come from torch's global generator, which checkpoints keep: a resumed run
+    draws what an uninterrupted one would."""
+
+    def __init__(self, cases: TensorDataset, n_classes: int, options: ClassificationOptions):
+        self.cases, self.n_classes, self.options = cases, n_classes, options
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, padding, y = self.cases[index]
+        valid = (~padding).unsqueeze(-1).to(x.dtype)
+        if self.options.scaling:
+            x = x * (1.0 + self.options.scaling * torch.randn(1, x.shape[-1], dtype=x.dtype))
+        if self.options.jitter:
+            x = x + self.options.jitter * torch.randn(x.shape, dtype=x.dtype) * valid
+        smoothing = self.options.label_smoothing
+        target = torch.full((self.n_classes,), smoothing / self.n_classes, dtype=x.dtype)
+        target[y] += 1.0 - smoothing
+        return x, padding, target
+
+
 def _cases(part: TensorDataset | None) -> tuple[np.ndarray, np.ndarray] | None:
     """A split's scaled, zero-padded cases (n, T, C) and class indices, as the model sees them."""
     return None if part is None else (part.tensors[0].numpy(), part.tensors[2].numpy())
@@ -272,9 +316,9 @@ class ClassificationTask(Task):
     test_metrics = (ReportedMetric("accuracy", MAXIMIZE, "test accuracy"),)
 
     # --- data -------------------------------------------------------------------------------------------
-    def load(self, data: str) -> DataSource:
+    def load(self, data: str, missing_value: float | None = None) -> DataSource:
         spec = self.canonical_data(data)
-        train_file, test_file = load_classification(spec)
+        train_file, test_file = load_classification(spec, missing_value=missing_value)
         files = {split: {"path": str(ts.path), "sha256": sha256_file(ts.path)}
                  for split, ts in (("train", train_file), ("test", test_file))}
         check_labels(list(train_file.labels), str(train_file.path))
@@ -326,7 +370,9 @@ class ClassificationTask(Task):
                 "files": data.files}
 
     def datasets(self, data: ClassificationData, run: RunConfig):
-        return data.train, data.val
+        options = ClassificationOptions.from_dict(run.task_options)
+        train = AugmentedCases(data.train, len(data.classes), options) if options.changes_training_cases else data.train
+        return train, data.val
 
     # --- what the output means -----------------------------------------------------------------------------
     @staticmethod
@@ -337,7 +383,7 @@ class ClassificationTask(Task):
         return (per_step * valid).sum(1) / valid.sum(1)
 
     def training_loss(self, model, batch):
-        x, padding, y = batch
+        x, padding, y = batch  # y: class indices, or class probabilities under a recipe (AugmentedCases)
         return F.cross_entropy(self.logits(model, x, padding), y)
 
     @torch.no_grad()
