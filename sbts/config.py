@@ -92,9 +92,20 @@ def dataclass_from_dict(cls, data: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {exc}") from None
 
 
+@dataclass
 class TaskOptions:
     """Base of a task's options dataclass (a run's ``task_options``): saved as a plain mapping, read back with
-    one-line errors for unknown or missing keys."""
+    one-line errors for unknown or missing keys. ``missing_value``, how every task's loader reads its files, is
+    the run's, so that a resumed or re-run run reads the same data."""
+
+    missing_value: float | None = field(default=None, metadata={
+        "help": "a number that marks a missing cell in the data files (interpolated, as NaN and the codes found "
+                "by sbts.data.missing are)"})
+
+    def __post_init__(self) -> None:
+        from sbts.data.missing import check_missing_value  # here: sbts.data imports this module
+
+        check_missing_value(self.missing_value)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from sbts.config import RunConfig
 from sbts.data.preprocessing import ChannelScaler
 from sbts.data.uea import sha256_file
-from sbts.errors import DataError
+from sbts.errors import ConfigError, DataError
 from sbts.registry import register_task
 from sbts.runtime.inputs import read_cases, write_rows
 from sbts.runtime.model import RuntimeModel
@@ -59,7 +59,9 @@ class ScalarRegressionTask(Task):
     excluded_train_options = ("stride",)
     data_help = "a folder with train.npy, train_y.npy, test.npy and test_y.npy"
 
-    def load(self, data: str) -> DataSource:
+    def load(self, data: str, missing_value: float | None = None) -> DataSource:
+        if missing_value is not None:
+            raise ConfigError(f"{data}: .npy arrays mark missing cells with NaN; missing_value does not apply")
         folder = Path(data).resolve()
         arrays, files = {}, {}
         for name in FILES:
@@ -126,9 +128,10 @@ class ScalarRegressionRuntime(RuntimeModel):
         standardised = (per_step * valid).sum(axis=(1, 2)) / valid.sum(axis=(1, 2))
         return standardised * self.task_state["target_std"] + self.task_state["target_mean"]
 
-    def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
+    def predict_file(self, input_path, output, *, context=None, proba=False) -> str | None:
         cases, _ = read_cases(input_path)
         write_rows(["case", "prediction"], ([i, f"{v:.9g}"] for i, v in enumerate(self.predict(cases))), output)
+        return None
 
 
 def register() -> None:

@@ -531,7 +531,10 @@ def test_cli_predict_with_context_reproduces_the_run_scores(trained_run, tmp_pat
     recorded = np.loadtxt(run_dir / "test_scores.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(table[:, 1], recorded[:, 1], rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(table[:, 2:4], recorded[:, 2:4])  # the threshold and the decision
-    capsys.readouterr()
+    assert "steps of" in capsys.readouterr().err  # the summary: steps above the threshold
+    assert main(["predict", str(tmp_path / "run.sbts"), "--input", str(folder / "test.csv"), "--context",
+                 str(folder / "train.csv"), "-o", str(tmp_path / "quiet.csv"), "--quiet"]) == 0
+    assert capsys.readouterr().err == "" and (tmp_path / "quiet.csv").read_bytes() == out.read_bytes()
     code, _, err = run_cli(["predict", str(tmp_path / "run.sbts"), "--input", str(folder / "test.csv"),
                             "--context", str(folder / "test_label.csv")], capsys)
     assert code == 2 and "test_label.csv" in err and err.count("\n") == 1

@@ -79,6 +79,9 @@ def test_export_then_predict_matches_evaluate(trained_run, tmp_path, capsys):
     assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
     assert run_cli("evaluate", run_dir, "--device", "cpu") == 0
     assert json.loads(capsys.readouterr().out)["test"]["accuracy"] == pytest.approx(accuracy)
+    quiet_csv = tmp_path / "quiet.csv"
+    assert run_cli("predict", artifact, "--input", f"{data}_TEST.ts", "-o", quiet_csv, "--proba", "--quiet") == 0
+    assert capsys.readouterr().err == "" and quiet_csv.read_bytes() == out_csv.read_bytes()
 
 
 def test_export_onnx_and_float16(trained_run, tmp_path, capsys):

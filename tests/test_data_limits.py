@@ -157,6 +157,54 @@ def test_ts_codes_become_nan(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.series[0], [[1, 2, 3], [5, 6, 7]])
 
 
+@pytest.mark.parametrize("task,places", [("forecasting", {"series.csv"}), ("anomaly", {"train.csv", "test.csv"}),
+                                         ("classification", {"X_TRAIN.ts"})])
+def test_train_missing_value_is_the_runs_own_and_resume_reads_the_same(tmp_path: Path, capsys, task: str,
+                                                                       places: set[str]) -> None:
+    """``--missing-value`` reaches the task's loader, is recorded in the run (config.json), and a resumed run
+    reads its files with it (their sha256 and the scaler are checked against the first reading)."""
+    import json
+
+    from conftest import synthetic_cases, write_ts
+
+    from sbts.cli.main import main
+
+    sentinel = 7.0  # inside the data's range: no rule would find it, only the user knows
+    rng = np.random.default_rng(0)
+    if task == "classification":
+        series, labels = synthetic_cases(24)
+        series[0][0, 3] = series[5][1, 2] = sentinel
+        classes = sorted(set(labels))
+        data = write_ts(tmp_path / "X_TRAIN.ts", series, labels, classes)
+        write_ts(tmp_path / "X_TEST.ts", *synthetic_cases(12, seed=1), classes)
+    else:
+        rows = rng.uniform(0, 10, size=(120, 2))
+        rows[[3, 40], 0] = sentinel
+        folder = tmp_path / "detector" if task == "anomaly" else tmp_path
+        folder.mkdir(exist_ok=True)
+        for name in (["train.csv", "test.csv"] if task == "anomaly" else ["series.csv"]):
+            (folder / name).write_text(rows_text(rows.tolist(), header="a,b"))
+        if task == "anomaly":
+            (folder / "test_label.csv").write_text("\n".join("1" if i in (50, 51) else "0" for i in range(120)) + "\n")
+        data = folder if task == "anomaly" else folder / "series.csv"
+    small = ["--epochs", "2", "--d-model", "8", "--n-heads", "2", "--device", "cpu", "--quiet"]
+    if task != "classification":
+        small += ["--window", "8"]
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", task, "--data", str(data), "--out", str(run), "--missing-value", "7", *small,
+                 "--epochs", "1"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "the given missing value" in line]
+    assert {Path(line.split("warning: ")[1].split(":")[0]).name for line in warned} == places, warned
+    assert all(": column " in line or ": dimension " in line for line in warned), warned  # each names its cell
+    assert json.loads((run / "config.json").read_text())["task_options"]["missing_value"] == sentinel
+    assert main(["train", task, "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert main(["train", task, "--data", str(data), "--out", str(tmp_path / "bad"), "--missing-value", "nan",
+                 *small]) == 2
+    assert "missing_value must be a finite number" in capsys.readouterr().err
+
+
 def test_real_weather_codes_are_found_and_the_training_std_becomes_plausible() -> None:
     path = real_data_dir() / "forecasting" / "weather" / "weather.txt"
     if not path.is_file():

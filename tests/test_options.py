@@ -21,7 +21,7 @@ from sbts.errors import ConfigError
 from sbts.registry import estimator_class, task_class, task_names
 from sbts.tasks.base import DataSource
 from sbts.tasks.classification import ClassificationSource
-from sbts.tasks.options import check_preset, options_markdown
+from sbts.tasks.options import FILE_OPTIONS, check_preset, options_markdown
 from sbts.tasks.runs import build_run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_cli_and_estimator_resolve_the_same_configuration(task, given):
 def test_estimator_parameters_are_the_option_table(task):
     options = estimator_class(task).parameter_options()
     assert {o.name for o in task_class(task).options()} - {o.name for o in options} == set(
-        estimator_class(task).excluded_options)
+        estimator_class(task).excluded_options + FILE_OPTIONS)
     signature = inspect.signature(estimator_class(task))
     expected = {o.estimator_parameter: o.default for o in options} | {"verbose": False}
     assert {name: p.default for name, p in signature.parameters.items()} == expected

@@ -236,6 +236,9 @@ def test_predict_stream_reads_standard_input_and_says_when_it_recomputes_windows
     assert "recomputes its window for every row (input_norm window" in proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "step,a_next,b_next,c_next" and len(lines) == 7
+    quiet = subprocess.run([sys.executable, "-m", "sbts", "predict", str(tmp_path / "forecaster.sbts"), "--stream",
+                            "--input", "-", "--quiet"], input=text, capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == proc.stdout
 
 
 # --- the shared pass in torch -----------------------------------------------------------------------------

@@ -324,9 +324,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.model}: --stream applies to anomaly detectors and forecasters, not {model.task}")
         if args.proba:
             raise ConfigError("--proba applies to classifiers")
-        model.stream_file(args.input, args.output, context=args.context, on_bad_row=args.on_bad_row)
+        model.stream_file(args.input, args.output, context=args.context, on_bad_row=args.on_bad_row,
+                          quiet=args.quiet)
         return 0
-    model.predict_file(args.input, args.output, context=args.context, proba=args.proba)
+    summary = model.predict_file(args.input, args.output, context=args.context, proba=args.proba)
+    if summary and not args.quiet:
+        print(f"sbts: {summary}", file=sys.stderr)
     return 0
 
 
@@ -422,6 +425,9 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
                               "write one line per row at once: its score, or the forecast of the next step")
     predict.add_argument("--on-bad-row", choices=["fail", "skip"], default="fail",
                          help="--stream: a malformed row ends the stream (fail) or is reported and skipped")
+    predict.add_argument("--quiet", action="store_true",
+                         help="no summary or note on stderr (the accuracy on labelled cases, the steps above the "
+                              "threshold, a window recomputed per row); warnings and errors still")
 
     plot = subparsers.add_parser("plot", help="an anomaly run's test scores against its threshold, anomalies shaded, "
                                               "or a forecasting run's forecasts against the truth (needs matplotlib: "

@@ -80,6 +80,8 @@ def check_missing_value(missing_value: float | None) -> float | None:
     if missing_value is None:
         return None
     try:
+        if isinstance(missing_value, (bool, str)):
+            raise TypeError
         value = float(missing_value)
     except (TypeError, ValueError):
         raise ConfigError(f"missing_value must be a number, not {missing_value!r}") from None

@@ -107,8 +107,9 @@ class RuntimeModel:
         return pad_to_length(scaled, max(np.shape(case)[1] for case in series))
 
     def predict_file(self, input_path: str, output: str | None, *, context: str | None = None,
-                     proba: bool = False) -> None:
-        """``sbts predict``: read ``input_path``, write the predictions as CSV to ``output`` (or stdout)."""
+                     proba: bool = False) -> str | None:
+        """``sbts predict``: read ``input_path``, write the predictions as CSV to ``output`` (or stdout); returns
+        a one-line summary for the user, if any (the CLI prints it on stderr unless ``--quiet``)."""
         raise NotImplementedError
 
 
@@ -160,8 +161,9 @@ class ClassifierRuntime(RuntimeModel):
         """The class with the highest score (logit or probability) of each row."""
         return np.asarray(self.classes, dtype=object)[scores.argmax(1)]
 
-    def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
-        """One CSV row per case: its index, prediction (and label, and class probabilities if asked)."""
+    def predict_file(self, input_path, output, *, context=None, proba=False) -> str | None:
+        """One CSV row per case: its index, prediction (and label, and class probabilities if asked); the
+        summary is the accuracy when the cases have labels."""
         if context:
             raise ConfigError("--context applies to anomaly detectors and forecasters")
         cases, labels = read_cases(input_path)
@@ -172,9 +174,10 @@ class ClassifierRuntime(RuntimeModel):
         write_rows(header, ([i, prediction] + ([labels[i]] if labels else []) +
                             ([f"{p:.6g}" for p in probabilities[i]] if proba else [])
                             for i, prediction in enumerate(predicted)), output)
-        if labels:
-            accuracy = float(np.mean([p == label for p, label in zip(predicted, labels)]))
-            print(f"sbts: accuracy {accuracy:.4f} on {len(labels)} labelled cases of {input_path}", file=sys.stderr)
+        if not labels:
+            return None
+        accuracy = float(np.mean([p == label for p, label in zip(predicted, labels)]))
+        return f"accuracy {accuracy:.4f} on {len(labels)} labelled cases of {input_path}"
 
 
 class SeriesRuntime(RuntimeModel):
@@ -220,13 +223,14 @@ class SeriesRuntime(RuntimeModel):
         return self.config.streamable
 
     def stream_file(self, input_path: str, output: str | None, *, context: str | None = None,
-                    on_bad_row: str = "fail") -> None:
-        """``sbts predict --stream``: one output line per input row as it arrives, flushed at once."""
+                    on_bad_row: str = "fail", quiet: bool = False) -> None:
+        """``sbts predict --stream``: one output line per input row as it arrives, flushed at once; unless
+        ``quiet``, a note on stderr once the input is open when the model recomputes its window per row."""
         stream = self.stream(None if context is None else read_series(context, self.columns))
         if output is not None and input_path != "-" and Path(output).resolve() == Path(input_path).resolve():
             raise DataError(f"{output}: the output would overwrite the input rows; choose another -o")
         rows = stream_rows(input_path, self.config.in_channels, self.columns, on_bad_row)
-        if not self.streamable:
+        if not self.streamable and not quiet:
             print(f"sbts: note: this model recomputes its window for every row ({self.not_streamable_because})",
                   file=sys.stderr, flush=True)
         target = sys.stdout if output is None else open(output, "w", encoding="utf-8")
@@ -322,21 +326,21 @@ class AnomalyRuntime(SeriesRuntime):
             return [str(step), f"{score:.9g}", f"{threshold:.9g}", str(int(flagged))]
         return line
 
-    def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
+    def predict_file(self, input_path, output, *, context=None, proba=False) -> str | None:
         """One CSV row per step of the series: step, score and, when the model has a threshold, the threshold
-        the score was compared with and predicted (0/1)."""
+        the score was compared with and predicted (0/1); the summary counts the steps above it."""
         series, before = self._series_inputs(input_path, context, proba)
         scores = self.decision_function(series, before, str(input_path), str(context))
         rule = self.decision_rule()
         if rule is None:
             write_rows(["step", "score"], ([step, f"{score:.9g}"] for step, score in enumerate(scores)), output)
-            return
+            return None
         flags, thresholds = rule.run(scores)
         rows = zip(scores, thresholds, flags)
         write_rows(self.stream_header, ([step, f"{score:.9g}", f"{threshold:.9g}", int(flag)]
                                         for step, (score, threshold, flag) in enumerate(rows)), output)
-        print(f"sbts: {int(np.sum(flags))} of {len(scores)} steps of {input_path} above the threshold "
-              f"({self.threshold_method}, {self.threshold:.6g} after training)", file=sys.stderr)
+        return (f"{int(np.sum(flags))} of {len(scores)} steps of {input_path} above the threshold "
+                f"({self.threshold_method}, {self.threshold:.6g} after training)")
 
 
 class ForecastRuntime(SeriesRuntime):
@@ -407,7 +411,7 @@ class ForecastRuntime(SeriesRuntime):
         return WindowForecastStream(self.last_step, self.window, self.config.in_channels, self.formulation,
                                     self._scale, self._unscale, context)
 
-    def predict_file(self, input_path, output, *, context=None, proba=False) -> None:
+    def predict_file(self, input_path, output, *, context=None, proba=False) -> str | None:
         """One CSV row per step of the series and one more: ``step`` and each variable's one-step-ahead forecast of
         that step from the rows before it; the last row (step n) forecasts the step after the series. Without
         context the first step has no history and its cells are empty."""
@@ -416,6 +420,7 @@ class ForecastRuntime(SeriesRuntime):
         forecasts = np.concatenate([every, self.predict(series, str(input_path), before, str(context))[None]])
         write_rows(["step"] + self.columns, ([step] + ["" if np.isnan(v) else f"{v:.9g}" for v in row]
                                              for step, row in enumerate(forecasts)), output)
+        return None
 
 
 def load(path: str | Path, *, key: bytes | None = None,

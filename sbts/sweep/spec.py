@@ -347,7 +347,7 @@ def check_runs(spec: SweepSpec) -> int:
     """Resolve every grid cell (a search's corners) into a complete run configuration on its data, so that a bad
     value fails here, naming its key, before any trial starts. Returns how many configurations were checked."""
     task = get_task(spec.task)
-    sources: dict[str, DataSource] = {}
+    sources: dict[tuple[str, str], DataSource] = {}  # by data and missing value
     checked = 0
     for blame, params in _corners(spec):
         for seed in spec.seeds or [None]:
@@ -355,9 +355,10 @@ def check_runs(spec: SweepSpec) -> int:
             data, _ = spec.options_of(cell)
             try:
                 run_spec = spec.run_spec(cell)
-                if data not in sources:
-                    sources[data] = task.load(data)
-                task.run_config(run_spec, sources[data])
+                read_as = (data, repr(run_spec.get("task_options", {}).get("missing_value")))
+                if read_as not in sources:
+                    sources[read_as] = task.load_for(run_spec)
+                task.run_config(run_spec, sources[read_as])
             except SBTSError as exc:
                 raise type(exc)(f"{spec.source}: {blame}: {exc}") from None
             checked += 1

@@ -79,6 +79,7 @@ class AnomalyOptions(TaskOptions):
         "help": "the paper protocol's anomaly ratio (leaky: reported for comparison only)"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.threshold not in THRESHOLD_METHODS:
             raise ConfigError(f"threshold must be one of {', '.join(THRESHOLD_METHODS)}; got {self.threshold!r}")
         if self.threshold_scores not in ("val", "train"):
@@ -379,9 +380,9 @@ class AnomalyTask(Task):
                     ReportedMetric("best_f1", MAXIMIZE, "oracle F1 (threshold chosen on test labels)", oracle=True))
 
     # --- data -------------------------------------------------------------------------------------------
-    def load(self, data: str) -> DataSource:
+    def load(self, data: str, missing_value: float | None = None) -> DataSource:
         spec = self.canonical_data(data)
-        return DataSource(spec, load_anomaly(spec))
+        return DataSource(spec, load_anomaly(spec, missing_value=missing_value))
 
     def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
         """The detector reconstructs every channel; ``d_model`` by default is the paper's 2 x channels."""

@@ -117,9 +117,15 @@ class Task:
                          for name, value in sorted(values.items(), key=lambda item: item[0] != DEFAULT_MODEL))
 
     # --- semantics: what a task overrides -----------------------------------------------------------
-    def load(self, data: str) -> DataSource:
-        """The dataset named or pointed at by ``data``."""
+    def load(self, data: str, missing_value: float | None = None) -> DataSource:
+        """The dataset named or pointed at by ``data``; cells equal to ``missing_value`` are missing."""
         raise NotImplementedError
+
+    def load_for(self, spec: dict[str, Any]) -> DataSource:
+        """The data of a run specification (or a run's config), read as its task options say."""
+        options = spec.get(TASK_SECTION) or {}
+        missing_value = options.get("missing_value") if isinstance(options, dict) else None
+        return self.load(spec["data"], self.options_class.from_dict({"missing_value": missing_value}).missing_value)
 
     def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
         """The model fields with the data-derived ones (channels, outputs, ...) filled in and checked."""
@@ -194,14 +200,14 @@ class Task:
 
     def resolve(self, spec: dict[str, Any]) -> tuple[RunConfig, Any, dict[str, Any]]:
         """A run specification -> its config, its data prepared, and the state its checkpoints keep."""
-        source = self.load(spec["data"])
+        source = self.load_for(spec)
         run = self.run_config(spec, source)
         data = self.prepare(source, run)
         return run, data, self.task_state(data)
 
     def reload(self, run: RunConfig, state: dict[str, Any]) -> Any:
         """The run's data exactly as it was prepared when the run started (the files must not have changed)."""
-        source = self.load(run.data)
+        source = self.load_for(run.to_dict())
         check_files_unchanged(state.get("files", {}), source.files)
         return self.prepare(source, run, state)
 

@@ -27,7 +27,7 @@ from sbts.export.c_source import DEFAULT_WEIGHT_FORM
 from sbts.runtime.artifact import artifact_bytes, load_artifact_bytes, network_tensors
 from sbts.runtime.streaming import StepStream
 from sbts.tasks.base import DataSource, Task
-from sbts.tasks.options import Option, spec_from_options
+from sbts.tasks.options import FILE_OPTIONS, Option, spec_from_options
 
 IN_MEMORY = "arrays"  # what a run fitted by an estimator records as its data
 
@@ -79,7 +79,7 @@ class SBTEstimator(BaseEstimator):
     @classmethod
     def parameter_options(cls) -> list[Option]:
         """The task's options that are this estimator's parameters."""
-        return [o for o in cls.task_class.options() if o.name not in cls.excluded_options]
+        return [o for o in cls.task_class.options() if o.name not in cls.excluded_options + FILE_OPTIONS]
 
     # --- the run configuration, as ``sbts train`` builds it -------------------------------------------
     def run_spec(self) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class ForecastOptions(TaskOptions):
         "choices": INPUT_NORMS})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.split not in SPLIT_METHODS:
             raise ConfigError(f"split must be one of {', '.join(SPLIT_METHODS)}; got {self.split!r}")
         if self.fractions is not None:
@@ -309,9 +310,9 @@ class ForecastTask(Task):
                     ReportedMetric("mae", MINIMIZE, "test MAE (scaled)"))
 
     # --- data -------------------------------------------------------------------------------------------
-    def load(self, data: str) -> DataSource:
+    def load(self, data: str, missing_value: float | None = None) -> DataSource:
         spec = self.canonical_data(data)
-        return DataSource(spec, load_forecasting(spec))
+        return DataSource(spec, load_forecasting(spec, missing_value=missing_value))
 
     def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
         """The forecaster forecasts every variable of the series."""

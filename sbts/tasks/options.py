@@ -28,6 +28,7 @@ CONFIG_FILE_KEYS = ("task", "data", "model_name", MODEL_SECTION, TRAIN_SECTION, 
 SEED_SECTION = "seed"  # the seed of the weights and of the split/shuffle: one value for both
 RUN_SECTION = "run"  # the model name
 DATA_DERIVED_MODEL_FIELDS = ("in_channels", "out_dim")  # ModelConfig fields that the data decides
+FILE_OPTIONS = ("missing_value",)  # how data files are read: not estimator parameters (arrays mark missing with NaN)
 # Not options: the data-derived fields, the linear kind (the model name decides it) and the model's copy of the
 # seed (the one seed option sets both).
 NOT_OPTIONS = {MODEL_SECTION: (*DATA_DERIVED_MODEL_FIELDS, "linear", "seed"), TRAIN_SECTION: ("seed",)}
@@ -178,7 +179,8 @@ def options_markdown(task: type[Task]) -> str:
     rows = ["| option | estimator | default | what it is |", "|---|---|---|---|"]
     for option in task_options(task):
         default = option.decided or f"`{option.default}`"
-        rows.append(f"| `{option.flag}` | `{option.estimator_parameter}` | {default} | {option.help} |")
+        parameter = "(files only)" if option.name in FILE_OPTIONS else f"`{option.estimator_parameter}`"
+        rows.append(f"| `{option.flag}` | {parameter} | {default} | {option.help} |")
     return "\n".join(rows)
 
 
