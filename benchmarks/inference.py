@@ -8,7 +8,8 @@ forecasting) with random scores (speed does not depend on training). Each engine
 needs: classification the per-step outputs of the whole series; anomaly detection and forecasting the
 last step only where the engine can skip the rest (the sbts runtime can; eager PyTorch and the ONNX
 graph compute every step). Engines: eager PyTorch (dense and SBT; the SBT's ternary weight cached),
-the sbts numpy runtime (.sbts artifact), ONNX Runtime on the exported graph. Timing: warm-up, then
+``torch.compile`` (inductor, one graph per model and batch shape; its compile seconds are printed and kept in the
+JSON, not timed), the sbts numpy runtime (.sbts artifact), ONNX Runtime on the exported graph. Timing: warm-up, then
 the median over rounds of the per-call time; ratios are against eager PyTorch dense float32 in the
 same run, same threads. Results go to docs/benchmarks.md (section ``inference``).
 """
@@ -49,6 +50,26 @@ def median_ms(fn, seconds: float) -> float:
     return statistics.median(rounds)
 
 
+COMPILE_SECONDS: dict[str, float] = {}  # per engine and case: what torch.compile took before the first call
+
+
+def compiled(model, xt, label: str):
+    """The model under ``torch.compile`` (inductor, whole graph), compiled now by a first call."""
+    import torch
+
+    torch._dynamo.reset()  # each model its own graph: the cache of earlier models' guards would count as recompiles
+    graph = torch.compile(model, fullgraph=True)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        graph(xt)
+    COMPILE_SECONDS[label] = round(time.perf_counter() - start, 1)
+
+    def call():
+        with torch.inference_mode():
+            graph(xt)
+    return call
+
+
 def engines(task: str, dataset: str, batch: int, threads: int, folder: Path) -> dict:
     import numpy as np
     import onnxruntime as ort
@@ -83,6 +104,7 @@ def engines(task: str, dataset: str, batch: int, threads: int, folder: Path) -> 
                 model(xt)
 
         fns[f"torch eager {name}"] = eager
+        fns[f"torch compiled {name}"] = compiled(model, xt, f"{task} {name} batch {batch}")
         fns[f"sbts runtime {name}"] = lambda runtime=runtime, x=x: runtime.forward(x, last_step_only=last_step)
         fns[f"onnxruntime {name}"] = lambda session=session, feed=feed: session.run(None, feed)
     return fns
@@ -114,8 +136,8 @@ def markdown(rows: list[dict], info: dict, command: str, threads: int) -> str:
              "Median milliseconds per call (rounds after warm-up) and speed-up against eager PyTorch dense float32 "
              "measured in the same run with the same threads. Anomaly detection and forecasting need only the "
              "last step: the sbts runtime computes only what that needs (Step-T: one query row; last layer: one "
-             "row), eager PyTorch and ONNX Runtime compute every step. All engines multiply dense matrices: the "
-             "SBT's zeros save no time anywhere here.", "",
+             "row), eager PyTorch, torch.compile and ONNX Runtime compute every step. All engines multiply dense "
+             "matrices: the SBT's zeros save no time anywhere here.", "",
              "| task | dataset | batch | threads | engine | ms | × vs torch dense |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['dataset']} | {r['batch']} | {r['threads']} | {r['engine']} | "
@@ -132,9 +154,11 @@ def main() -> None:
     rows = measure(args.threads, args.batches, args.seconds)
     info = machine_info()
     command = f"python benchmarks/inference.py --threads {args.threads}"
-    replace_section(ROOT / "docs" / "benchmarks.md", f"inference-{args.threads}t", markdown(rows, info, command, args.threads))
+    replace_section(ROOT / "docs" / "benchmarks.md", f"inference-{args.threads}t",
+                    markdown(rows, info, command, args.threads))
     (ROOT / "docs" / f"benchmarks-inference-{args.threads}t.json").write_text(
-        json.dumps({"command": command, "machine": info, "rows": rows}, indent=2) + "\n")
+        json.dumps({"command": command, "machine": info, "rows": rows, "torch_compile_seconds": COMPILE_SECONDS},
+                   indent=2) + "\n")
 
 
 if __name__ == "__main__":
