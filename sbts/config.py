@@ -92,6 +92,21 @@ def dataclass_from_dict(cls, data: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def check_missing_value(missing_value: float | None) -> float | None:
+    """The user's missing value as a float; a finite number or None."""
+    if missing_value is None:
+        return None
+    try:
+        if isinstance(missing_value, (bool, str)):
+            raise TypeError
+        value = float(missing_value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"missing_value must be a number, not {missing_value!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"missing_value must be a finite number, not {missing_value!r} (NaN is missing anyway)")
+    return value
+
+
 @dataclass
 class TaskOptions:
     """Base of a task's options dataclass (a run's ``task_options``): saved as a plain mapping, read back with
@@ -103,8 +118,6 @@ class TaskOptions:
                 "by sbts.data.missing are)"})
 
     def __post_init__(self) -> None:
-        from sbts.data.missing import check_missing_value  # here: sbts.data imports this module
-
         check_missing_value(self.missing_value)
 
     def to_dict(self) -> dict[str, Any]:

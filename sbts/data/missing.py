@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbts.errors import ConfigError
+from sbts.config import check_missing_value
 
 __all__ = ["CODE_GAP_SPANS", "CODE_MIN_CELLS", "CODE_MIN_MAGNITUDE", "MissingCode", "MissingValueWarning",
            "check_missing_value", "find_missing_codes"]
@@ -73,21 +73,6 @@ class MissingCode:
     def warn(self, where: str, treatment: str) -> None:
         """Report the cells as one MissingValueWarning line."""
         warnings.warn(self.describe(where, treatment), MissingValueWarning, stacklevel=3)
-
-
-def check_missing_value(missing_value: float | None) -> float | None:
-    """The user's missing value as a float; a finite number or None."""
-    if missing_value is None:
-        return None
-    try:
-        if isinstance(missing_value, (bool, str)):
-            raise TypeError
-        value = float(missing_value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"missing_value must be a number, not {missing_value!r}") from None
-    if not np.isfinite(value):
-        raise ConfigError(f"missing_value must be a finite number, not {missing_value!r} (NaN is missing anyway)")
-    return value
 
 
 def _could_be_code(value: float) -> bool:
