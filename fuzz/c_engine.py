@@ -28,7 +28,6 @@ totals. Exit code 1 when anything crashed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -41,6 +40,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
+
+from run import save_regression  # noqa: E402  # fuzz/run.py: crashers kept as the Python targets' are
 
 FUZZ = Path(__file__).resolve().parent
 ROOT = FUZZ.parent
@@ -237,14 +238,6 @@ def minimise(binary: Path, data: bytes, problem: str, seconds: float) -> bytes:
             if not cut:
                 chunk //= 2
     return data
-
-
-def save_regression(name: str, data: bytes, regressions: Path = REGRESSIONS) -> Path:
-    folder = regressions / name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"crash-{hashlib.sha256(data).hexdigest()[:16]}"
-    path.write_bytes(data)
-    return path
 
 
 def run_random(binary: Path, seconds: float, seed: int, input_seconds: float, workdir: Path) -> dict:

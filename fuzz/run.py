@@ -139,10 +139,11 @@ def minimise(target: str, data: bytes, problem: str, seconds: float) -> bytes:
     return data
 
 
-def save_regression(target: str, data: bytes) -> Path:
+def save_regression(target: str, data: bytes, regressions: Path = REGRESSIONS) -> Path:
+    """Keep a minimised crasher under ``regressions/target``, named by its content (the C engine's too)."""
     import hashlib
 
-    folder = REGRESSIONS / target
+    folder = regressions / target
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"crash-{hashlib.sha256(data).hexdigest()[:16]}"
     path.write_bytes(data)
