@@ -88,6 +88,9 @@ KINDS = {
         "forecasting", "sbt", "ternary", dict(attention="step_t", step_t_self=True, norm="layer", pos_encoding="none",
                                               head_activation="relu"),
         {"formulation": {"target": "value", "input_norm": "none"}, "columns": ["a", "b", "c"]}),
+    "forecasting-sbt-step_t-layer-rope-change-h3-mask": Kind(  # 3 steps ahead: out is SBTS_OUT_DIM = 3 x 3 values
+        "forecasting", "sbt", "mask", dict(attention="step_t", norm="layer", pos_encoding="rope"),
+        {"formulation": {"target": "change", "input_norm": "none", "horizon": 3}, "columns": ["a", "b", "c"]}),
 }
 
 # Deliberately broken engines: (what the generated sbts.c has, what it gets instead, the kinds it applies to).
@@ -103,6 +106,10 @@ SABOTAGES = {
     "padding-read": ("for (t = 0; t < n_steps; ++t) total += arena.h[c * STRIDE(n_steps) + t];",
                      "for (t = 0; t <= n_steps; ++t) total += arena.h[c * STRIDE(n_steps) + t];",
                      "a classifier's pooling reads one padding step"),
+    "first-step-only": ("for (o = 0; o < NET_OUT; ++o) {", "for (o = 0; o < IN_CH; ++o) {",
+                        "a forecaster writes the first of its steps ahead only"),
+    "step-as-variable": ("const int c = o % IN_CH;", "const int c = o;",
+                         "a forecaster's out[k * IN_CH + c] scaled as variable k * IN_CH + c, past its scaling"),
 }
 
 

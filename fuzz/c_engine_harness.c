@@ -27,7 +27,8 @@
                       read (all n rows; the last SBTS_WINDOW rows for a detector, SBTS_WINDOW - 1 for a
                       forecaster) is NaN or infinite or scales to it, else OK (a NaN in a row not read is fine)
      out-written-on-error / out-not-written   a refused call leaves every out value as it was; an accepted one
-                      writes all SBTS_OUT_DIM
+                      writes all SBTS_OUT_DIM (a forecaster's SBTS_HORIZON x SBTS_IN_CHANNELS, step ahead first),
+                      and not one past them (out is malloc'd to exactly SBTS_OUT_DIM)
      input-written    x is left as it was
      not-finite-output  an accepted call whose rows read all scale to |z| <= FUZZ_MODERATE gives finite
                       outputs (for a stream: every row still in its window). Not promised beyond: huge finite
@@ -38,7 +39,8 @@
      forward-changed-stream / bad-row-changed-stream   sbts_forward, and a refused stream row, leave the
                       stream's state (step, keys, values) as it was
      stream-not-forward  a stream update equals sbts_forward on the stream's last rows, within
-                      FUZZ_TOLERANCE, while every row in the window scales to |z| <= FUZZ_TYPICAL
+                      FUZZ_TOLERANCE, while every row in the window scales to |z| <= FUZZ_TYPICAL (every out
+                      value: each step ahead of a forecaster)
      not-deterministic  the same forward, or the same stream update from the same state, under another poison,
                       gives the same bits
      hang             an input runs past -timeout seconds (standalone; libFuzzer has its own -timeout)
@@ -95,6 +97,20 @@
 #define FUZZ_WINDOW_READ (MAX_LEN - 1)
 #endif
 
+/* The header's out size is the one the engine writes: a classifier's logits, a detector's score (and
+   decision), a forecaster's SBTS_HORIZON steps of every variable (the network's NET_OUT outputs). */
+#if TASK == TASK_CLASSIFICATION
+#define FUZZ_OUT_DIM NET_OUT
+#elif TASK == TASK_ANOMALY
+#define FUZZ_OUT_DIM (1 + HAS_THRESHOLD)
+#else
+#define FUZZ_OUT_DIM (SBTS_HORIZON * SBTS_IN_CHANNELS)
+typedef char fuzz_forecast_is_every_step_of_every_variable[NET_OUT == SBTS_HORIZON * IN_CH && SBTS_HORIZON >= 1
+                                                           ? 1 : -1];
+typedef char fuzz_one_name_per_variable[sizeof sbts_column_names / sizeof sbts_column_names[0] == IN_CH ? 1 : -1];
+#endif
+typedef char fuzz_out_dim_is_what_the_engine_writes[SBTS_OUT_DIM == FUZZ_OUT_DIM ? 1 : -1];
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
 
@@ -121,10 +137,23 @@ static void fuzz_write_crash(void)  /* async-signal-safe: also on a hang */
 
 static void fuzz_print_stats(void);
 
-static void fuzz_on_death(void)  /* the sanitizers' death callback too */
+static void fuzz_on_death(void)  /* the sanitizers' death callback too; once */
 {
+    static volatile sig_atomic_t done;
+    if (done) return;
+    done = 1;
     fuzz_write_crash();
     fuzz_print_stats();
+}
+
+/* UndefinedBehaviorSanitizer calls this at every report (-fno-sanitize-recover: its first is its last). gcc links
+   its runtime apart from AddressSanitizer's, each with its own death callback, and the one
+   __sanitizer_set_death_callback sets below is AddressSanitizer's: without this hook a UBSan finding under gcc
+   would leave no crash file. */
+void __ubsan_on_report(void);
+void __ubsan_on_report(void)
+{
+    fuzz_on_death();
 }
 
 static void fuzz_fail(const char *rule, const char *format, ...)
@@ -345,22 +374,37 @@ static float *fuzz_out_buffer(void)
     return out;
 }
 
+/* What out[i] is, for a report: "" or, for a forecaster, " (variable c, k steps ahead)". */
+static const char *fuzz_out_what(int i)
+{
+#if TASK == TASK_FORECASTING
+    static char what[64];
+    snprintf(what, sizeof what, " (variable %d, %d step(s) ahead)", i % IN_CH, i / IN_CH + 1);
+    return what;
+#else
+    (void)i;
+    return "";
+#endif
+}
+
 static void fuzz_check_out(int code, const float *out, int bounded, const char *call)
 {
     int i;
     for (i = 0; i < SBTS_OUT_DIM; ++i) {
         const int untouched = fuzz_bits_of(out[i]) == FUZZ_SENTINEL;
         if (code != SBTS_OK && !untouched)
-            fuzz_fail("out-written-on-error", "%s returned %d but wrote out[%d] = %g", call, code, i, out[i]);
-        if (code == SBTS_OK && untouched) fuzz_fail("out-not-written", "%s returned SBTS_OK but left out[%d]", call, i);
+            fuzz_fail("out-written-on-error", "%s returned %d but wrote out[%d]%s = %g", call, code, i,
+                      fuzz_out_what(i), out[i]);
+        if (code == SBTS_OK && untouched)
+            fuzz_fail("out-not-written", "%s returned SBTS_OK but left out[%d]%s", call, i, fuzz_out_what(i));
     }
     if (code != SBTS_OK) return;
     if (bounded) {
         fuzz_stats.bounded++;
         for (i = 0; i < SBTS_OUT_DIM; ++i)
             if (!isfinite(out[i]))
-                fuzz_fail("not-finite-output", "%s: out[%d] = %g from inputs within |z| <= %g", call, i, out[i],
-                          FUZZ_MODERATE);
+                fuzz_fail("not-finite-output", "%s: out[%d]%s = %g from inputs within |z| <= %g", call, i,
+                          fuzz_out_what(i), out[i], FUZZ_MODERATE);
     }
 #if TASK == TASK_ANOMALY
     if (out[0] < 0.0f) fuzz_fail("score", "%s: a negative score %g", call, out[0]);
@@ -585,8 +629,8 @@ static void fuzz_compare_with_forward(const float *streamed)
 #endif
         if (gap > fuzz_stats.gap) fuzz_stats.gap = gap;
         if (!(gap <= 1.0))
-            fuzz_fail("stream-not-forward", "after %ld rows, stream out[%d] = %.9g, sbts_forward on the last %ld rows "
-                      "= %.9g", fuzz_stream.accepted, i, streamed[i], count, out[i]);
+            fuzz_fail("stream-not-forward", "after %ld rows, stream out[%d]%s = %.9g, sbts_forward on the last %ld "
+                      "rows = %.9g", fuzz_stream.accepted, i, fuzz_out_what(i), streamed[i], count, out[i]);
     }
     free(out);
     free(x);

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from sbts.config import RunConfig
+from sbts.config import RunConfig, TaskOptions
 from sbts.data.preprocessing import ChannelScaler
 from sbts.data.uea import sha256_file
 from sbts.errors import ConfigError, DataError
@@ -72,7 +72,7 @@ class ScalarRegressionTask(Task):
             files[name] = {"path": str(path), "sha256": sha256_file(path)}
         return DataSource(str(folder), RegressionFiles(arrays, files))
 
-    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
+    def complete_model(self, fields: dict[str, Any], source: DataSource, options: TaskOptions) -> dict[str, Any]:
         train = source.data.arrays["train"]
         return {**fields, "in_channels": train.shape[1], "out_dim": 1,
                 "max_len": fields.get("max_len") or train.shape[2]}

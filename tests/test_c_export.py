@@ -1,9 +1,10 @@
-"""The generated C equals the numpy runtime for every task and model kind, in both weight forms; streams equal
-batch; bad lengths and non-finite inputs are error codes; the code is clean under strict warnings and the
-address and undefined-behaviour sanitizers."""
+"""The generated C equals the numpy runtime for every task and model kind, in both weight forms, and forecasters
+one and several steps ahead; streams equal batch; bad lengths and non-finite inputs are error codes; the code is
+clean under strict warnings and the address and undefined-behaviour sanitizers."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import subprocess
 
@@ -13,7 +14,7 @@ from conftest import randomise
 
 from sbts.config import ATTENTION_MODES, NORMS, POS_ENCODINGS
 from sbts.data.preprocessing import ChannelScaler
-from sbts.errors import ConfigError
+from sbts.errors import ConfigError, SBTSError
 from sbts.export.artifact import build_artifact
 from sbts.export.c_build import CModel, STRICT_FLAGS, compile_library, find_compiler, write_c_export
 from sbts.export.c_source import ROW_BLOCK, WEIGHT_FORMS, c_sources, seed_signs
@@ -39,17 +40,32 @@ STATES = {"classification": {"classes": ["yes", "no \"quoted\""]},
           "forecasting": {"formulation": {"target": "change", "input_norm": "none"}, "columns": ["a", "b", "c"]}}
 
 
+HORIZON = 3  # the steps ahead of the multi-step forecasters
+
+
+def forecast_state(target="change", input_norm="none", horizon=1):
+    """A forecaster's inference state, its horizon recorded (STATES' has none, as files written before horizons:
+    one step)."""
+    return dict(STATES["forecasting"], formulation={"target": target, "input_norm": input_norm, "horizon": horizon})
+
+
 def artifact_for(task, model_name="sbt", state=None, **fields):
-    out_dim = 2 if task == "classification" else 3
+    """A small random model of the task; a forecaster's out_dim is its horizon x 3 variables (unless given)."""
+    horizon = (state or STATES[task]).get("formulation", {}).get("horizon", 1)
+    out_dim = 2 if task == "classification" else 3 * horizon if task == "forecasting" else 3
     model = randomise(create_model(model_name, **{**SMALL, "out_dim": out_dim, "linear_bias": model_name == "dense",
                                                   **fields}))
     document = build_artifact(model, task=task, inference_state=state or STATES[task], scaler=SCALER)
     return load_artifact_bytes(artifact_bytes(*document), "model")
 
 
+def header_define(header, name):
+    return int(header.split(f"#define {name} ")[1].split()[0])
+
+
 def c_model(tmp_path, artifact, form="lists"):
     generated = c_sources(artifact, form)
-    out_dim = int(generated.header.split("#define SBTS_OUT_DIM ")[1].split()[0])
+    out_dim = header_define(generated.header, "SBTS_OUT_DIM")
     return CModel(compile_library(generated, tmp_path), artifact.config.in_channels, out_dim)
 
 
@@ -97,25 +113,72 @@ def test_c_detector_scores_decisions_and_stream_equal_the_runtime(tmp_path, mode
                                    rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("horizon", [1, HORIZON])
 @pytest.mark.parametrize("target,input_norm", [("change", "none"), ("value", "none"), ("change", "window")])
 @pytest.mark.parametrize("model_name,attention,norm,pos", SERIES_NETWORKS[:4], ids=str)
 def test_c_forecaster_and_its_stream_equal_the_runtime(tmp_path, model_name, attention, norm, pos, target,
-                                                        input_norm):
-    state = dict(STATES["forecasting"], formulation={"target": target, "input_norm": input_norm})
+                                                        input_norm, horizon):
+    state = forecast_state(target, input_norm, horizon)
     # The forecasting default reads the last step's features without the ReLU; the paper's formulation keeps it.
     artifact = artifact_for("forecasting", model_name, state, attention=attention, norm=norm, pos_encoding=pos,
                             head_activation="relu" if target == "value" else "none")
     runtime, c = ForecastRuntime(artifact), c_model(tmp_path, artifact)
+    assert runtime.horizon == horizon and c.out_dim == horizon * 3
     series = raw_rows(11)
+    every = runtime.predict_every_step(series)  # row t: the forecasts made from the rows before t
+    assert every.shape == (11, horizon, 3)
     for t in (1, 3, 6, 11):
         status, forecast = c.forward(series[:t])
         assert status == 0
-        np.testing.assert_allclose(forecast, runtime.predict(series[:t]), rtol=1e-5, atol=1e-5)
+        expected = runtime.predict(series[:t])
+        assert expected.shape == (horizon, 3)
+        np.testing.assert_allclose(forecast, expected.ravel(), rtol=1e-5, atol=1e-5)  # out[k * 3 + c]
+        if t < len(series):
+            np.testing.assert_allclose(forecast, every[t].ravel(), rtol=1e-5, atol=1e-5)
     assert c.streamable == runtime.streamable
     if c.streamable:
         stream = runtime.stream()
         for row in series:
-            np.testing.assert_allclose(c.stream_update(row)[1], stream.update(row), rtol=1e-5, atol=1e-5)
+            forecasts = stream.update(row)
+            assert forecasts.shape == (horizon, 3)
+            np.testing.assert_allclose(c.stream_update(row)[1], forecasts.ravel(), rtol=1e-5, atol=1e-5)
+        c.stream_reset()
+        many = runtime.stream().update_many(series[:5])
+        assert many.shape == (5, horizon, 3)
+        np.testing.assert_allclose(np.array([c.stream_update(row)[1] for row in series[:5]]),
+                                   many.reshape(5, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_multi_step_forecaster_header_gives_its_horizon_and_names_each_variable_once(tmp_path):
+    artifact = artifact_for("forecasting", state=forecast_state(horizon=HORIZON), attention="step_t", norm="layer",
+                            pos_encoding="rope")
+    header = c_sources(artifact).header
+    assert header_define(header, "SBTS_HORIZON") == HORIZON
+    assert header_define(header, "SBTS_OUT_DIM") == HORIZON * 3 and header_define(header, "SBTS_IN_CHANNELS") == 3
+    assert "extern const char *const sbts_column_names[SBTS_IN_CHANNELS];" in header
+    assert "out[k * SBTS_IN_CHANNELS + c] is variable c" in " ".join(header.split())
+    c = c_model(tmp_path / "h3", artifact)
+    names = (ctypes.c_char_p * 3).in_dll(c.lib, "sbts_column_names")
+    assert [name.decode() for name in names] == STATES["forecasting"]["columns"]
+    one_step = c_sources(artifact_for("forecasting")).header  # STATES' formulation has no "horizon": one step
+    assert header_define(one_step, "SBTS_HORIZON") == 1 and header_define(one_step, "SBTS_OUT_DIM") == 3
+    assert "sbts_column_names[SBTS_IN_CHANNELS]" in one_step
+    for task in ("classification", "anomaly"):
+        assert "SBTS_HORIZON" not in c_sources(artifact_for(task)).header
+    assert "sbts_class_names[SBTS_OUT_DIM]" in c_sources(artifact_for("classification")).header
+
+
+@pytest.mark.parametrize("horizon,out_dim", [(HORIZON, 3), (1, 3 * HORIZON), (HORIZON, 3 * HORIZON + 1)])
+def test_the_c_export_refuses_a_forecaster_whose_outputs_disagree_with_its_horizon(tmp_path, horizon, out_dim):
+    artifact = artifact_for("forecasting", state=forecast_state(horizon=horizon), out_dim=out_dim)
+    with pytest.raises(SBTSError) as refused:
+        c_sources(artifact)
+    message = str(refused.value)
+    assert "\n" not in message and f"{horizon} step(s) ahead needs {3 * horizon} outputs" in message
+    assert message.endswith(f"the model has {out_dim}")
+    with pytest.raises(SBTSError, match=f"needs {3 * horizon} outputs"):
+        write_c_export(artifact, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -217,8 +280,10 @@ int main(void)
 @pytest.mark.parametrize("task,fields,form", [
     ("anomaly", dict(model_name="sbt", attention="step_t", norm="layer", pos_encoding="rope"), "mask"),
     ("forecasting", dict(model_name="sbt", attention="step_t", norm="none", pos_encoding="rope"), "ternary"),
+    ("forecasting", dict(model_name="sbt", attention="step_t", norm="layer", pos_encoding="rope",
+                         state=forecast_state("value", horizon=HORIZON)), "mask"),
     ("classification", dict(model_name="dense", attention="qkv_mask", norm="batch", pos_encoding="learnable"),
-     "ternary")], ids=["detector-stream", "forecaster-stream", "dense-qkv"])
+     "ternary")], ids=["detector-stream", "forecaster-stream", "forecaster-h3-stream", "dense-qkv"])
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
 def test_the_c_engine_is_clean_under_strict_warnings_and_sanitizers(tmp_path, task, fields, form, compiler):
     import shutil
@@ -226,7 +291,7 @@ def test_the_c_engine_is_clean_under_strict_warnings_and_sanitizers(tmp_path, ta
     if path is None:
         pytest.skip(f"{compiler} is not installed")
     fields = dict(fields)
-    artifact = artifact_for(task, fields.pop("model_name"), **fields)
+    artifact = artifact_for(task, fields.pop("model_name"), fields.pop("state", None), **fields)
     generated = c_sources(artifact, form)
     (tmp_path / "sbts.h").write_text(generated.header)
     (tmp_path / "sbts.c").write_text(generated.source)
@@ -244,6 +309,7 @@ def test_the_c_engine_is_clean_under_strict_warnings_and_sanitizers(tmp_path, ta
     assert ran.returncode == 0 and ran.stderr == "", ran.stderr[:2000]
     c = c_model(tmp_path / "lib", artifact, form)
     printed = np.array(ran.stdout.split(), dtype=np.float32)
+    assert len(printed) == c.out_dim * (1 + c.streamable)  # every out value, of the forward and of the stream
     np.testing.assert_allclose(printed[:c.out_dim], c.forward(rows)[1], rtol=1e-6, atol=1e-7)
 
 
@@ -269,12 +335,14 @@ def test_the_export_refuses_a_non_empty_directory_without_force_and_a_task_witho
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
-def test_an_exported_artifact_file_and_its_c_agree_on_real_scale_inputs(tmp_path):
+@pytest.mark.parametrize("horizon", [1, HORIZON])
+def test_an_exported_artifact_file_and_its_c_agree_on_real_scale_inputs(tmp_path, horizon):
     """The path a user takes: a .sbts file loaded by the runtime, and its C export."""
-    artifact = artifact_for("forecasting", attention="step_t", norm="layer", pos_encoding="rope")
+    artifact = artifact_for("forecasting", state=forecast_state(horizon=horizon), attention="step_t", norm="layer",
+                            pos_encoding="rope")
     path = tmp_path / "m.sbts"
     path.write_bytes(artifact_bytes(artifact.document, artifact.tensors))
     runtime = load(path)
     c = c_model(tmp_path / "c", artifact)
     rows = raw_rows(30) * 1000.0 + 5e4  # far from the training scale: the C scaling must still match
-    np.testing.assert_allclose(c.forward(rows)[1], runtime.predict(rows), rtol=1e-5)
+    np.testing.assert_allclose(c.forward(rows)[1], runtime.predict(rows).ravel(), rtol=1e-5)

@@ -1,6 +1,6 @@
 """C exports of models trained briefly on real data (JapaneseVowels, SMD, ETTm1) agree with the numpy runtime
-on real test inputs: identical class predictions and anomaly decisions, scores and forecasts to 1e-5, streams
-equal to batch."""
+on real test inputs: identical class predictions and anomaly decisions, scores and forecasts (one and three steps
+ahead) to 1e-5, streams equal to batch."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_smd_detector_in_c_scores_decides_and_streams(tmp_path):
 
 
 @pytest.mark.parametrize("formulation", [dict(target="change", input_norm="window"),
-                                         dict(target="change", input_norm="none")])
+                                         dict(target="change", input_norm="none"),
+                                         dict(target="change", input_norm="none", horizon=3)])
 def test_ettm1_forecaster_in_c(tmp_path, formulation):
     data = load_forecasting("ETT/ETTm1", data_dir=real_data_dir())
     forecaster = SBTForecaster(model="sbt", window=32, density=0.5, stride=8, **TINY, **STREAMABLE, **formulation)
@@ -72,9 +73,11 @@ def test_ettm1_forecaster_in_c(tmp_path, formulation):
     # float32 in C: the last value plus the change cancels to near zero in some channels (values up to ~10,
     # whose float32 spacing is ~1e-6), so the tolerance has an absolute part.
     close = dict(rtol=1e-5, atol=1e-6)
-    for end in (1, 10, 31, 200):
-        np.testing.assert_allclose(c.forward(series[:end])[1], runtime.predict(series[:end]), **close)
+    horizon = formulation.get("horizon", 1)
+    assert runtime.horizon == horizon and c.out_dim == horizon * series.shape[1]
+    for end in (1, 10, 31, 200):  # out[k * D + c]: variable c, k + 1 steps ahead
+        np.testing.assert_allclose(c.forward(series[:end])[1], runtime.predict(series[:end]).ravel(), **close)
     if runtime.streamable:
         stream = runtime.stream()
         for row in series:
-            np.testing.assert_allclose(c.stream_update(row)[1], stream.update(row), **close)
+            np.testing.assert_allclose(c.stream_update(row)[1], stream.update(row).ravel(), **close)

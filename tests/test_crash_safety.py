@@ -71,8 +71,15 @@ def sbts_command(*args: str) -> list[str]:
 
 
 def in_process(*args) -> int:
-    """The command in this process: the runs that are not killed need no interpreter of their own."""
-    return main([str(a) for a in args])
+    """The command in this process: the runs that are not killed need no interpreter of their own. At one torch
+    thread, as the killed subprocesses run (OMP_NUM_THREADS=1): an earlier test may have left this process at
+    another count (aeon's thread limits), and another count may round a reduction differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def assert_nothing_torn(folder: Path) -> None:

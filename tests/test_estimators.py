@@ -109,9 +109,9 @@ def test_forecaster_keeps_column_names_through_export_and_predict(tmp_path, caps
     frame = pd.DataFrame(values, columns=["load", "temp"])
     forecaster = sbts.SBTForecaster(window=8, epochs=1, **TINY).fit(frame)
     assert forecaster.columns_ == ["load", "temp"] and list(forecaster.feature_names_in_) == ["load", "temp"]
-    np.testing.assert_allclose(forecaster.predict(frame[-20:]), forecaster.predict(values[-20:]))
+    np.testing.assert_allclose(forecaster.predict(y=frame[-20:]), forecaster.predict(y=values[-20:]))
     with pytest.raises(SBTSError, match="not the fitted variables"):
-        forecaster.predict(frame[["temp", "load"]])
+        forecaster.predict(y=frame[["temp", "load"]])
     artifact = tmp_path / "f.sbts"
     forecaster.export(artifact)
     assert load(artifact).columns == ["load", "temp"]
@@ -121,7 +121,7 @@ def test_forecaster_keeps_column_names_through_export_and_predict(tmp_path, caps
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["step", "load", "temp"] and len(rows) == 31
     np.testing.assert_allclose([float(rows[-1]["load"]), float(rows[-1]["temp"])],
-                               forecaster.predict(values[-30:]), rtol=1e-4)
+                               forecaster.predict(y=values[-30:])[0], rtol=1e-4)
     frame[["temp", "load"]].to_csv(tmp_path / "swapped.csv", index=False)
     assert main(["predict", str(artifact), "--input", str(tmp_path / "swapped.csv")]) == 2
     assert "not the model's variables" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from sbts.baselines import Persistence, RidgeOnWindow, WindowMean
 from sbts.cli.main import main
 from sbts.data.forecasting import ForecastData, SplitBounds
 from sbts.errors import ConfigError, DataError, SBTSError
@@ -30,11 +29,13 @@ from tests.conftest import randomise
 train_run = ForecastTask().train_run
 
 
-def build_model_config(model_name, overrides, *, n_channels):
-    """The forecaster's model for ``n_channels`` variables, with the task's defaults for ``model_name``."""
+def build_model_config(model_name, overrides, *, n_channels, horizon=1):
+    """The forecaster's model for ``n_channels`` variables ``horizon`` steps ahead, with the task's defaults for
+    ``model_name``."""
     columns = [f"x{i}" for i in range(n_channels)]
     source = DataSource("series", ForecastData("series", np.zeros((100, n_channels)), columns, None, {}))
-    return ForecastTask().run_config({"model_name": model_name, "model": overrides}, source).model
+    return ForecastTask().run_config({"model_name": model_name, "model": overrides,
+                                      "task_options": {"horizon": horizon}}, source).model
 
 
 WINDOW = 12
@@ -130,7 +131,7 @@ def test_without_context_the_first_row_has_no_forecast():
     forecasts = forecast_every_step(last_step_function(model, torch.device("cpu")), series, WINDOW, Formulation())
     assert np.isnan(forecasts[0]).all() and np.isfinite(forecasts[1:]).all()
     one_row = forecast_every_step(last_step_function(model, torch.device("cpu")), series[:1], WINDOW, Formulation())
-    assert one_row.shape == (1, 2) and np.isnan(one_row).all()
+    assert one_row.shape == (1, 1, 2) and np.isnan(one_row).all()
     with pytest.raises(DataError, match="no history"):
         forecast_next(last_step_function(model, torch.device("cpu")), series[:0], WINDOW, Formulation())
 
@@ -148,7 +149,7 @@ def test_next_step_forecast_equals_the_every_step_forecast_of_an_appended_row():
 
 def test_formulations_map_a_zero_output_to_their_reference_forecast():
     windows = np.random.default_rng(4).standard_normal((6, WINDOW, 3)).astype(np.float32) * 3 + 5
-    last, mean = windows[:, -2], windows[:, :-1].mean(1)
+    last, mean = windows[:, -2:-1], windows[:, :-1].mean(1, keepdims=True)  # (6, 1, 3): one step ahead
     zero = np.zeros((6, 3), np.float32)
     np.testing.assert_allclose(prepare_windows(windows, Formulation("value", "none")).forecast(zero), 0)
     np.testing.assert_allclose(prepare_windows(windows, Formulation("change", "none")).forecast(zero), last)
@@ -170,7 +171,8 @@ def test_window_norm_inputs_are_standardised_per_window_and_flat_windows_stay_fi
 @pytest.mark.parametrize("bad", [{"target": "delta"}, {"input_norm": "revin"}, {"split": "random"},
                                  {"fractions": [0.7, 0.3]}, {"fractions": "0.7,0.1,0.2"},
                                  {"split": "fraction", "train_end": "2020-01-01"}, {"train_end": 5, "split": "dates"},
-                                 {"horizon": 3}])
+                                 {"horizon": 0}, {"horizon": "3"}, {"horizon": True}, {"horizon": 10**6},
+                                 {"seasonal_period": 0}, {"seasonal_period": 2.5}])
 def test_bad_options_are_refused(bad):
     with pytest.raises(ConfigError):
         ForecastOptions.from_dict(bad)
@@ -187,7 +189,7 @@ def test_training_examples_hold_whole_windows_with_the_target_zeroed(values):
     x, target, base, scale, offset = train[3]
     assert x.shape == (WINDOW, 3) and (x[-1] == 0).all()
     np.testing.assert_allclose(x[:-1].numpy(), splits.rows[ends[3] - WINDOW + 1:ends[3]])
-    np.testing.assert_array_equal(target.numpy(), splits.rows[ends[3]])
+    np.testing.assert_array_equal(target.numpy(), splits.rows[ends[3]:ends[3] + 1])
     val = splits.val_set()
     assert val.ends[0] == 300 and val.ends[-1] == 399
 
@@ -204,7 +206,7 @@ def test_every_validation_and_test_row_is_forecast_once_from_the_rows_before_it(
     for split, (start, end) in (("val", (300, 380)), ("test", (380, 470))):
         seen.clear()
         forecasts = forecast_split(SeriesNetwork(forward_last), splits, split)
-        assert forecasts.shape == (end - start, 3)
+        assert forecasts.shape == (end - start, 1, 3)
         inputs = np.concatenate(seen)
         assert len(inputs) == end - start
         for i, row in enumerate(range(start, end)):  # the window of row t: rows t-w+1 .. t-1, then the zeroed slot
@@ -227,7 +229,7 @@ def test_too_short_a_training_period_or_no_test_rows_is_refused(values):
     with pytest.raises(DataError, match="shorter than the window"):
         split_and_scale(data_of(values), SplitBounds(10, 400, 500, "fraction"), window=WINDOW, stride=1,
                         formulation=Formulation())
-    with pytest.raises(DataError, match="no test rows"):
+    with pytest.raises(DataError, match="leaves 0 test rows"):
         split_and_scale(data_of(values), SplitBounds(300, 500, 500, "fraction"), window=WINDOW, stride=1,
                         formulation=Formulation())
     with pytest.raises(ConfigError, match="at least 2"):
@@ -235,50 +237,22 @@ def test_too_short_a_training_period_or_no_test_rows_is_refused(values):
                         formulation=Formulation())
 
 
-# --- baselines ------------------------------------------------------------------------------------
-
-def test_persistence_and_window_mean_compute_what_they_claim():
-    windows = np.arange(2 * 4 * 2, dtype=np.float64).reshape(2, 4, 2)
-    windows[:, -1] = np.nan  # never read
-    np.testing.assert_array_equal(Persistence().fit(windows).predict(windows), windows[:, -2])
-    np.testing.assert_allclose(WindowMean().fit(windows).predict(windows), windows[:, :-1].mean(1))
-    np.testing.assert_allclose(WindowMean().predict(windows)[0], [2.0, 3.0])  # mean of rows 0,1,2: (0,2,4), (1,3,5)
-
-
-def test_ridge_recovers_a_linear_autoregression_and_picks_its_penalty_on_validation():
-    rng = np.random.default_rng(6)
-    n = 2000
-    y = np.zeros((n, 2))
-    for t in range(2, n):  # y_t = A y_{t-1} + 0.2 y_{t-2} + noise
-        y[t] = np.array([[0.5, 0.2], [-0.1, 0.6]]) @ y[t - 1] + 0.2 * y[t - 2] + 0.1 * rng.standard_normal(2)
-    windows = np.lib.stride_tricks.sliding_window_view(y, 5, axis=0).transpose(0, 2, 1)
-    ridge = RidgeOnWindow().fit(windows[:1500], windows[1500:1700])
-    assert set(ridge.val_mse_) == set(ridge.alphas) and ridge.alpha_ == min(ridge.val_mse_, key=ridge.val_mse_.get)
-    mse = np.mean(np.square(ridge.predict(windows[1700:]) - windows[1700:, -1]))
-    assert mse < 0.0115  # the noise variance is 0.01
-    assert mse < np.mean(np.square(Persistence().predict(windows[1700:]) - windows[1700:, -1]))
-    blind = windows[1700:].copy()
-    blind[:, -1] = 1e6
-    np.testing.assert_allclose(ridge.predict(blind), ridge.predict(windows[1700:]))
-    assert RidgeOnWindow().fit(windows[:100]).describe()["alpha"] == 1.0  # no validation: the default penalty
-
-
-# --- runs, CLI, export and the runtime ------------------------------------------------------------
-
 def test_run_reports_standardised_and_original_errors_next_to_every_baseline(trained_run, values):
     run_dir, metrics = trained_run
     n = len(values)
     assert metrics["split"]["method"] == "fraction"
     assert metrics["split"]["rows"] == {"train": int(0.7 * n), "val": n - int(0.7 * n) - int(0.2 * n),
                                         "test": int(0.2 * n)}
-    assert metrics["test"]["n_steps"] == int(0.2 * n) and metrics["val"]["n_steps"] == metrics["split"]["rows"]["val"]
-    assert set(metrics["baselines"]) == {"persistence", "window_mean", "ridge"}
+    assert metrics["test"]["n_forecasts"] == int(0.2 * n)
+    assert metrics["val"]["n_forecasts"] == metrics["split"]["rows"]["val"]
+    assert set(metrics["baselines"]) == {"persistence", "seasonal_persistence", "window_mean", "ridge"}
     for entry in [metrics["test"]] + [b["test"] for b in metrics["baselines"].values()]:
         assert np.isfinite([entry["mse"], entry["mae"], entry["mse_original"], entry["mae_original"]]).all()
     ratios = metrics["compared_with_baselines"]["mse_ratio_to"]
     assert ratios["persistence"] == pytest.approx(metrics["test"]["mse"] / metrics["baselines"]["persistence"]["test"]
                                                   ["mse"])
-    assert metrics["paper_formulation"] is False and metrics["formulation"] == {"target": "change", "input_norm": "window"}
+    assert metrics["paper_formulation"] is False
+    assert metrics["formulation"] == {"target": "change", "input_norm": "window", "horizon": 1}
     assert metrics["split"]["dates"]["test"][1].startswith("2020-01-21")  # row 499, hourly from 2020-01-01
 
 
@@ -298,7 +272,7 @@ def test_predictions_file_has_every_test_step_in_original_units(trained_run, val
     with open(run_dir / "test_predictions.csv") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["step", "date", "v0", "v0_forecast", "v1", "v1_forecast", "v2", "v2_forecast"]
-    assert len(rows) - 1 == metrics["test"]["n_steps"]
+    assert len(rows) - 1 == metrics["test"]["n_forecasts"]
     truth = np.array([[float(r[2]), float(r[4]), float(r[6])] for r in rows[1:]])
     np.testing.assert_allclose(truth, values[-len(truth):], rtol=1e-5)
     forecast = np.array([[float(r[3]), float(r[5]), float(r[7])] for r in rows[1:]])
@@ -347,7 +321,7 @@ def test_exported_forecaster_matches_torch(tmp_path, values, model_name, formula
     history = values[:200]
     expected = trained.scaler.inverse_transform_rows(forecast_next(
         last_step_function(trained.model, torch.device("cpu")), trained.scaler.transform_rows(history), WINDOW,
-        formulation)[None])[0]
+        formulation))
     np.testing.assert_allclose(runtime.predict(history), expected, rtol=1e-4, atol=1e-5)
     every = runtime.predict_every_step(values[200:260], context=values[:200])
     np.testing.assert_allclose(every[-1], runtime.predict(values[:259]), rtol=1e-5)
@@ -365,7 +339,7 @@ def test_cli_train_evaluate_export_predict_and_plot(tmp_path, csv_path, values, 
     assert {"mse", "mae"} <= set(printed["test"]) and "best_baseline" in printed["compared_with_baselines"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["split"]["rows"] == {"train": 288, "val": 72, "test": 140}
-    assert metrics["formulation"] == {"target": "change", "input_norm": "window"}
+    assert metrics["formulation"] == {"target": "change", "input_norm": "window", "horizon": 1}
     assert main(["evaluate", str(run_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["test"]["mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-6)
     assert main(["export", str(run_dir), "-o", str(tmp_path / "m.sbts")]) == 0
@@ -376,7 +350,7 @@ def test_cli_train_evaluate_export_predict_and_plot(tmp_path, csv_path, values, 
     rows = list(csv.reader(open(tmp_path / "forecasts.csv")))
     assert rows[0] == ["step", "v0", "v1", "v2"] and len(rows) == 52  # one per step, and the next step
     assert rows[1][1:] == ["", "", ""]  # the first step has no history
-    np.testing.assert_allclose([float(v) for v in rows[-1][1:]], load(tmp_path / "m.sbts").predict(values[:50]),
+    np.testing.assert_allclose([float(v) for v in rows[-1][1:]], load(tmp_path / "m.sbts").predict(values[:50])[0],
                                rtol=1e-6)
     pytest.importorskip("matplotlib")
     assert main(["plot", str(run_dir), "-o", str(tmp_path / "f.png"), "--variables", "v1,v2", "--start", "10"]) == 0
@@ -395,8 +369,8 @@ def test_predict_reads_dated_inputs_uses_the_context_and_checks_columns(tmp_path
                  str(tmp_path / "context.csv"), "-o", str(tmp_path / "out.csv")]) == 0
     rows = list(csv.reader(open(tmp_path / "out.csv")))
     assert rows[0] == ["step", "v0", "v1", "v2"] and len(rows) == 4
-    np.testing.assert_allclose([float(v) for v in rows[3][1:]], runtime.predict(values[:302]), rtol=1e-5)
-    np.testing.assert_allclose([float(v) for v in rows[1][1:]], runtime.predict(values[:300]), rtol=1e-5)
+    np.testing.assert_allclose([float(v) for v in rows[3][1:]], runtime.predict(values[:302])[0], rtol=1e-5)
+    np.testing.assert_allclose([float(v) for v in rows[1][1:]], runtime.predict(values[:300])[0], rtol=1e-5)
     np.savetxt(tmp_path / "one.csv", values[:1], delimiter=",")
     assert main(["predict", str(tmp_path / "m.sbts"), "--input", str(tmp_path / "one.csv"), "-o",
                  str(tmp_path / "one_out.csv")]) == 0
@@ -481,18 +455,21 @@ def test_estimator_fits_predicts_the_next_step_and_exports(tmp_path, values):
     estimator = SBTForecaster(window=WINDOW, d_model=8, d_ff=16, epochs=2, batch_size=32, stride=2,
                               target="change", device="cpu").fit(values[:400])
     assert estimator.n_features_in_ == 3 and estimator.best_epoch_ >= 1
-    forecast = estimator.predict(values[:450])
-    assert forecast.shape == (3,)
+    forecast = estimator.predict(1, y=values[:450])
+    assert forecast.shape == (1, 3)
+    np.testing.assert_array_equal(estimator.predict(), estimator.predict(y=values[:400]))  # after the fitted series
     every = estimator.predict_every_step(values[450:], context=values[:450])
-    assert every.shape == (50, 3)
+    assert every.shape == (50, 1, 3)
     np.testing.assert_allclose(every[0], forecast, rtol=1e-5)
-    assert np.mean((every - values[450:]) ** 2) < np.var(values[450:], axis=0).mean()  # better than the mean
+    assert np.mean((every[:, 0] - values[450:]) ** 2) < np.var(values[450:], axis=0).mean()  # better than the mean
     runtime = load(estimator.export(tmp_path / "est.sbts").path)
     np.testing.assert_allclose(runtime.predict(values[:450]), forecast, rtol=1e-4)
     with pytest.raises(DataError, match="expected shape"):
-        estimator.predict(values[:10, :2])
+        estimator.predict(y=values[:10, :2])
+    with pytest.raises(ConfigError, match="fh must be an int or a list"):
+        estimator.predict(values[:10])  # a history passed where the steps ahead go
     with pytest.raises(SBTSError, match="not fitted"):
-        SBTForecaster().predict(values[:10])
+        SBTForecaster().predict()
 
 
 def test_task_loss_is_the_mse_of_the_forecast_of_the_last_row(values):
@@ -503,5 +480,222 @@ def test_task_loss_is_the_mse_of_the_forecast_of_the_last_row(values):
     forward_last = last_step_function(model, torch.device("cpu"))
     windows = np.stack([splits.rows[e - WINDOW + 1:e + 1] for e in splits.train_set().ends[:4]])
     expected = np.mean((prepare_windows(windows, splits.formulation).forecast(
-        forward_last(prepare_windows(windows, splits.formulation).x)) - windows[:, -1]) ** 2)
+        forward_last(prepare_windows(windows, splits.formulation).x))[:, 0] - windows[:, -1]) ** 2)
     assert float(ForecastTask().training_loss(model, batch).detach()) == pytest.approx(expected, rel=1e-5)
+
+
+# --- horizons: h steps ahead from every origin ------------------------------------------------------------
+
+HORIZON = 3
+
+
+def test_training_examples_target_the_next_h_rows_inside_the_training_period(values):
+    splits = split_and_scale(data_of(values), SplitBounds(300, 400, 500, "fraction"), window=WINDOW, stride=5,
+                             formulation=Formulation("change", "window", HORIZON))
+    train = splits.train_set()
+    assert train.ends[0] == WINDOW - 1 and train.ends[-1] == 300 - HORIZON  # its last target is row 299
+    _, target, *_ = train[2]
+    np.testing.assert_array_equal(target.numpy(), splits.rows[train.ends[2]:train.ends[2] + HORIZON])
+    assert splits.span("val") == (300, 400 - HORIZON + 1) and splits.span("test") == (400, 500 - HORIZON + 1)
+    targets = splits.targets("test")
+    assert targets.shape == (500 - 400 - HORIZON + 1, HORIZON, 3)
+    np.testing.assert_array_equal(targets[5], splits.rows[405:405 + HORIZON])
+    assert splits.val_set().ends[-1] == 400 - HORIZON  # the last validation origin's targets end at row 399
+    with pytest.raises(DataError, match="fewer than the horizon of 200"):
+        split_and_scale(data_of(values), SplitBounds(300, 400, 500, "fraction"), window=WINDOW, stride=5,
+                        formulation=Formulation(horizon=200))
+    with pytest.raises(DataError, match="horizon 290 forecasts"):
+        split_and_scale(data_of(values), SplitBounds(300, 400, 800, "fraction"), window=WINDOW, stride=5,
+                        formulation=Formulation(horizon=290))
+
+
+@pytest.mark.parametrize("formulation", [Formulation("value", "none", HORIZON),
+                                         Formulation("change", "window", HORIZON)],
+                         ids=lambda f: f"{f.target}-{f.input_norm}")
+def test_forecasts_of_every_step_ahead_never_read_the_origin_or_later(formulation):
+    model = randomise(create_model(build_model_config("dense", TINY, n_channels=3, horizon=HORIZON)))
+    forward_last = last_step_function(model, torch.device("cpu"))
+    series = np.random.default_rng(11).standard_normal((30, 3)).astype(np.float32)
+    base = forecast_every_step(forward_last, series, WINDOW, formulation, context=series[:4])
+    assert base.shape == (30, HORIZON, 3) and np.isfinite(base).all()
+    changed = series.copy()
+    changed[17:] += 100.0
+    again = forecast_every_step(forward_last, changed, WINDOW, formulation, context=series[:4])
+    np.testing.assert_allclose(again[:18], base[:18], rtol=1e-5, atol=1e-6)  # origins up to 17 read rows < 17
+    assert not np.allclose(again[18], base[18])
+    np.testing.assert_allclose(forecast_next(forward_last, series[:17], WINDOW, formulation), base[17], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_a_run_config_gives_the_head_h_values_per_variable(csv_path):
+    task = ForecastTask()
+    source = task.load(str(csv_path))
+    run = task.run_config(spec(csv_path, horizon=HORIZON), source)
+    assert (run.model.in_channels, run.model.out_dim) == (3, 3 * HORIZON)
+    assert task.run_config(spec(csv_path), source).model.out_dim == 3  # h = 1: the paper's single step
+    with pytest.raises(ConfigError, match="out_dim is 3 in the config"):
+        task.run_config({**spec(csv_path, horizon=HORIZON), "model": {**TINY, "out_dim": 3}}, source)
+
+
+def test_shared_pass_loss_equals_the_windowed_loss_at_a_horizon(values):
+    from sbts.tasks.runs import shared_block_loss
+
+    splits = split_and_scale(data_of(values), SplitBounds(300, 400, 500, "fraction"), window=WINDOW, stride=1,
+                             formulation=Formulation("change", "none", HORIZON))
+    config = build_model_config("sbt", {**TINY, "attention": "step_t", "norm": "layer", "pos_encoding": "rope"},
+                                n_channels=3, horizon=HORIZON)
+    model = randomise(create_model(config)).eval()
+    block = splits.train_blocks(8)[3]
+    windowed = ForecastTask().training_loss(model, tuple(torch.stack(items) for items in zip(
+        *[splits.train_set()[i] for i in range(24, 32)])))
+    assert [int(e) for e in block.ends + int(splits.train_ends()[24]) - int(block.ends[0])] == list(
+        splits.train_ends()[24:32])
+    assert float(shared_block_loss(model, block).detach()) == pytest.approx(float(windowed.detach()), rel=1e-5)
+
+
+def test_a_run_at_a_horizon_reports_every_step_ahead_and_exports_predicts_and_streams(tmp_path, csv_path, values,
+                                                                                       capsys):
+    run_dir = tmp_path / "run"
+    metrics = train_run(spec(csv_path, model_name="dense", epochs=1, horizon=HORIZON, target="change",
+                             input_norm="none"), run_dir, verbose=False)
+    test_origins = 100 - HORIZON + 1  # 500 rows: 350 / 50 / 100 by the default fractions
+    assert metrics["horizon"] == HORIZON and metrics["formulation"]["horizon"] == HORIZON
+    assert metrics["test"]["n_forecasts"] == test_origins and metrics["test"]["horizon"] == HORIZON
+    per_step = metrics["test"]["per_horizon_step"]["mse"]
+    assert len(per_step) == HORIZON and np.mean(per_step) == pytest.approx(metrics["test"]["mse"], rel=1e-6)
+    for name, entry in metrics["baselines"].items():
+        assert len(entry["test"]["per_horizon_step"]["mse"]) == HORIZON, name
+    assert metrics["baselines"]["seasonal_persistence"]["period"] == 24  # the series' daily sine
+    forecasts = np.load(run_dir / "test_forecasts.npy", allow_pickle=False)
+    assert forecasts.shape == (test_origins, HORIZON, 3) and forecasts.dtype == np.float32
+    rows = list(csv.reader(open(run_dir / "test_predictions.csv")))
+    assert len(rows) - 1 == test_origins
+    np.testing.assert_allclose([float(v) for v in rows[1][3::2]], forecasts[0, 0], rtol=1e-5)  # step one ahead
+    # the persistence baseline's numbers, independently: every step ahead repeats the row before the origin
+    truth = values[400:500]
+    origins_truth = np.stack([truth[i:i + HORIZON] for i in range(test_origins)])
+    repeated = np.repeat(values[399:399 + test_origins, None], HORIZON, axis=1)
+    std = values[:350].std(0)
+    assert metrics["baselines"]["persistence"]["test"]["mse"] == pytest.approx(
+        np.mean(((repeated - origins_truth) / std) ** 2), rel=1e-4)
+
+    artifact = tmp_path / "h.sbts"
+    assert main(["export", str(run_dir), "-o", str(artifact)]) == 0
+    runtime = load(artifact)
+    assert runtime.horizon == HORIZON
+    every = runtime.predict_every_step(values[400:500], context=values[:400])
+    np.testing.assert_allclose(every[:test_origins], forecasts, rtol=1e-4, atol=1e-4)
+    np.savetxt(tmp_path / "history.csv", values[:40], delimiter=",")
+    out = tmp_path / "two.csv"
+    assert main(["predict", str(artifact), "--input", str(tmp_path / "history.csv"), "--horizon", "2",
+                 "-o", str(out)]) == 0
+    table = list(csv.reader(open(out)))
+    assert table[0] == ["step", "v0+1", "v1+1", "v2+1", "v0+2", "v1+2", "v2+2"] and len(table) == 42
+    np.testing.assert_allclose([float(v) for v in table[-1][1:]], runtime.predict(values[:40])[:2].ravel(),
+                               rtol=1e-6)
+    assert main(["predict", str(artifact), "--input", str(tmp_path / "history.csv"), "-o", str(tmp_path / "all.csv")
+                 ]) == 0
+    assert list(csv.reader(open(tmp_path / "all.csv")))[0][1:] == [f"v{c}+{k}" for k in (1, 2, 3) for c in range(3)]
+    capsys.readouterr()
+    assert main(["predict", str(artifact), "--input", str(tmp_path / "history.csv"), "--horizon", "4"]) == 2
+    assert "forecasts 1 to 3 step(s) ahead" in capsys.readouterr().err
+    stream = runtime.stream(context=values[:400])
+    np.testing.assert_allclose(stream.update_many(values[400:405]), every[1:6], rtol=1e-4, atol=1e-5)
+
+
+def test_horizon_applies_to_forecasters_only(tmp_path, capsys):
+    from sbts.config import ModelConfig
+    from sbts.export.artifact import export_model
+
+    path = tmp_path / "clf.sbts"
+    export_model(create_model(ModelConfig(in_channels=2, out_dim=2, max_len=8, d_model=8, d_ff=16, density=0.5)),
+                 path, task="classification", inference_state={"classes": ["a", "b"]})
+    assert main(["predict", str(path), "--input", str(path), "--horizon", "2"]) == 2
+    assert "--horizon applies to forecasters" in capsys.readouterr().err
+
+
+def test_an_artifact_from_before_horizons_forecasts_one_step(tmp_path, trained_run, values):
+    from sbts.runtime.artifact import read_artifact
+
+    run_dir, _ = trained_run
+    assert main(["export", str(run_dir), "-o", str(tmp_path / "m.sbts")]) == 0
+    runtime = load(tmp_path / "m.sbts")
+    artifact = read_artifact(tmp_path / "m.sbts")
+    del artifact.document["task_state"]["formulation"]["horizon"]
+    older = ForecastRuntime(artifact)
+    assert older.horizon == 1
+    np.testing.assert_array_equal(older.predict(values[:60]), runtime.predict(values[:60]))
+    artifact.document["task_state"]["formulation"]["horizon"] = 2  # the head's outputs are for one step
+    with pytest.raises(SBTSError, match="needs 6 outputs; the model has 3"):
+        ForecastRuntime(artifact)
+
+
+# --- the estimator: fh, pandas in and out -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hourly_forecaster():
+    import pandas as pd
+
+    frame = pd.DataFrame(synthetic_series(300, 2), columns=["load", "temp"],
+                         index=pd.date_range("2021-03-01", periods=300, freq="h", name="time"))
+    return frame, SBTForecaster(window=WINDOW, d_model=8, d_ff=16, epochs=1, batch_size=32, stride=2,
+                                horizon=HORIZON, device="cpu").fit(frame)
+
+
+def test_predict_fh_continues_the_index_and_keeps_the_columns(hourly_forecaster):
+    import pandas as pd
+
+    frame, forecaster = hourly_forecaster
+    ahead = forecaster.predict(HORIZON)
+    assert isinstance(ahead, pd.DataFrame) and list(ahead.columns) == ["load", "temp"]
+    assert list(ahead.index) == list(pd.date_range("2021-03-13 12:00", periods=HORIZON, freq="h"))
+    assert ahead.index.name == "time"
+    np.testing.assert_allclose(ahead.to_numpy(), forecaster.predict(y=frame.to_numpy()))
+    picked = forecaster.predict([3, 1])
+    np.testing.assert_array_equal(picked.to_numpy(), ahead.to_numpy()[[2, 0]])
+    assert list(picked.index) == [ahead.index[2], ahead.index[0]]
+    np.testing.assert_allclose(forecaster.predict(2, y=frame.iloc[:100]).to_numpy(),
+                               forecaster.predict_every_step(frame.iloc[100:101], context=frame.iloc[:100])[0, :2],
+                               rtol=1e-5)
+    assert forecaster.predict(fh=np.array([2])).shape == (1, 2)
+
+
+def test_predict_fh_on_other_indexes_and_one_variable():
+    import pandas as pd
+
+    values = synthetic_series(200, 1)[:, 0]
+    series = pd.Series(values, index=pd.RangeIndex(1000, 1200, 5 // 5 * 1), name="load")
+    forecaster = SBTForecaster(window=WINDOW, d_model=8, d_ff=16, epochs=1, horizon=2, device="cpu").fit(series)
+    ahead = forecaster.predict()
+    assert isinstance(ahead, pd.Series) and ahead.name == "load" and list(ahead.index) == [1200, 1201]
+    stepped = pd.Series(values, index=np.arange(0, 1000, 5))
+    assert list(forecaster.predict(y=stepped.rename("load")).index) == [1000, 1005]
+    irregular = pd.Series(values, index=pd.DatetimeIndex(np.datetime64("2021-01-01") + np.cumsum(
+        np.random.default_rng(0).integers(1, 9, 200)).astype("timedelta64[h]")), name="load")
+    assert list(forecaster.predict(y=irregular).index) == [1, 2]  # no frequency: the steps ahead
+    assert isinstance(forecaster.predict(y=values[:50]), np.ndarray)
+
+
+@pytest.mark.parametrize("fh, message", [(0, "step 0 ahead is outside 1..3"), (4, "step 4 ahead is outside"),
+                                         ([1, 5], "step 5 ahead"), ([], "fh must be"), ([1.5], "fh must be"),
+                                         ("2", "fh must be")])
+def test_bad_fh_is_refused(hourly_forecaster, fh, message):
+    _, forecaster = hourly_forecaster
+    with pytest.raises(ConfigError, match=message):
+        forecaster.predict(fh)
+
+
+def test_exogenous_x_is_refused_in_fit_and_predict(hourly_forecaster):
+    frame, forecaster = hourly_forecaster
+    with pytest.raises(SBTSError, match="exogenous X is not supported"):
+        forecaster.predict(2, X=frame)
+    with pytest.raises(SBTSError, match="exogenous X is not supported"):
+        SBTForecaster(window=WINDOW, epochs=1).fit(frame, X=frame)
+
+
+def test_the_estimator_streams_h_steps_ahead(hourly_forecaster):
+    frame, forecaster = hourly_forecaster
+    stream = forecaster.stream(context=frame.iloc[:200])
+    out = stream.update(frame.to_numpy()[200])
+    assert out.shape == (HORIZON, 2)
+    np.testing.assert_allclose(out, forecaster.predict(y=frame.iloc[:201]).to_numpy(), rtol=1e-5, atol=1e-6)

@@ -65,6 +65,8 @@ def test_a_short_run_of_every_kind_finds_nothing_and_replays_the_kept_crashers(c
     ("write-on-error", "classification-dense-qkv_mask-batch-learnable", "contract: out-written-on-error"),
     ("stale-mirror", "anomaly-sbt-step_t-layer-rope-mask", "contract:"),
     ("padding-read", "classification-sbt-full-batch-sinusoidal-lists", "contract:"),
+    ("first-step-only", "forecasting-sbt-step_t-layer-rope-change-h3-mask", "contract: out-not-written"),
+    ("step-as-variable", "forecasting-sbt-step_t-layer-rope-change-h3-mask", "UndefinedBehaviorSanitizer:"),
 ])
 def test_a_broken_engine_is_caught(compiler, tmp_path, sabotage, kind, found):
     binary = c_engine.build(kind, tmp_path, compiler, sabotage=sabotage)

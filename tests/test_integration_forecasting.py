@@ -28,7 +28,7 @@ def test_etth1_run_forecasts_every_test_hour_next_to_independent_baselines(tmp_p
     assert metrics["split"]["method"] == "informer" and metrics["split"]["rows"] == {"train": 8640, "val": 2880,
                                                                                      "test": 2880}
     assert metrics["split"]["dates"]["test"] == ["2017-10-24T00:00:00", "2018-02-20T23:00:00"]
-    assert metrics["test"]["n_steps"] == 2880 and metrics["val"]["n_steps"] == 2880
+    assert metrics["test"]["n_forecasts"] == 2880 and metrics["val"]["n_forecasts"] == 2880
     # The baselines, recomputed here from the raw file: z-scored with the first 12 months only.
     mean, std = data.values[:8640].mean(0), data.values[:8640].std(0)
     z = (data.values[:14400] - mean) / std
@@ -49,7 +49,7 @@ def test_etth1_run_forecasts_every_test_hour_next_to_independent_baselines(tmp_p
     assert main(["export", str(run), "-o", str(tmp_path / "etth1.sbts")]) == 0
     runtime = load(tmp_path / "etth1.sbts")
     forecasts = np.array([[float(v) for v in row[3::2]] for row in rows[1:201]])
-    np.testing.assert_allclose(runtime.predict_every_step(data.values[11520:11720], context=data.values[:11520]),
+    np.testing.assert_allclose(runtime.predict_every_step(data.values[11520:11720], context=data.values[:11520])[:, 0],
                                forecasts, rtol=1e-4, atol=1e-4)
 
 

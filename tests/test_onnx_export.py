@@ -19,6 +19,7 @@ from sbts.errors import DataError, SBTSError
 from sbts.export.artifact import build_artifact, export_model
 from sbts.export.onnx import (CLASSES_KEY, CONFIG_KEY, INPUTS_KEY, OUTPUTS_KEY, SCALER_KEY, TASK_KEY, TASK_STATE_KEY,
                               VERSION_KEY, export_onnx, run_onnx)
+from sbts.heads.forecasting import WINDOW_NORM_EPS
 from sbts.layers import SparseBinaryLinear
 from sbts.models import create_model
 from sbts.runtime import load
@@ -171,10 +172,13 @@ TASKS = {  # task -> (model kwargs, inference state)
 }
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", [*TASKS, "forecasting-h3"])
 def test_metadata_round_trips_and_agrees_with_the_artifact(task, tmp_path):
-    kwargs, state = TASKS[task]
-    model = randomised_model("sbt", **kwargs)
+    if task == "forecasting-h3":
+        task, (model, state) = "forecasting", forecaster(HORIZON)
+    else:
+        kwargs, state = TASKS[task]
+        model = randomised_model("sbt", **kwargs)
     props = metadata(export_onnx(model, tmp_path / "m.onnx", task=task, inference_state=state, scaler=SCALER))
     assert ModelConfig.from_dict(json.loads(props[CONFIG_KEY])) == model.config
     scaler = ChannelScaler.from_dict(json.loads(props[SCALER_KEY]))
@@ -209,37 +213,82 @@ def test_described_inputs_and_outputs_are_the_graphs(case, padding_mask_input, t
     assert unscaled[0]["must_be_scaled"] is False and SCALER_KEY not in metadata(tmp_path / "n.onnx")
 
 
-def test_output_meaning_follows_the_forecast_formulation(tmp_path):
+HORIZON = 3  # the steps ahead of the multi-step forecasters
+
+
+def forecaster(horizon: int = 1, target: str = "change", input_norm: str = "none"):
+    """A random forecaster of 3 channels ``horizon`` steps ahead (out_dim 3 x horizon) and its inference state."""
     kwargs, state = TASKS["forecasting"]
-    model = randomised_model("sbt", **kwargs)
+    formulation = {"target": target, "input_norm": input_norm, "horizon": horizon}
+    return randomised_model("sbt", **{**kwargs, "out_dim": 3 * horizon}), {**state, "formulation": formulation}
+
+
+@pytest.mark.parametrize("horizon", [1, HORIZON])
+def test_output_meaning_follows_the_forecast_formulation(tmp_path, horizon):
     meanings = {}
     for target in ("value", "change"):
         for input_norm in ("none", "window"):
-            formulation = {"target": target, "input_norm": input_norm}
+            model, state = forecaster(horizon, target, input_norm)
             path = export_onnx(model, tmp_path / f"{target}-{input_norm}.onnx", task="forecasting",
-                               inference_state={**state, "formulation": formulation})
-            meanings[target, input_norm] = json.loads(metadata(path)[OUTPUTS_KEY])[0]["meaning"]
+                               inference_state=state)
+            outputs = json.loads(metadata(path)[OUTPUTS_KEY])
+            assert outputs[0]["shape"] == ["batch", "time", 3 * horizon]
+            meanings[target, input_norm] = outputs[0]["meaning"]
     for (target, input_norm), meaning in meanings.items():
-        assert ("forecast = x[:, -2] + output[:, -1]" in meaning) == (target == "change")
+        formula = ("forecast = x[:, -2] + output[:, -1]" if horizon == 1
+                   else f"forecast = x[:, -2, None] + output[:, -1].reshape(batch, {HORIZON}, 3)")
+        assert (formula in meaning) == (target == "change")
         assert ("the forecast value itself" in meaning) == (target == "value")
         assert ("normalised by their own per-channel mean and std" in meaning) == (input_norm == "window")
+        # several steps: the layout of output[:, -1], step ahead first
+        assert (f"output[:, -1].reshape(batch, {HORIZON}, 3) is step ahead first, then channel" in meaning
+                ) == (horizon > 1)
+        assert ("reshape" in meaning) == (horizon > 1)
 
 
-def test_forecast_read_as_the_metadata_says_equals_the_runtime(tmp_path):
-    """The described reading of a change forecaster's output (scale, zero the target row, add x[:, -2], unscale)
-    gives the sbts runtime's forecast."""
-    kwargs, state = TASKS["forecasting"]
-    state = {**state, "formulation": {"target": "change", "input_norm": "none"}}
-    model = randomised_model("sbt", **kwargs)
+@pytest.mark.parametrize("horizon", [1, HORIZON])
+@pytest.mark.parametrize("target,input_norm", [("change", "none"), ("value", "none"), ("change", "window")])
+def test_forecast_read_as_the_metadata_says_equals_the_runtime(tmp_path, target, input_norm, horizon):
+    """The described reading of a forecaster's output (scale, zero the target row, for window norm scale the
+    observed rows by their own mean and std, reshape output[:, -1] to (batch, h, channels), add x[:, -2] to a
+    change, map back, unscale) gives the sbts runtime's forecasts, step ahead first."""
+    model, state = forecaster(horizon, target, input_norm)
     path = export_onnx(model, tmp_path / "f.onnx", task="forecasting", inference_state=state, scaler=SCALER)
     runtime = load(export_model(model, tmp_path / "f.sbts", task="forecasting", inference_state=state,
                                 scaler=SCALER).path)
+    assert runtime.horizon == horizon
     history = np.random.default_rng(2).standard_normal((30, 3)) * SCALER.std + SCALER.mean
     scaler = ChannelScaler.from_dict(json.loads(metadata(path)[SCALER_KEY]))
-    window = np.concatenate([scaler.transform_rows(history[-(MAX_LEN - 1):]), np.zeros((1, 3), np.float32)])[None]
-    forecast = window[:, -2] + run_onnx(path, window)[:, -1]
-    np.testing.assert_allclose(scaler.inverse_transform_rows(forecast)[0], runtime.predict(history), rtol=1e-5,
-                               atol=1e-5)
+    observed = scaler.transform_rows(history[-(MAX_LEN - 1):])[None]
+    mean, spread = np.zeros((1, 3), np.float32), np.ones((1, 3), np.float32)
+    if input_norm == "window":
+        mean, spread = observed.mean(axis=1), np.sqrt(observed.var(axis=1) + WINDOW_NORM_EPS)
+        observed = (observed - mean[:, None]) / spread[:, None]
+    window = np.concatenate([observed, np.zeros((1, 1, 3), np.float32)], axis=1).astype(np.float32)
+    ahead = run_onnx(path, window)[:, -1].reshape(1, horizon, 3)
+    forecast = (window[:, -2, None] if target == "change" else 0.0) + ahead
+    forecast = forecast * spread[:, None] + mean[:, None]
+    expected = runtime.predict(history)
+    assert expected.shape == (horizon, 3)
+    np.testing.assert_allclose(scaler.inverse_transform_rows(forecast)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("horizon,out_dim", [(HORIZON, 3), (1, 3 * HORIZON), (HORIZON, 3 * HORIZON + 1)])
+def test_a_forecaster_whose_outputs_disagree_with_its_horizon_is_refused(tmp_path, horizon, out_dim):
+    model = randomised_model("sbt", out_dim=out_dim, attention="full", norm="batch")
+    formulation = {"target": "change", "input_norm": "none", "horizon": horizon}
+    if horizon == 1:
+        del formulation["horizon"]  # as files written before horizons record it: one step
+    with pytest.raises(SBTSError) as refused:
+        export_onnx(model, tmp_path / "m.onnx", task="forecasting",
+                    inference_state={"formulation": formulation, "columns": ["a", "b", "c"]})
+    message = str(refused.value)
+    assert "\n" not in message and message.endswith(f"{horizon} step(s) ahead needs {3 * horizon} outputs; the "
+                                                     f"model has {out_dim}")
+    with pytest.raises(SBTSError, match="needs a valid 'formulation'"):
+        export_onnx(model, tmp_path / "m.onnx", task="forecasting",
+                    inference_state={"formulation": {**formulation, "horizon": 0}, "columns": ["a", "b", "c"]})
+    assert not list(tmp_path.iterdir())
 
 
 def test_task_facts_that_would_misdescribe_the_graph_are_refused(tmp_path):

@@ -81,7 +81,9 @@ def test_forecasting_api_block_runs(tmp_path, monkeypatch):
     namespace = {"y_train": series[:700], "y_history": series[:750], "y_test": series[700:]}
     exec(compile(block.replace("epochs=5", "epochs=1").replace("window=96", "window=16"), "README.md", "exec"),
          namespace)
-    assert namespace["next_step"].shape == (2,) and namespace["every"].shape == (200, 2)
+    assert namespace["ahead"].shape == (24, 2) and namespace["picked"].shape == (3, 2)
+    np.testing.assert_array_equal(namespace["picked"], namespace["forecaster"].predict(24, y=series[:750])[[0, 11, 23]])
+    assert namespace["every"].shape == (200, 24, 2)
     assert (tmp_path / "forecaster.sbts").is_file()
 
 

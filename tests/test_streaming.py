@@ -191,7 +191,7 @@ def test_the_forecaster_streams_a_streamable_model_one_step_at_a_time():
     stream = forecaster.stream(context=series[:200])
     assert isinstance(stream, CachedForecastStream)
     streamed = stream.update_many(series[200:230])
-    np.testing.assert_allclose(streamed[-1], forecaster.predict(series[:230]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(streamed[-1], forecaster.predict(y=series[:230]), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(streamed[:-1], forecaster.predict_every_step(series[201:230], context=series[:201]),
                                rtol=1e-4, atol=1e-5)
 

@@ -1,5 +1,5 @@
 """Simple predictors that every Transformer result is reported next to."""
 
-from sbts.baselines.forecasting import BASELINES, Persistence, RidgeOnWindow, WindowMean
+from sbts.baselines.forecasting import BASELINES, Persistence, RidgeOnWindow, SeasonalPersistence, WindowMean
 
-__all__ = ["BASELINES", "Persistence", "RidgeOnWindow", "WindowMean"]
+__all__ = ["BASELINES", "Persistence", "RidgeOnWindow", "SeasonalPersistence", "WindowMean"]

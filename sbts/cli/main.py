@@ -319,15 +319,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     _check_output(args.output, [args.model, args.input, args.context], args.force)
     model = load(args.model)
+    if args.horizon is not None and not hasattr(model, "horizon"):
+        raise ConfigError(f"{args.model}: --horizon applies to forecasters, not to a {model.task} model")
+    ahead = {} if args.horizon is None else {"horizon": args.horizon}
     if args.stream:
         if not hasattr(model, "stream_file"):
             raise ConfigError(f"{args.model}: --stream applies to anomaly detectors and forecasters, not {model.task}")
         if args.proba:
             raise ConfigError("--proba applies to classifiers")
         model.stream_file(args.input, args.output, context=args.context, on_bad_row=args.on_bad_row,
-                          quiet=args.quiet)
+                          quiet=args.quiet, **ahead)
         return 0
-    summary = model.predict_file(args.input, args.output, context=args.context, proba=args.proba)
+    summary = model.predict_file(args.input, args.output, context=args.context, proba=args.proba, **ahead)
     if summary and not args.quiet:
         print(f"sbts: {summary}", file=sys.stderr)
     return 0
@@ -410,7 +413,8 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", choices=["best", "last"], default="best", help=CHECKPOINT_HELP)
 
     predict = subparsers.add_parser("predict", help="run an exported .sbts model (numpy only, no torch): class "
-                                                    "predictions, anomaly scores per step, or one-step forecasts")
+                                                    "predictions, anomaly scores per step, or forecasts of the next "
+                                                    "steps")
     predict.add_argument("model", help="the .sbts artifact")
     predict.add_argument("--input", required=True,
                          help="classifier: .ts file or .npy array (cases, channels, length); detector or "
@@ -422,9 +426,12 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     predict.add_argument("--proba", action="store_true", help="classifier: add one probability column per class")
     predict.add_argument("--stream", action="store_true",
                          help="detector or forecaster: read rows as they arrive (--input - for standard input) and "
-                              "write one line per row at once: its score, or the forecast of the next step")
+                              "write one line per row at once: its score, or the forecasts of the next steps")
     predict.add_argument("--on-bad-row", choices=["fail", "skip"], default="fail",
                          help="--stream: a malformed row ends the stream (fail) or is reported and skipped")
+    predict.add_argument("--horizon", type=int, metavar="K",
+                         help="forecaster: write the forecasts of steps 1 .. K ahead (default: every step the model "
+                              "forecasts)")
     predict.add_argument("--quiet", action="store_true",
                          help="no summary or note on stderr (the accuracy on labelled cases, the steps above the "
                               "threshold, a window recomputed per row); warnings and errors still")
@@ -434,8 +441,11 @@ def build_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
                                               "sbts[plot])")
     plot.add_argument("run_dir")
     plot.add_argument("-o", "--output", required=True, help="image file to write (.png, .pdf or .svg)")
-    plot.add_argument("--start", type=int, default=0, help="first test step to show")
-    plot.add_argument("--end", type=int, help="one past the last test step to show (default: all)")
+    plot.add_argument("--start", type=int,
+                      help="first test step to show (default: forecasting: the last 336 steps before --end, or 3 "
+                           "horizons when more; anomaly: 0)")
+    plot.add_argument("--end", type=int,
+                      help="one past the last test step to show (default: the end of the test period)")
     plot.add_argument("--linear", action="store_true", help=PLOT_FLAGS["linear"])
     plot.add_argument("--variables", help=PLOT_FLAGS["variables"])
     _add_sweep_parsers(subparsers)

@@ -547,16 +547,18 @@ int sbts_forward(const float *x, int n_steps, float *out)
 #endif
 
 #if TASK == TASK_FORECASTING
-/* The network's output at the target slot (arena.out) -> the forecast in the data's units: the change from
-   the last observed row `base` (stride `stride`) or the value, mapped back by the window's own scaling
-   (arena.shift, arena.spread: 0 and 1 without one) and then by the training statistics. */
+/* The network's output at the target slot (arena.out: HORIZON steps ahead of IN_CH variables, step first) ->
+   the forecasts in the data's units: the change from the last observed row `base` (stride `stride`) or the
+   value, mapped back by the window's own scaling (arena.shift, arena.spread: 0 and 1 without one) and then by
+   the training statistics. */
 static void forecast_into(const float *base, int stride, float *out)
 {
-    int c;
-    for (c = 0; c < NET_OUT; ++c) {
-        const float scaled = ((TARGET_CHANGE ? base[c * stride] : 0.0f) + arena.out[c]) * arena.spread[c]
+    int o;
+    for (o = 0; o < NET_OUT; ++o) {
+        const int c = o % IN_CH;  /* out[k * IN_CH + c]: variable c, k + 1 steps ahead */
+        const float scaled = ((TARGET_CHANGE ? base[c * stride] : 0.0f) + arena.out[o]) * arena.spread[c]
                              + arena.shift[c];
-        out[c] = (float)((double)scaled * INPUT_STD[c] + INPUT_MEAN[c]);
+        out[o] = (float)((double)scaled * INPUT_STD[c] + INPUT_MEAN[c]);
     }
 }
 

@@ -146,10 +146,14 @@ def _anomaly_output(config: ModelConfig, state: dict[str, Any]) -> str:
 
 def _forecasting_output(config: ModelConfig, state: dict[str, Any]) -> str:
     formulation = Formulation(**state["formulation"])
+    h, channels = formulation.horizon, config.in_channels
     meaning = (f"output[:, -1] forecasts, for every channel, the last step of a window of {config.max_len} steps "
-               "whose last row (the step forecast) is fed as zeros; ")
-    meaning += ("it is the change over the last observed row: forecast = x[:, -2] + output[:, -1]"
-                if formulation.target == "change" else "it is the forecast value itself")
+               "whose last row (the first step forecast) is fed as zeros")
+    meaning += (f", and the {h - 1} steps after it: output[:, -1].reshape(batch, {h}, {channels}) is step ahead "
+                "first, then channel; " if h > 1 else "; ")
+    ahead = "output[:, -1]" if h == 1 else f"output[:, -1].reshape(batch, {h}, {channels})"
+    meaning += (f"it is the change over the last observed row: forecast = x[:, -2{'' if h == 1 else ', None'}] + "
+                f"{ahead}" if formulation.target == "change" else "it is the forecast value itself")
     if formulation.input_norm == "window":
         meaning += ("; x holds each window's observed rows normalised by their own per-channel mean and std, and "
                     "the forecast is mapped back with them (sbts.heads.forecasting.prepare_windows)")
@@ -170,9 +174,16 @@ def _check_task_facts(config: ModelConfig, task: str | None, state: dict[str, An
         raise SBTSError(f"a classifier's inference_state needs its {config.out_dim} class names in 'classes'")
     if task == "forecasting":
         try:
-            Formulation(**state["formulation"])
-        except (KeyError, TypeError, SBTSError) as exc:
+            recorded = dict(state["formulation"])
+            missing = {"target", "input_norm"} - set(recorded)  # as the runtime: never a silent default
+            if missing:
+                raise SBTSError(f"it lacks {', '.join(sorted(missing))}")
+            horizon = Formulation(**recorded).horizon
+        except (KeyError, TypeError, ValueError, SBTSError) as exc:
             raise SBTSError(f"a forecaster's inference_state needs a valid 'formulation' ({exc})") from None
+        if config.out_dim != horizon * config.in_channels:
+            raise SBTSError(f"a forecaster of {config.in_channels} channels {horizon} step(s) ahead needs "
+                            f"{horizon * config.in_channels} outputs; the model has {config.out_dim}")
 
 
 def _metadata(config: ModelConfig, facts: dict[str, Any], scaler: ChannelScaler | None, time: int | str,

@@ -40,9 +40,9 @@ def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, flo
     return table[:, 1], labels, threshold, str(metrics["threshold"]["method"])
 
 
-def plot_scores(run_dir: str | Path, output: str | Path, *, start: int = 0, end: int | None = None,
+def plot_scores(run_dir: str | Path, output: str | Path, *, start: int | None = 0, end: int | None = None,
                 linear: bool = False) -> Path:
-    """Draw steps ``start`` to ``end`` of the test scores to ``output`` (png, pdf or svg, by its suffix)."""
+    """Draw steps ``start`` (None: 0) to ``end`` of the test scores to ``output`` (png, pdf or svg, by its suffix)."""
     plt = pyplot(output)
     scores, labels, threshold, method = read_scores(run_dir)
     start, end = step_range(start, end, len(scores))

@@ -37,8 +37,10 @@ def save(figure, output: str | Path) -> Path:
     return output
 
 
-def step_range(start: int, end: int | None, n_steps: int) -> tuple[int, int]:
-    """The steps ``start`` to ``end`` (default: the last) of a series of ``n_steps``, checked."""
+def step_range(start: int | None, end: int | None, n_steps: int) -> tuple[int, int]:
+    """The steps ``start`` (default: the first) to ``end`` (default: the last) of a series of ``n_steps``,
+    checked."""
+    start = 0 if start is None else start
     end = n_steps if end is None else end
     if not 0 <= start < end <= n_steps:
         raise ConfigError(f"--start/--end must satisfy 0 <= start < end <= {n_steps} (the test steps); "

@@ -64,9 +64,21 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _extras(results: StudyResults, record: dict[str, Any]) -> dict[str, Any]:
     """The options a run varied besides its dataset, seed, model and density (and ``baselines``, which fits
-    extra models beside it and changes nothing of its own)."""
+    extra models beside it and changes nothing of its own), and those the task's baselines depend on (which
+    give the run its own table: a forecaster's horizon)."""
     varying = results.spec.varying(record["params"])
-    return {k: v for k, v in varying.items() if k not in (DATA_AXIS, SEED_OPTION, "model", "density", "baselines")}
+    return {k: v for k, v in varying.items() if k not in (DATA_AXIS, SEED_OPTION, "model", "density", "baselines")
+            and k not in get_task(results.spec.task).baseline_options}
+
+
+def _table_context(results: StudyResults, record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The varied options the task's baselines depend on: runs that differ in them are compared apart."""
+    varying = results.spec.varying(record["params"])
+    return tuple((k, varying[k]) for k in get_task(results.spec.task).baseline_options if k in varying)
+
+
+def _table_title(dataset: str, context: tuple[tuple[str, Any], ...]) -> str:
+    return ", ".join([dataset] + [f"{k} {v}" for k, v in context])
 
 
 def model_label(record: dict[str, Any], extras: dict[str, Any]) -> str:
@@ -111,10 +123,15 @@ def _tables(results: StudyResults) -> dict[str, Any]:
     task = get_task(results.spec.task)
     objective = task.validation_objective
     datasets: dict[str, Any] = {}
-    appearing = list(dict.fromkeys(r["dataset"] for r in results.records))
+    appearing = list(dict.fromkeys((r["dataset"], _table_context(results, r)) for r in results.records))
     spec_order = results.spec.datasets  # the spec's order; a dataset it names otherwise (canonical) keeps its place
-    for dataset in sorted(appearing, key=lambda d: spec_order.index(d) if d in spec_order else len(spec_order)):
-        runs = [r for r in results.records if r["dataset"] == dataset]
+
+    def place(key: tuple[str, tuple]) -> tuple:
+        dataset, context = key
+        return (spec_order.index(dataset) if dataset in spec_order else len(spec_order),
+                [(k, float(v) if isinstance(v, (int, float)) else str(v)) for k, v in context])
+    for dataset, context in sorted(appearing, key=place):
+        runs = [r for r in results.records if r["dataset"] == dataset and _table_context(results, r) == context]
         groups: dict[str, list[dict[str, Any]]] = {}
         order: dict[str, tuple] = {}
         for record in runs:
@@ -147,8 +164,9 @@ def _tables(results: StudyResults) -> dict[str, Any]:
         sized = baseline_points(runs, headline)
         points = [(r["size_bytes"], r["test"].get(headline.key), r["run"]) for r in runs]
         points += [(p["size_bytes"], p[headline.key], p["point"]) for p in sized]
-        datasets[dataset] = {"rows": rows, "baselines": baselines, "baseline_points": sized,
-                             "pareto_front": pareto_front(points, headline)}
+        datasets[_table_title(dataset, context)] = {"dataset": dataset, "rows": rows, "baselines": baselines,
+                                                    "baseline_points": sized,
+                                                    "pareto_front": pareto_front(points, headline)}
     return datasets
 
 
@@ -259,7 +277,7 @@ def _draw_panels(results: StudyResults, tables: dict[str, Any], output: Path, xl
 def draw_pareto(results: StudyResults, tables: dict[str, Any], output: Path) -> Path:
     """Every run's headline test metric against its size in bytes (log axis), the Pareto front joined."""
     def panel(ax, dataset: str, table: dict[str, Any], metric: ReportedMetric) -> None:
-        runs = {r["run"]: r for r in results.records if r["dataset"] == dataset}
+        runs = {r["run"]: r for r in results.records if r["dataset"] == table["dataset"]}
         for row in table["rows"]:  # one colour per row of the table: dense, SBT at each density, ...
             chosen = [runs[name] for name in row["run_names"]]
             ax.scatter([r["size_bytes"] for r in chosen], [r["test"].get(metric.key) for r in chosen],

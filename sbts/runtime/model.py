@@ -8,8 +8,9 @@ artifact, series padded to the model's length with a padding mask.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -185,12 +186,6 @@ class SeriesRuntime(RuntimeModel):
 
     last_step_only = True
 
-    def __init__(self, artifact: Artifact):
-        super().__init__(artifact)
-        if self.config.in_channels != self.config.out_dim:
-            raise ArtifactError(f"{artifact.source}: a {self.task} model outputs its input channels, but the network "
-                                f"maps {self.config.in_channels} channels to {self.config.out_dim}")
-
     @property
     def window(self) -> int:
         return self.config.max_len
@@ -223,9 +218,11 @@ class SeriesRuntime(RuntimeModel):
         return self.config.streamable
 
     def stream_file(self, input_path: str, output: str | None, *, context: str | None = None,
-                    on_bad_row: str = "fail", quiet: bool = False) -> None:
+                    on_bad_row: str = "fail", quiet: bool = False, horizon: int | None = None) -> None:
         """``sbts predict --stream``: one output line per input row as it arrives, flushed at once; unless
-        ``quiet``, a note on stderr once the input is open when the model recomputes its window per row."""
+        ``quiet``, a note on stderr once the input is open when the model recomputes its window per row.
+        ``horizon``: a forecaster's steps ahead to write (default: all it forecasts)."""
+        header, line = self.stream_format(horizon)
         stream = self.stream(None if context is None else read_series(context, self.columns))
         if output is not None and input_path != "-" and Path(output).resolve() == Path(input_path).resolve():
             raise DataError(f"{output}: the output would overwrite the input rows; choose another -o")
@@ -234,14 +231,19 @@ class SeriesRuntime(RuntimeModel):
             print(f"sbts: note: this model recomputes its window for every row ({self.not_streamable_because})",
                   file=sys.stderr, flush=True)
         target = sys.stdout if output is None else open(output, "w", encoding="utf-8")
-        line = self.stream_lines()
         try:
-            print(",".join(self.stream_header), file=target, flush=True)
+            print(",".join(header), file=target, flush=True)
             for step, (_, row) in enumerate(rows):
                 print(",".join(line(step, stream.update(row))), file=target, flush=True)
         finally:
             if output is not None:
                 target.close()
+
+    def stream_format(self, horizon: int | None) -> tuple[list[str], Callable[[int, Any], list[str]]]:
+        """The stream's header and its line for (step, output)."""
+        if horizon is not None:
+            raise ConfigError(f"--horizon applies to forecasters, not to this {self.task} model")
+        return self.stream_header, self.stream_lines()
 
     @property
     def not_streamable_because(self) -> str:
@@ -262,6 +264,9 @@ class AnomalyRuntime(SeriesRuntime):
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
+        if self.config.in_channels != self.config.out_dim:
+            raise ArtifactError(f"{artifact.source}: a {self.task} model outputs its input channels, but the network "
+                                f"maps {self.config.in_channels} channels to {self.config.out_dim}")
         self.threshold_record = self.task_state.get("threshold")
         if "threshold" in self.task_state:
             try:
@@ -344,23 +349,34 @@ class AnomalyRuntime(SeriesRuntime):
 
 
 class ForecastRuntime(SeriesRuntime):
-    """One-step-ahead forecasts of every variable, prepared as in training (``sbts.heads.forecasting``);
-    inputs and forecasts are in the data's own units."""
+    """Forecasts of the next ``horizon`` steps of every variable, prepared as in training
+    (``sbts.heads.forecasting``); inputs and forecasts are in the data's own units, forecasts as (h, D) per
+    origin."""
 
     state_keys = frozenset({"formulation", "columns"})
 
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
         recorded = self.task_state["formulation"]
-        # Both fields required: a missing one must not silently read as the paper's default.
-        if not isinstance(recorded, dict) or set(recorded) != set(Formulation().to_dict()):
+        # Every field required (a missing one must not silently read as the paper's default), except the horizon
+        # of files written before horizons, which forecast one step.
+        needed = set(Formulation().to_dict())
+        if not isinstance(recorded, dict) or set(recorded) not in (needed, needed - {"horizon"}):
             raise ArtifactError(f"{artifact.source}: bad forecast formulation {recorded!r}: it needs exactly "
                                 f"{', '.join(Formulation().to_dict())}")
         try:
             self.formulation = Formulation(**recorded)
         except SBTSError as exc:
             raise ArtifactError(f"{artifact.source}: bad forecast formulation: {exc}") from None
+        if self.config.out_dim != self.horizon * self.config.in_channels:
+            raise ArtifactError(f"{artifact.source}: a forecaster of {self.config.in_channels} variables "
+                                f"{self.horizon} step(s) ahead needs {self.horizon * self.config.in_channels} outputs; "
+                                f"the model has {self.config.out_dim}")
         _check_names(artifact, "columns", self.config.in_channels, "variable names")
+
+    @property
+    def horizon(self) -> int:
+        return self.formulation.horizon
 
     @property
     def columns(self) -> list[str]:
@@ -368,19 +384,20 @@ class ForecastRuntime(SeriesRuntime):
 
     def predict(self, history: np.ndarray, where: str = "input", context: np.ndarray | None = None,
                 context_where: str = "context") -> np.ndarray:
-        """The forecast (n_variables,) of the step after ``history`` (n_steps >= 1, n_variables), which
+        """The forecasts (horizon, n_variables) of the steps after ``history`` (n_steps >= 1, n_variables), which
         ``context`` (earlier rows, if given) precedes."""
         scaled = self._scale(check_series(history, self.config.in_channels, where))
         if context is not None:
             scaled = np.concatenate([self._scale(check_series(context, self.config.in_channels, context_where,
                                                               allow_empty=True)), scaled])
-        return self._unscale(forecast_next(self.last_step, scaled, self.window, self.formulation)[None])[0]
+        return self._unscale(forecast_next(self.last_step, scaled, self.window, self.formulation))
 
     def predict_every_step(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                            context_where: str = "context") -> np.ndarray:
-        """The one-step-ahead forecast (n_steps, n_variables) of every row of ``series`` from the rows before it
-        (``context``: rows that precede the series; without it the first row has no forecast (NaN) and stands in
-        for the missing history of the next ``window - 2`` rows)."""
+        """The forecasts (n_steps, horizon, n_variables) made at every row of ``series`` from the rows before it:
+        row i holds those of rows i, ..., i + horizon - 1 (``context``: rows that precede the series; without it
+        the first row has no forecast (NaN) and stands in for the missing history of the next ``window - 2``
+        rows)."""
         scaled = self._scale(check_series(series, self.config.in_channels, where))
         before = None if context is None else self._scale(check_series(context, self.config.in_channels,
                                                                        context_where, allow_empty=True))
@@ -394,32 +411,49 @@ class ForecastRuntime(SeriesRuntime):
     def not_streamable_because(self) -> str:
         return super().not_streamable_because or f"input_norm {self.formulation.input_norm} scales each window alone"
 
-    @property
-    def stream_header(self) -> list[str]:
-        return ["step"] + [f"{name}_next" for name in self.columns]
+    def steps_written(self, horizon: int | None) -> int:
+        """The steps ahead a file gets: ``horizon`` (1 to the model's), or all the model forecasts."""
+        if horizon is None:
+            return self.horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= self.horizon:
+            raise ConfigError(f"--horizon {horizon!r}: this forecaster forecasts 1 to {self.horizon} step(s) ahead")
+        return horizon
 
-    def stream_lines(self):
-        """step and the forecast of the step after it."""
-        return lambda step, forecast: [str(step)] + [f"{v:.9g}" for v in forecast]
+    def ahead_columns(self, steps: int, one_step_suffix: str = "") -> list[str]:
+        """Columns of forecasts ``steps`` ahead, step ahead first: ``<name>+<k>`` (one step: ``<name>`` and the
+        suffix)."""
+        if steps == 1:
+            return [f"{name}{one_step_suffix}" for name in self.columns]
+        return [f"{name}+{k}" for k in range(1, steps + 1) for name in self.columns]
+
+    def stream_format(self, horizon: int | None) -> tuple[list[str], Callable[[int, Any], list[str]]]:
+        """step, then the forecasts of the steps after it: ``<name>_next`` for one step ahead, ``<name>+<k>`` for
+        k = 1 .. ``horizon``."""
+        steps = self.steps_written(horizon)
+        return (["step"] + self.ahead_columns(steps, "_next"),
+                lambda step, forecasts: [str(step)] + [f"{v:.9g}" for v in forecasts[:steps].ravel()])
 
     def stream(self, context: np.ndarray | None = None) -> CachedForecastStream | WindowForecastStream:
-        """Forecast one observation at a time: ``update(x_t)`` is the forecast of step t + 1, the same numbers as
-        ``predict`` on the stream so far; one step per observation when ``streamable``."""
+        """Forecast one observation at a time: ``update(x_t)`` is the forecasts (horizon, D) of steps t + 1, ...,
+        the same numbers as ``predict`` on the stream so far; one step per observation when ``streamable``."""
         if self.streamable:
             return CachedForecastStream(StepStream(self.config, self.tensors), self.formulation, self._scale,
                                         self._unscale, context)
         return WindowForecastStream(self.last_step, self.window, self.config.in_channels, self.formulation,
                                     self._scale, self._unscale, context)
 
-    def predict_file(self, input_path, output, *, context=None, proba=False) -> str | None:
-        """One CSV row per step of the series and one more: ``step`` and each variable's one-step-ahead forecast of
-        that step from the rows before it; the last row (step n) forecasts the step after the series. Without
-        context the first step has no history and its cells are empty."""
+    def predict_file(self, input_path, output, *, context=None, proba=False, horizon=None) -> str | None:
+        """One CSV row per step s of the series and one more, each made from the rows before s: ``step``, then
+        each variable's forecast of step s (one step ahead: ``<name>``) or of steps s, ..., s + k - 1
+        (``<name>+1`` .. ``<name>+k``, k = ``horizon``, default the model's); the last row (step n) forecasts the
+        steps after the series. Without context the first step has no history and its cells are empty."""
+        steps = self.steps_written(horizon)
         series, before = self._series_inputs(input_path, context, proba)
         every = self.predict_every_step(series, before, str(input_path), str(context))
         forecasts = np.concatenate([every, self.predict(series, str(input_path), before, str(context))[None]])
-        write_rows(["step"] + self.columns, ([step] + ["" if np.isnan(v) else f"{v:.9g}" for v in row]
-                                             for step, row in enumerate(forecasts)), output)
+        rows = forecasts[:, :steps].reshape(len(forecasts), -1)
+        write_rows(["step"] + self.ahead_columns(steps), ([step] + ["" if np.isnan(v) else f"{v:.9g}" for v in row]
+                                                          for step, row in enumerate(rows)), output)
         return None
 
 

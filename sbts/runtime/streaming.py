@@ -245,8 +245,8 @@ class CachedScoreStream(_CachedStream):
 
 
 class CachedForecastStream(_CachedStream):
-    """One-step-ahead forecasts one observation at a time: ``update(x_t)`` gives the forecast of step t + 1 in
-    the data's units, equal to ``forecast_next`` on the stream so far (and context).
+    """Forecasts one observation at a time: ``update(x_t)`` gives the forecasts (h, D) of steps t + 1, ..., t + h
+    in the data's units, equal to ``forecast_next`` on the stream so far (and context).
 
     The window's last row, the step being forecast, is a zeroed slot (``sbts.heads.forecasting``), so each
     observation is pushed to the past stream and the query row reads zeros. ``input_norm="window"`` scales every
@@ -266,5 +266,5 @@ class CachedForecastStream(_CachedStream):
         for i in range(len(rows)):
             self.stream.push(keys[i:i + 1], values[i:i + 1])
             outputs[i] = self.stream.query(slot)
-        base = rows if self.formulation.target == "change" else np.zeros_like(outputs)
-        return self.unscale(base + outputs)
+        ahead = self.formulation.steps_ahead(outputs)
+        return self.unscale(rows[:, None] + ahead if self.formulation.target == "change" else ahead)

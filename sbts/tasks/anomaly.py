@@ -384,7 +384,8 @@ class AnomalyTask(Task):
         spec = self.canonical_data(data)
         return DataSource(spec, load_anomaly(spec, missing_value=missing_value))
 
-    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
+    def complete_model(self, fields: dict[str, Any], source: DataSource,
+                       options: TaskOptions) -> dict[str, Any]:
         """The detector reconstructs every channel; ``d_model`` by default is the paper's 2 x channels."""
         n_channels = source.data.n_channels
         fields = self.channels_in_and_out(fields, n_channels)

@@ -75,6 +75,8 @@ class Task:
 
     name: ClassVar[str]
     options_class: ClassVar[type[TaskOptions]] = NoTaskOptions
+    # Options the task's baselines depend on: a sweep report compares runs that differ in them apart.
+    baseline_options: ClassVar[tuple[str, ...]] = ()
     option_names: ClassVar[dict[str, str]] = {}  # task option field -> its flat name (fractions -> split_fractions)
     window_option: ClassVar[str] = "window"  # the flat name of ModelConfig.max_len
     excluded_train_options: ClassVar[tuple[str, ...]] = ()  # TrainConfig fields that do not apply
@@ -127,8 +129,9 @@ class Task:
         missing_value = options.get("missing_value") if isinstance(options, dict) else None
         return self.load(spec["data"], self.options_class.from_dict({"missing_value": missing_value}).missing_value)
 
-    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
-        """The model fields with the data-derived ones (channels, outputs, ...) filled in and checked."""
+    def complete_model(self, fields: dict[str, Any], source: DataSource, options: TaskOptions) -> dict[str, Any]:
+        """The model fields with the data-derived ones (channels, outputs, ...) filled in and checked (``options``:
+        the run's task options)."""
         raise NotImplementedError
 
     def check_run(self, run: RunConfig, source: DataSource) -> None:
@@ -165,12 +168,16 @@ class Task:
         return {}
 
     @staticmethod
-    def channels_in_and_out(fields: dict[str, Any], n_channels: int, what: str = "channels") -> dict[str, Any]:
-        """The model fields of a network that outputs every input channel (``what``: their name in errors)."""
-        for key in ("in_channels", "out_dim"):
-            if key in fields and fields[key] != n_channels:  # a config written for other data
-                raise ConfigError(f"model {key} is {fields[key]!r} in the config, but the data has {n_channels} {what}")
-        return {**fields, "in_channels": n_channels, "out_dim": n_channels}
+    def channels_in_and_out(fields: dict[str, Any], n_channels: int, what: str = "channels",
+                            out_dim: int | None = None) -> dict[str, Any]:
+        """The model fields of a network that outputs every input channel (``out_dim``: that many values instead,
+        e.g. several steps of each; ``what``: their name in errors)."""
+        derived = {"in_channels": n_channels, "out_dim": n_channels if out_dim is None else out_dim}
+        for key, value in derived.items():
+            if key in fields and fields[key] != value:  # a config written for other data
+                raise ConfigError(f"model {key} is {fields[key]!r} in the config, but the data and options give "
+                                  f"{value} ({n_channels} {what})")
+        return {**fields, **derived}
 
     # --- the lifecycle, the same for every task -----------------------------------------------------------
     def run_config(self, spec: dict[str, Any], source: DataSource) -> RunConfig:
@@ -192,7 +199,7 @@ class Task:
                     **{key: value for key, value in for_model.items() if key != "linear"}}
         if "sparsity" in given:  # the other name of the density: the default density must not contradict it
             defaults.pop("density", None)
-        model = model_config(model_name, **self.complete_model({**defaults, **given}, source))
+        model = model_config(model_name, **self.complete_model({**defaults, **given}, source, options))
         run = RunConfig(task=self.name, data=source.spec, model=model, train=train, model_name=model_name,
                         task_options=options.to_dict())
         self.check_run(run, source)

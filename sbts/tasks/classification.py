@@ -327,7 +327,8 @@ class ClassificationTask(Task):
             train_file.series, [str(label) for label in train_file.labels], classes, test_file.series,
             [str(label) for label in test_file.labels], str(train_file.path), str(test_file.path), files))
 
-    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
+    def complete_model(self, fields: dict[str, Any], source: DataSource,
+                       options: TaskOptions) -> dict[str, Any]:
         cases: ClassificationSource = source.data
         derived = {"in_channels": cases.n_channels, "out_dim": len(cases.classes)}
         for key, value in derived.items():

@@ -1,21 +1,25 @@
-"""Single-step forecasting of every variable of one multivariate series (paper-spec §1.4, §5.3).
+"""Forecasting every variable of one multivariate series, one step (paper-spec §1.4, §5.3) or ``horizon`` steps
+ahead.
 
 Data flow: series (with dates, or not) -> split in time (the Informer split for ETT, fractions or dates,
 or the user's split files) -> variables z-scored with the training rows' statistics only -> windows of
-``w`` = model ``max_len`` rows whose last row, the step to forecast, is zeroed (``sbts.heads.forecasting``)
--> the model's last-step output is the forecast (or, in the other formulations, the change from the last
-observed row, or a value on the window's own scale) -> MSE/MAE against the truth on the standardised
-scale and in original units, next to persistence, the window mean and ridge regression on the same
-windows.
+``w`` = model ``max_len`` rows whose last row, the first step to forecast (the origin), is zeroed
+(``sbts.heads.forecasting``) -> the model's last-step output holds the forecasts of the origin and the
+h - 1 steps after it (in the other formulations, changes from the last observed row, or values on the
+window's own scale) -> MSE/MAE against the truth on the standardised scale and in original units, per step
+ahead and averaged, next to persistence, seasonal persistence, the window mean and ridge regression at the
+same horizon and origins.
 
-Training uses the windows lying wholly in the training rows (every ``stride`` steps). Every validation
-and test row is forecast exactly once, from the rows before it (the end of the training, or validation,
-period for the first ones). The epoch is selected on validation MSE, never on test data.
+Training uses the windows lying wholly in the training rows with their h targets (every ``stride`` steps).
+Every validation and test origin (each row whose h steps lie in its period) is forecast exactly once, from
+the rows before it (the end of the training, or validation, period for the first ones). The epoch is
+selected on validation MSE, never on test data.
 """
 
 from __future__ import annotations
 
 import io
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +29,8 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sbts.baselines.forecasting import BASELINES
-from sbts.config import RunConfig, TaskOptions
+from sbts.baselines.forecasting import BASELINES, SeasonalPersistence
+from sbts.config import RunConfig, TaskOptions, check_positive_int
 from sbts.data.forecasting import (DEFAULT_FRACTIONS, SPLIT_METHODS, ForecastData, SplitBounds,
                                    canonical_forecasting_spec, load_forecasting, split_bounds)
 from sbts.data.preprocessing import ChannelScaler
@@ -46,8 +50,11 @@ from sbts.tasks.runs import (SharedBlock, SharedBlocks, last_step_function, seri
 TASK = "forecasting"
 DEFAULT_WINDOW = 96  # without a paper preset; the paper uses 200 (199 observed steps and the target slot)
 
-CONTEXT_RULE = ("every validation and test row forecast exactly once, from the w-1 rows before it (the first ones "
-                "read the end of the preceding period); training windows lie wholly in the training rows")
+CONTEXT_RULE = ("every validation and test origin (each row whose next h steps lie in its period) forecast exactly "
+                "once, from the w-1 rows before it (the first ones read the end of the preceding period); training "
+                "windows and their h targets lie wholly in the training rows")
+PREDICTIONS_FILE = "test_predictions.csv"  # truth and one-step-ahead forecast of every test origin
+FORECASTS_FILE = "test_forecasts.npy"  # every step ahead, when the horizon is more than one
 
 
 @dataclass
@@ -69,6 +76,10 @@ class ForecastOptions(TaskOptions):
     input_norm: str = field(default="window", metadata={
         "help": "none (the paper; streams incrementally) or window: each window on its own mean and std",
         "choices": INPUT_NORMS})
+    horizon: int = field(default=1, metadata={
+        "help": "steps ahead forecast from each origin, all at once by the last step's head (1: the paper)"})
+    seasonal_period: int | None = field(default=None, metadata={
+        "help": "the season of the seasonal-persistence baseline, in steps (default: detected in the training rows)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,11 +95,13 @@ class ForecastOptions(TaskOptions):
                 raise ConfigError(f"{name} must be a date string, got {getattr(self, name)!r}")
         if self.split != "dates" and any(getattr(self, n) for n in ("train_end", "val_end", "test_end")):
             raise ConfigError(f"train_end, val_end and test_end apply to split 'dates', not {self.split!r}")
-        Formulation(self.target, self.input_norm)  # checks both
+        self.formulation  # checks target, input_norm and horizon
+        if self.seasonal_period is not None:
+            check_positive_int(self.seasonal_period, "seasonal_period")
 
     @property
     def formulation(self) -> Formulation:
-        return Formulation(self.target, self.input_norm)
+        return Formulation(self.target, self.input_norm, self.horizon)
 
     def bounds(self, data: ForecastData, fit_only: bool = False) -> SplitBounds:
         """The split of the series; ``fit_only`` (an estimator's fit: no test period): training and validation
@@ -108,8 +121,8 @@ class ForecastOptions(TaskOptions):
 # --- data: windows over the scaled series ------------------------------------------------------
 
 class ForecastWindows(Dataset):
-    """Training or selection examples: the window ending at each of ``ends`` (rows of a scaled (n, D) series),
-    prepared for the network, with the true value of its last row."""
+    """Training or selection examples: the window ending at each of ``ends`` (rows of a scaled (n, D) series, the
+    origins), prepared for the network, with the true values (h, D) of its last row and the h - 1 after it."""
 
     def __init__(self, rows: np.ndarray, window: int, ends: np.ndarray, formulation: Formulation):
         self.rows, self.window, self.ends, self.formulation = rows, window, ends, formulation
@@ -121,14 +134,16 @@ class ForecastWindows(Dataset):
         end = int(self.ends[index])
         window = self.rows[end - self.window + 1:end + 1]
         prepared = prepare_windows(window[None], self.formulation)
-        return tuple(torch.from_numpy(a[0]) for a in (prepared.x, window[None, -1], prepared.base, prepared.scale,
-                                                        prepared.offset))
+        ahead = self.rows[None, end:end + self.formulation.horizon]
+        return tuple(torch.from_numpy(np.ascontiguousarray(a[0])) for a in (prepared.x, ahead, prepared.base,
+                                                                             prepared.scale, prepared.offset))
 
 
 @dataclass
 class ForecastSplits:
     """A series split in time and scaled with the training rows' statistics: ``rows[:train_end]`` train,
-    ``rows[train_end:val_end]`` validate, ``rows[val_end:test_end]`` test."""
+    ``rows[train_end:val_end]`` validate, ``rows[val_end:test_end]`` test. A split's forecast origins are its rows
+    whose next ``horizon`` steps all lie in it (every row, for one step ahead)."""
 
     name: str
     window: int
@@ -145,15 +160,23 @@ class ForecastSplits:
     def n_channels(self) -> int:
         return self.rows.shape[1]
 
+    @property
+    def horizon(self) -> int:
+        return self.formulation.horizon
+
     def span(self, split: str) -> tuple[int, int]:
-        b = self.bounds
-        return {"train": (self.window - 1, b.train_end), "val": (b.train_end, b.val_end),
-                "test": (b.val_end, b.test_end)}[split]
+        """The split's forecast origins, ``start:end`` (training: those of whole windows)."""
+        b, ahead = self.bounds, self.horizon - 1
+        start, end = {"train": (self.window - 1, b.train_end), "val": (b.train_end, b.val_end),
+                      "test": (b.val_end, b.test_end)}[split]
+        return start, max(start, end - ahead)
 
     def targets(self, split: str) -> np.ndarray:
-        """The scaled true rows of a split's forecast steps (training: those of whole windows)."""
+        """Read-only view (n, h, D): the scaled true rows of each of the split's origins and the h - 1 after it."""
         start, end = self.span(split)
-        return self.rows[start:end]
+        if end <= start:
+            return np.empty((0, self.horizon, self.n_channels), np.float32)
+        return windows_ending_at_every_step(self.rows[start:end + self.horizon - 1], self.horizon)
 
     def windows(self, split: str) -> np.ndarray:
         """Read-only view (n, w, D): the window ending at each of the split's forecast steps."""
@@ -163,7 +186,9 @@ class ForecastSplits:
         return windows_ending_at_every_step(self.rows[start - self.window + 1:end], self.window)
 
     def train_ends(self) -> np.ndarray:
-        return training_window_starts(self.bounds.train_end, self.window, self.stride) + self.window - 1
+        """The training origins: windows every ``stride`` steps whose next ``horizon`` rows are training rows."""
+        usable = self.bounds.train_end - (self.horizon - 1)
+        return training_window_starts(usable, self.window, self.stride) + self.window - 1
 
     def train_set(self) -> ForecastWindows:
         return ForecastWindows(self.rows, self.window, self.train_ends(), self.formulation)
@@ -172,7 +197,7 @@ class ForecastSplits:
         """The training targets in blocks of ``block`` consecutive ones, for the shared pass (``input_norm`` none:
         a window normalised by its own steps has no shared pass)."""
         return SharedBlocks(self.rows, self.window, self.train_ends(), [(0, self.bounds.train_end)], block,
-                            zeroed=True, change=self.formulation.target == "change")
+                            zeroed=True, change=self.formulation.target == "change", horizon=self.horizon)
 
     def val_set(self) -> ForecastWindows | None:
         """Windows ending at every ``stride``-th validation row (the last included), to select the epoch."""
@@ -189,9 +214,13 @@ def split_and_scale(data: ForecastData, bounds: SplitBounds, *, window: int, str
     if window < 2:
         raise ConfigError(f"the window (model max_len) must be at least 2 (observed steps and the target slot); got "
                           f"{window}")
-    check_window_fits(bounds.train_end, window, f"{data.name}: the training period ({bounds.method} split)")
-    if require_test and bounds.test_end <= bounds.val_end:
-        raise DataError(f"{data.name}: the {bounds.method} split leaves no test rows")
+    ahead = formulation.horizon - 1  # a training window's last h - 1 targets follow it
+    check_window_fits(bounds.train_end - ahead, window, f"{data.name}: the training period ({bounds.method} split"
+                      + (f", less the {ahead} steps after a window's origin that horizon {ahead + 1} forecasts)"
+                         if ahead else ")"))
+    if require_test and bounds.test_end - bounds.val_end < formulation.horizon:
+        raise DataError(f"{data.name}: the {bounds.method} split leaves {bounds.test_end - bounds.val_end} test rows, "
+                        f"fewer than the horizon of {formulation.horizon}")
     if scaler is None:
         scaler = ChannelScaler().fit([data.values[:bounds.train_end].T])  # statistics of the training rows only
     return ForecastSplits(data.name, window, stride, formulation, scaler,
@@ -202,13 +231,15 @@ def split_and_scale(data: ForecastData, bounds: SplitBounds, *, window: int, str
 # --- the training objective ---------------------------------------------------------------------
 
 def _forecast(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    x, _, base, scale, offset = batch
-    return (base + model(x, last_step_only=True)[:, 0]) * scale + offset
+    """Forecasts (B, h, D) of a batch of prepared windows."""
+    x, ahead, base, scale, offset = batch
+    output = model(x, last_step_only=True)[:, 0].reshape(ahead.shape)
+    return (base[:, None] + output) * scale[:, None] + offset[:, None]
 
 
 def forecast_split(network: SeriesNetwork, splits: ForecastSplits, split: str) -> np.ndarray:
-    """The scaled forecast of every row of a split, each from the rows before it (through the shared pass of a
-    streamable model)."""
+    """The scaled forecasts (n, h, D) of every origin of a split, each from the rows before it (through the shared
+    pass of a streamable model)."""
     start, end = splits.span(split)
     return forecast_every_step_with(network, splits.rows[start:end], splits.window, splits.formulation,
                                     context=splits.rows[:start])
@@ -216,20 +247,22 @@ def forecast_split(network: SeriesNetwork, splits: ForecastSplits, split: str) -
 
 # --- the report ---------------------------------------------------------------------------------
 
-def baseline_report(splits: ForecastSplits) -> dict[str, Any]:
-    """Persistence, the window mean and ridge regression, fitted on training windows (ridge's penalty on
-    validation), evaluated on every validation and test row."""
+def baseline_report(splits: ForecastSplits, seasonal_period: int | None = None) -> dict[str, Any]:
+    """Persistence, seasonal persistence (``seasonal_period``, or the season detected in the training rows), the
+    window mean and ridge regression at the run's horizon, fitted on the model's training origins (ridge's penalty
+    on validation), evaluated on every validation and test origin."""
     std = splits.scaler.std
-    train_windows = splits.windows("train")[splits.train_set().ends - (splits.window - 1)]  # the model's windows
-    val_windows = splits.windows("val")
+    origins = {split: np.arange(*splits.span(split)) for split in ("val", "test")}
+    options = {SeasonalPersistence.name: {"period": seasonal_period}}
     report: dict[str, Any] = {}
     for baseline in BASELINES:
         start = time.perf_counter()
-        fitted = baseline().fit(train_windows, val_windows if len(val_windows) else None)
+        fitted = baseline(splits.window, splits.horizon, **options.get(baseline.name, {})).fit(
+            splits.rows, splits.train_ends(), origins["val"] if len(origins["val"]) else None)
         entry: dict[str, Any] = fitted.describe()
-        for split in ("val", "test"):
-            if splits.span(split)[1] > splits.span(split)[0]:
-                entry[split] = _errors(fitted.predict(splits.windows(split)), splits, split, std)
+        for split, at in origins.items():
+            if len(at):
+                entry[split] = _errors(fitted.predict(splits.rows, at), splits, split, std)
         entry["seconds"] = round(time.perf_counter() - start, 3)
         report[baseline.name] = entry
     return report
@@ -261,11 +294,11 @@ def split_record(splits: ForecastSplits) -> dict[str, Any]:
 
 
 def write_predictions_csv(splits: ForecastSplits, forecasts: np.ndarray) -> bytes:
-    """One row per test step in original units: step, date (when known), then each variable's true value and
-    forecast (``<name>`` and ``<name>_forecast``)."""
+    """One row per test origin in original units: step, date (when known), then each variable's true value and
+    its forecast one step ahead (``<name>`` and ``<name>_forecast``; every step ahead: ``write_forecasts_npy``)."""
     start, end = splits.span("test")
-    truth = splits.scaler.inverse_transform_rows(splits.targets("test"))
-    predicted = splits.scaler.inverse_transform_rows(forecasts)
+    truth = splits.scaler.inverse_transform_rows(splits.rows[start:end])
+    predicted = splits.scaler.inverse_transform_rows(forecasts[:, 0])
     header = ["step"] + (["date"] if splits.dates is not None else [])
     header += [name for column in splits.columns for name in (column, f"{column}_forecast")]
     values = np.empty((len(truth), 2 * truth.shape[1]))
@@ -279,6 +312,14 @@ def write_predictions_csv(splits: ForecastSplits, forecasts: np.ndarray) -> byte
     return buffer.getvalue().encode()
 
 
+def write_forecasts_npy(splits: ForecastSplits, forecasts: np.ndarray) -> bytes:
+    """Every test origin's forecasts (n, h, D) in original units, float32, as a plain ``.npy`` (no pickle): row i
+    is made at the i-th row of test_predictions.csv, step k ahead of it at ``[i, k - 1]``."""
+    buffer = io.BytesIO()
+    np.save(buffer, splits.scaler.inverse_transform_rows(forecasts).astype(np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
 # --- the task ---------------------------------------------------------------------------------
 
 class ForecastTask(Task):
@@ -289,6 +330,7 @@ class ForecastTask(Task):
     options_class = ForecastOptions
     option_names = {"fractions": "split_fractions"}
     excluded_train_options = ("val_fraction",)  # the split decides the validation rows
+    baseline_options = ("window", "horizon", "seasonal_period", "split", "split_fractions")
     # Paper-spec §1.4: batch 128, x0.75 learning rate on plateaus, early stopping after 5 epochs, 50 epochs (ETTm1);
     # d_model 64, the paper's ETTm1 width, is ModelConfig's default.
     # head_activation none: with relu, a forecaster whose last-step features all fall below zero outputs a constant
@@ -314,9 +356,10 @@ class ForecastTask(Task):
         spec = self.canonical_data(data)
         return DataSource(spec, load_forecasting(spec, missing_value=missing_value))
 
-    def complete_model(self, fields: dict[str, Any], source: DataSource) -> dict[str, Any]:
-        """The forecaster forecasts every variable of the series."""
-        return self.channels_in_and_out(fields, source.data.n_channels, "variables")
+    def complete_model(self, fields: dict[str, Any], source: DataSource, options: ForecastOptions) -> dict[str, Any]:
+        """The forecaster forecasts every variable of the series, ``horizon`` steps ahead (h x D outputs)."""
+        n_channels = source.data.n_channels
+        return self.channels_in_and_out(fields, n_channels, "variables", n_channels * options.horizon)
 
     def prepare(self, source: DataSource, run: RunConfig, state: dict[str, Any] | None = None) -> ForecastSplits:
         options = ForecastOptions.from_dict(run.task_options)
@@ -345,7 +388,7 @@ class ForecastTask(Task):
         total, count = 0.0, 0
         for batch in DataLoader(dataset, batch_size=batch_size):
             batch = tuple(t.to(device) for t in batch)
-            total += float((_forecast(model, batch) - batch[1]).square().mean(1).sum())
+            total += float((_forecast(model, batch) - batch[1]).square().mean((1, 2)).sum())
             count += len(batch[0])
         model.train(was_training)
         return {"loss": total / max(count, 1), "n": count}
@@ -361,17 +404,23 @@ class ForecastTask(Task):
         test_forecasts = forecast_split(network, data, "test")
         test_seconds = time.perf_counter() - start
         test = _errors(test_forecasts, data, "test", std)
-        baselines = baseline_report(data)
+        baselines = baseline_report(data, ForecastOptions.from_dict(run.task_options).seasonal_period)
+        files = {PREDICTIONS_FILE: write_predictions_csv(data, test_forecasts)}
+        if data.horizon > 1:
+            files[FORECASTS_FILE] = write_forecasts_npy(data, test_forecasts)
         metrics: dict[str, Any] = {
-            "window": run.model.max_len, "stride": run.train.stride, "formulation": data.formulation.to_dict(),
+            "window": run.model.max_len, "stride": run.train.stride, "horizon": data.horizon,
+            "formulation": data.formulation.to_dict(),
             "paper_formulation": data.formulation.is_paper, "split": split_record(data),
             "val": val, "test": test, "baselines": baselines, "compared_with_baselines": comparison(test, baselines),
             "test_forecast_seconds": round(test_seconds, 3), "context_rule": CONTEXT_RULE,
             "selection": ("lowest validation MSE (every stride-th validation row, during training)" if val else
                           "lowest training loss (no validation rows)") + "; test data is never used to select",
-            "metric_notes": FORECAST_METRIC_NOTES, "predictions_file": "test_predictions.csv",
+            "metric_notes": FORECAST_METRIC_NOTES, "predictions_file": PREDICTIONS_FILE,
         }
-        return TaskReport(metrics, {"test_predictions.csv": write_predictions_csv(data, test_forecasts)})
+        if data.horizon > 1:
+            metrics["forecasts_file"] = FORECASTS_FILE
+        return TaskReport(metrics, files)
 
     def inference_state(self, run, state, run_dir, checkpoint, epoch) -> dict[str, Any]:
         return {"formulation": ForecastOptions.from_dict(run.task_options).formulation.to_dict(),
@@ -381,14 +430,18 @@ class ForecastTask(Task):
 # --- scikit-learn style estimator --------------------------------------------------------------
 
 class SBTForecaster(SBTEstimator):
-    """Sparse binary (or dense) Transformer one-step-ahead forecaster of every variable of a series.
+    """Sparse binary (or dense) Transformer forecaster of every variable of a series, ``horizon`` steps ahead.
 
     ``fit(y)`` trains on ``y`` (n_steps, n_variables; a DataFrame keeps its column names, recorded in the
-    exported artifact), holding out its end to select the epoch: the training and validation shares of
-    ``split_fractions`` (70:10 by default, so the last 12.5 %; y has no test period). ``predict(y_history)``
-    forecasts the step after the history, ``predict_every_step(y, context)`` the one-step-ahead forecast of
-    every row of ``y`` from the rows before it (``context``: rows that precede ``y``). Values are in the data's
-    own units. With fewer than ``window - 1`` rows of history the earliest row stands in for the missing ones.
+    exported artifact, and its index), holding out its end to select the epoch: the training and validation
+    shares of ``split_fractions`` (70:10 by default, so the last 12.5 %; y has no test period).
+    ``predict(fh)`` forecasts the steps ``fh`` after the end of ``y`` (or of a history given as ``y=``): an int k
+    for steps 1..k, or a list of steps ahead (1-based) up to ``horizon``; a DataFrame (or Series) in gives one
+    out, its index continued at the series' frequency, an array in gives an array (len(fh), n_variables).
+    ``predict_every_step(y, context)`` gives the forecasts (n_steps, horizon, n_variables) made at every row of
+    ``y`` from the rows before it (``context``: rows that precede ``y``). Values are in the data's own units.
+    With fewer than ``window - 1`` rows of history the earliest row stands in for the missing ones. Exogenous
+    ``X`` is refused: the forecasts read only the variables' own past.
     """
 
     task_class = ForecastTask
@@ -401,15 +454,16 @@ class SBTForecaster(SBTEstimator):
         return tags
 
     def fit(self, y, X=None):
-        """Train on the series ``y`` (n_steps, n_variables). Exogenous ``X`` is not supported (yet): refused."""
-        if X is not None:
-            raise SBTSError("exogenous X is not supported: SBTForecaster forecasts the variables of y from their own "
-                            "past; pass fit(y)")
-        columns = [str(c) for c in y.columns] if hasattr(y, "columns") else None
+        """Train on the series ``y`` (n_steps, n_variables). Exogenous ``X`` is refused (never ignored)."""
+        _refuse_exogenous(X)
+        columns = _column_names(y)
         values = check_series(y, None, "y")
         columns = columns or [f"x{i}" for i in range(values.shape[1])]
         data = ForecastData("y", values, columns, None, {})
-        return self._fit_source(DataSource(IN_MEMORY, data, fit_only=True))
+        self._fit_source(DataSource(IN_MEMORY, data, fit_only=True))
+        recent = slice(-(self.config_.max_len - 1), None)  # what a forecast after the series reads, as y came
+        self.last_y_ = y.iloc[recent] if _index_of(y) is not None else values[recent]
+        return self
 
     def _fitted(self, task, splits: ForecastSplits, device) -> None:
         self.formulation_ = splits.formulation
@@ -420,20 +474,33 @@ class SBTForecaster(SBTEstimator):
         return last_step_function(self.model_, self.device_)
 
     def _scaled(self, rows, where: str) -> np.ndarray:
-        if hasattr(rows, "columns") and [str(c) for c in rows.columns] != self.columns_:
-            raise SBTSError(f"{where}: columns {[str(c) for c in rows.columns]} are not the fitted variables "
-                            f"{self.columns_} (in that order)")
+        names = _column_names(rows)
+        if names is not None and names != self.columns_:
+            raise SBTSError(f"{where}: columns {names} are not the fitted variables {self.columns_} (in that order)")
         return self.scaler_.transform_rows(check_series(rows, self.n_features_in_, where, owner=type(self).__name__))
 
-    def predict(self, y_history) -> np.ndarray:
-        """The forecast (n_variables,) of the step after ``y_history`` (n_steps >= 1, n_variables)."""
+    def predict(self, fh=None, y=None, X=None):
+        """The forecasts of the steps ``fh`` ahead (default: 1 to ``horizon``) after the end of the fitted series,
+        or after the history ``y`` (n_steps >= 1, n_variables): (len(fh), n_variables), as ``y`` came (a
+        DataFrame with its index continued, or an array)."""
         self._check_fitted()
-        scaled = forecast_next(self._forward_last(), self._scaled(y_history, "y_history"), self.config_.max_len,
+        _refuse_exogenous(X)
+        steps = steps_ahead(fh, self.formulation_.horizon)
+        history = self.last_y_ if y is None else y
+        scaled = forecast_next(self._forward_last(), self._scaled(history, "y"), self.config_.max_len,
                                self.formulation_)
-        return self.scaler_.inverse_transform_rows(scaled[None])[0]
+        forecasts = self.scaler_.inverse_transform_rows(scaled)[steps - 1]
+        index = _index_of(history)
+        if index is None:
+            return forecasts
+        pandas, future = optional_pandas(), continued_index(index, steps)
+        if history.ndim == 1:
+            return pandas.Series(forecasts[:, 0], index=future, name=history.name)
+        return pandas.DataFrame(forecasts, index=future, columns=self.columns_)
 
     def predict_every_step(self, y, context=None) -> np.ndarray:
-        """The one-step-ahead forecast (n_steps, n_variables) of every row of ``y`` from the rows before it."""
+        """The forecasts (n_steps, horizon, n_variables) made at every row of ``y`` from the rows before it: row i
+        holds those of rows i, ..., i + horizon - 1."""
         self._check_fitted()
         before = None if context is None else self._scaled(context, "context")
         scaled = forecast_every_step_with(series_network(self.model_, self.device_), self._scaled(y, "y"),
@@ -441,9 +508,10 @@ class SBTForecaster(SBTEstimator):
         return self.scaler_.inverse_transform_rows(scaled)
 
     def stream(self, context=None) -> CachedForecastStream | WindowForecastStream:
-        """Forecast one observation at a time: ``stream.update(x_t)`` is the forecast of step t + 1, as ``predict``
-        on the stream so far (and ``context``). A streamable model (``config_.streamable``, ``input_norm`` none)
-        costs one step per observation, in numpy with per-layer caches; another recomputes the window."""
+        """Forecast one observation at a time: ``stream.update(x_t)`` is the forecasts (horizon, n_variables) of
+        steps t + 1, ..., as ``predict`` on the stream so far (and ``context``). A streamable model
+        (``config_.streamable``, ``input_norm`` none) costs one step per observation, in numpy with per-layer
+        caches; another recomputes the window."""
         self._check_fitted()
 
         def unscale(rows: np.ndarray) -> np.ndarray:
@@ -459,3 +527,64 @@ class SBTForecaster(SBTEstimator):
 
     def _inference_state(self) -> dict[str, Any]:
         return {"formulation": self.formulation_.to_dict(), "columns": self.columns_}
+
+
+def _refuse_exogenous(X) -> None:
+    if X is not None:
+        raise SBTSError("exogenous X is not supported: SBTForecaster forecasts the variables of y from their own "
+                        "past only; leave X out (or add known covariates to y as variables)")
+
+
+def _column_names(y) -> list[str] | None:
+    if hasattr(y, "columns"):
+        return [str(c) for c in y.columns]
+    if hasattr(y, "index") and getattr(y, "ndim", None) == 1:  # a pandas Series: one variable
+        return [str(y.name) if y.name is not None else "x0"]
+    return None
+
+
+def _index_of(y):
+    """The pandas index of ``y`` (None for arrays)."""
+    return getattr(y, "index", None) if hasattr(y, "iloc") else None
+
+
+def optional_pandas():
+    """pandas, for pandas out: only a pandas input asks for it, so it is already imported (sbts does not need
+    pandas)."""
+    return sys.modules["pandas"]
+
+
+def steps_ahead(fh, horizon: int) -> np.ndarray:
+    """``fh`` as 1-based steps ahead: None for 1..horizon, an int k for 1..k, or a list of steps (each at most
+    ``horizon``: a direct forecaster forecasts no further)."""
+    if fh is None:
+        return np.arange(1, horizon + 1)
+    if isinstance(fh, (int, np.integer)) and not isinstance(fh, bool):
+        steps = np.arange(1, int(fh) + 1) if fh >= 1 else np.asarray([int(fh)])
+    else:
+        steps = np.asarray(getattr(fh, "to_numpy", lambda: fh)())
+        if steps.ndim != 1 or not len(steps) or steps.dtype.kind not in "iu":
+            shown = f"a {type(fh).__name__} of shape {np.shape(fh)}" if np.ndim(fh) > 1 else repr(fh)[:80]
+            raise ConfigError(f"fh must be an int or a list of whole steps ahead (1-based); got {shown} (to forecast "
+                              "after a history, pass it as y=)")
+    bad = steps[(steps < 1) | (steps > horizon)]
+    if len(bad):
+        raise ConfigError(f"fh: step {int(bad[0])} ahead is outside 1..{horizon}, the steps this forecaster "
+                          f"forecasts (its horizon)")
+    return steps.astype(np.int64)
+
+
+def continued_index(index, steps: np.ndarray):
+    """The index of the steps ``steps`` ahead of ``index``'s last entry: at its frequency (dates, periods) or its
+    constant step (integers); an index with neither is replaced by the steps ahead."""
+    pandas = optional_pandas()
+    if isinstance(index, (pandas.DatetimeIndex, pandas.PeriodIndex)):
+        freq = index.freq or (pandas.infer_freq(index) if len(index) >= 3 else None)
+        if freq is not None:
+            return pandas.Index([index[-1] + k * pandas.tseries.frequencies.to_offset(freq) for k in steps],
+                                name=index.name)
+    elif index.dtype.kind in "iu" and len(index) >= 1:
+        step = int(index[-1] - index[-2]) if len(index) >= 2 else 1
+        if len(index) < 2 or (np.diff(index.to_numpy()) == step).all():
+            return pandas.Index(index[-1] + step * steps, name=index.name)
+    return pandas.Index(steps, name="steps_ahead")

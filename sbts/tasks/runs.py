@@ -67,6 +67,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+DERIVED_FIELDS = ("in_channels", "out_dim")  # model fields every task fills in from its data
+
+
 def build_run_spec(task: str, *, data: str | None, model_name: str | None, config_file: str | None,
                    model_overrides: dict[str, Any], train_overrides: dict[str, Any],
                    task_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -98,6 +101,9 @@ def build_run_spec(task: str, *, data: str | None, model_name: str | None, confi
         if preset is not None:
             settings = read_config_file(preset)
             check_preset(task_type, settings, str(preset))
+            # Its channel and output counts state the paper's shapes (for summaries of the preset itself); a run
+            # derives them from its data and options (a forecaster's horizon multiplies the outputs).
+            settings["model"] = {k: v for k, v in (settings.get("model") or {}).items() if k not in DERIVED_FIELDS}
             spec = _merge(settings, spec)
     spec = _merge(spec, {"model": model_overrides, "train": train_overrides, "task_options": task_overrides or {}})
     return spec
@@ -189,26 +195,29 @@ def last_step_function(model: torch.nn.Module, device: torch.device) -> Callable
 
 class SharedBlock(NamedTuple):
     """A training batch for the shared pass: ``len(ends)`` consecutive targets of one series and the rows their
-    windows cover. ``zeroed``: the windows' last rows are target slots (forecasting); ``change``: the target is
-    the change from the row before (0-d bool tensors)."""
+    windows cover (and the ``horizon - 1`` after the last). ``zeroed``: the windows' last rows are target slots
+    (forecasting); ``change``: the target is the change from the row before; ``horizon``: rows forecast from each
+    window's last one on (0-d tensors)."""
 
     ends: torch.Tensor  # (K,) positions in rows
     rows: torch.Tensor  # (L, D)
     zeroed: torch.Tensor
     change: torch.Tensor
+    horizon: torch.Tensor
 
 
 class SharedBlocks(Dataset):
     """Training examples of a streamable model as blocks of ``block`` consecutive targets (one optimiser step
     each, in shuffled order): a block costs one pass over its rows instead of one per window. Targets are the
-    window ends ``ends`` of ``rows`` (N, D), grouped within each of ``parts`` (start, stop) of the rows."""
+    window ends ``ends`` of ``rows`` (N, D) (and the ``horizon - 1`` rows after each), grouped within each of
+    ``parts`` (start, stop) of the rows."""
 
     prebatched = True  # each item is a whole batch
 
     def __init__(self, rows: np.ndarray, window: int, ends: np.ndarray, parts: list[tuple[int, int]], block: int,
-                 zeroed: bool = False, change: bool = False):
+                 zeroed: bool = False, change: bool = False, horizon: int = 1):
         self.rows, self.past = torch.from_numpy(np.ascontiguousarray(rows, np.float32)), window - 1
-        self.flags = torch.tensor(zeroed), torch.tensor(change)
+        self.flags = torch.tensor(zeroed), torch.tensor(change), torch.tensor(horizon)
         self.blocks = [chosen[i:i + block] for start, stop in parts
                        for chosen in [ends[(ends >= start) & (ends < stop)]] for i in range(0, len(chosen), block)]
 
@@ -217,26 +226,27 @@ class SharedBlocks(Dataset):
 
     def __getitem__(self, index: int) -> SharedBlock:
         ends = self.blocks[index]
-        first = int(ends[0]) - self.past
-        return SharedBlock(torch.from_numpy(ends - first), self.rows[first:int(ends[-1]) + 1], *self.flags)
+        first, last = int(ends[0]) - self.past, int(ends[-1]) + int(self.flags[2])
+        return SharedBlock(torch.from_numpy(ends - first), self.rows[first:last], *self.flags)
 
     def slice_batch(self, block: SharedBlock, start: int, stop: int) -> SharedBlock:
         """Targets ``start:stop`` of a block with only the rows their windows cover: one process's share under
         torchrun (a target's output depends on its window's rows only, so the share's pass is the block's)."""
         ends = block.ends[start:stop]
-        first = int(ends[0]) - self.past
-        return SharedBlock(ends - first, block.rows[first:int(ends[-1]) + 1], block.zeroed, block.change)
+        first, last = int(ends[0]) - self.past, int(ends[-1]) + int(block.horizon)
+        return SharedBlock(ends - first, block.rows[first:last], block.zeroed, block.change, block.horizon)
 
 
 def shared_block_loss(model: torch.nn.Module, block: SharedBlock) -> torch.Tensor:
     """The windowed tasks' loss through the shared pass: MSE between the last-step outputs (plus the row before
-    for a change target) and the rows at the block's targets."""
+    for a change target) and the rows at the block's targets (each and the ``horizon - 1`` after it)."""
     rows = block.rows[None]
     queries = torch.zeros(1, len(block.ends), rows.shape[2], device=rows.device) if bool(block.zeroed) else None
-    out = model.last_steps(rows, block.ends, queries)[0]
+    horizon = int(block.horizon)
+    out = model.last_steps(rows, block.ends, queries)[0].reshape(len(block.ends), horizon, rows.shape[2])
     if bool(block.change):
-        out = out + block.rows[block.ends - 1]
-    return F.mse_loss(out, block.rows[block.ends])
+        out = out + block.rows[block.ends - 1][:, None]
+    return F.mse_loss(out, block.rows[block.ends[:, None] + torch.arange(horizon, device=rows.device)])
 
 
 def trains_shared(config: ModelConfig) -> bool:
