@@ -63,7 +63,7 @@ int main(void) { return sbts_forward(x, SBTS_MAX_LEN, out); }
 def task_state(task: str, out_dim: int) -> dict:
     return {"classification": {"classes": [str(i) for i in range(out_dim)]}, "anomaly": {},
             "forecasting": {"formulation": {"target": "value", "input_norm": "none"},
-                            "columns": [f"v{i}" for i in range(out_dim)]}}[task]
+                            "columns": [f"v{i}" for i in range(out_dim)]}}[task]  # one step ahead: a column per output
 
 
 def models(task: str, dataset: str, density: float | None = None, **overrides):

@@ -672,15 +672,29 @@ def test_predict_fh_on_other_indexes_and_one_variable():
     assert list(forecaster.predict(y=stepped.rename("load")).index) == [1000, 1005]
     irregular = pd.Series(values, index=pd.DatetimeIndex(np.datetime64("2021-01-01") + np.cumsum(
         np.random.default_rng(0).integers(1, 9, 200)).astype("timedelta64[h]")), name="load")
-    assert list(forecaster.predict(y=irregular).index) == [1, 2]  # no frequency: the steps ahead
+    with pytest.raises(DataError, match="no regular frequency"):  # never labels that could collide with real ones
+        forecaster.predict(y=irregular)
+    with pytest.raises(DataError, match="no constant step"):
+        forecaster.predict(y=pd.Series(values[:4], index=[0, 1, 5, 6], name="load"))
     assert isinstance(forecaster.predict(y=values[:50]), np.ndarray)
+    daily = pd.Series(values, index=pd.period_range("2020-01-01", periods=200, freq="D"), name="load")
+    assert list(forecaster.predict(y=daily).index.astype(str)) == ["2020-07-19", "2020-07-20"]
+    # the step comes from the whole fitted index, not from the rows a forecast reads
+    sparse = pd.Series(values, index=np.arange(0, 2000, 10), name="load")
+    assert list(SBTForecaster(window=3, d_model=8, d_ff=16, epochs=1, horizon=2, device="cpu").fit(
+        sparse).predict().index) == [2000, 2010]
 
 
 @pytest.mark.parametrize("fh, message", [(0, "step 0 ahead is outside 1..3"), (4, "step 4 ahead is outside"),
-                                         ([1, 5], "step 5 ahead"), ([], "fh must be"), ([1.5], "fh must be"),
-                                         ("2", "fh must be")])
+                                         (10**30, "outside 1..3"), ([1, 5], "step 5 ahead"), ([], "fh must be"),
+                                         ([1.5], "fh must be"), ("2", "fh must be"), ([[1], [2, 3]], "fh must be"),
+                                         ([2, 2], "step 2 ahead is given twice"), ("series", "a Series of shape")])
 def test_bad_fh_is_refused(hourly_forecaster, fh, message):
-    _, forecaster = hourly_forecaster
+    import pandas as pd
+
+    frame, forecaster = hourly_forecaster
+    if fh == "series":  # a history passed the way predict(y_history) took it
+        fh = pd.Series([1, 2, 3])
     with pytest.raises(ConfigError, match=message):
         forecaster.predict(fh)
 
@@ -699,3 +713,19 @@ def test_the_estimator_streams_h_steps_ahead(hourly_forecaster):
     out = stream.update(frame.to_numpy()[200])
     assert out.shape == (HORIZON, 2)
     np.testing.assert_allclose(out, forecaster.predict(y=frame.iloc[:201]).to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_seasonal_period_longer_than_the_training_rows_is_refused_before_training(tmp_path, csv_path):
+    with pytest.raises(ConfigError, match="seasonal_period 400: longer than the 350 training rows"):
+        train_run(spec(csv_path, seasonal_period=400), tmp_path / "run", verbose=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_one_step_config_at_a_horizon_says_what_to_change(tmp_path, csv_path, capsys):
+    import yaml
+
+    config = tmp_path / "one_step.yaml"
+    config.write_text(yaml.safe_dump({"model": {"in_channels": 3, "out_dim": 3, "max_len": WINDOW}}))
+    assert main(["train", "forecasting", "--data", str(csv_path), "--config", str(config), "--horizon", "4",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "horizon 4 needs 12: leave out_dim out of the config" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def check_series(series: np.ndarray, n_channels: int | None, where: str, allow_e
     if not array.shape[1]:
         raise DataError(f"{where}: 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
     if not allow_empty and not len(array):
-        raise DataError(f"{where}: no steps to score")
+        raise DataError(f"{where}: no steps (an empty series)")
     if not np.isfinite(array).all():
         row, column = np.argwhere(~np.isfinite(array))[0]
         raise DataError(f"{where}: Input contains NaN or infinity: non-finite value {array[row, column]} at row "

@@ -359,14 +359,21 @@ class ForecastTask(Task):
     def complete_model(self, fields: dict[str, Any], source: DataSource, options: ForecastOptions) -> dict[str, Any]:
         """The forecaster forecasts every variable of the series, ``horizon`` steps ahead (h x D outputs)."""
         n_channels = source.data.n_channels
+        if options.horizon > 1 and fields.get("out_dim") == n_channels:  # a one-step config (a paper preset's)
+            raise ConfigError(f"model out_dim is {n_channels} in the config, one step of the {n_channels} variables; "
+                              f"horizon {options.horizon} needs {n_channels * options.horizon}: leave out_dim out of "
+                              "the config (it follows from the data and the horizon)")
         return self.channels_in_and_out(fields, n_channels, "variables", n_channels * options.horizon)
 
     def prepare(self, source: DataSource, run: RunConfig, state: dict[str, Any] | None = None) -> ForecastSplits:
         options = ForecastOptions.from_dict(run.task_options)
         scaler = ChannelScaler.from_dict(state["scaler"]) if state else None
-        return split_and_scale(source.data, options.bounds(source.data, source.fit_only), window=run.model.max_len,
-                               stride=run.train.stride, formulation=options.formulation, scaler=scaler,
-                               require_test=not source.fit_only)
+        bounds = options.bounds(source.data, source.fit_only)
+        if options.seasonal_period is not None and options.seasonal_period > bounds.train_end:
+            raise ConfigError(f"seasonal_period {options.seasonal_period}: longer than the {bounds.train_end} training "
+                              "rows, so the seasonal baseline has no season to repeat; give a shorter one")
+        return split_and_scale(source.data, bounds, window=run.model.max_len, stride=run.train.stride,
+                               formulation=options.formulation, scaler=scaler, require_test=not source.fit_only)
 
     def task_state(self, data: ForecastSplits) -> dict[str, Any]:
         return {"scaler": data.scaler.to_dict(), "files": data.files, "columns": data.columns}
@@ -463,6 +470,7 @@ class SBTForecaster(SBTEstimator):
         self._fit_source(DataSource(IN_MEMORY, data, fit_only=True))
         recent = slice(-(self.config_.max_len - 1), None)  # what a forecast after the series reads, as y came
         self.last_y_ = y.iloc[recent] if _index_of(y) is not None else values[recent]
+        self.fit_index_ = _index_of(y)  # whole: its frequency or step continues the forecasts' index
         return self
 
     def _fitted(self, task, splits: ForecastSplits, device) -> None:
@@ -490,10 +498,11 @@ class SBTForecaster(SBTEstimator):
         scaled = forecast_next(self._forward_last(), self._scaled(history, "y"), self.config_.max_len,
                                self.formulation_)
         forecasts = self.scaler_.inverse_transform_rows(scaled)[steps - 1]
-        index = _index_of(history)
+        index = self.fit_index_ if y is None else _index_of(y)
         if index is None:
             return forecasts
-        pandas, future = optional_pandas(), continued_index(index, steps)
+        future = IndexContinuation.of(index, "the fitted y" if y is None else "y").future(steps)
+        pandas = optional_pandas()
         if history.ndim == 1:
             return pandas.Series(forecasts[:, 0], index=future, name=history.name)
         return pandas.DataFrame(forecasts, index=future, columns=self.columns_)
@@ -555,36 +564,75 @@ def optional_pandas():
 
 
 def steps_ahead(fh, horizon: int) -> np.ndarray:
-    """``fh`` as 1-based steps ahead: None for 1..horizon, an int k for 1..k, or a list of steps (each at most
-    ``horizon``: a direct forecaster forecasts no further)."""
+    """``fh`` as 1-based steps ahead: None for 1..horizon, an int k for 1..k, or a list of distinct steps (each at
+    most ``horizon``: a direct forecaster forecasts no further)."""
     if fh is None:
         return np.arange(1, horizon + 1)
+    wrong = ("fh must be an int or a list of whole steps ahead (1-based); got {} (to forecast after a history, pass "
+             "it as y=)")
+    if hasattr(fh, "iloc"):  # a Series or DataFrame is a history passed where the steps go
+        raise ConfigError(wrong.format(f"a {type(fh).__name__} of shape {np.shape(fh)}"))
     if isinstance(fh, (int, np.integer)) and not isinstance(fh, bool):
-        steps = np.arange(1, int(fh) + 1) if fh >= 1 else np.asarray([int(fh)])
-    else:
+        if not 1 <= fh <= horizon:
+            raise ConfigError(f"fh: step {int(fh)} ahead is outside 1..{horizon}, the steps this forecaster forecasts "
+                              "(its horizon)")
+        return np.arange(1, int(fh) + 1)
+    try:
         steps = np.asarray(getattr(fh, "to_numpy", lambda: fh)())
-        if steps.ndim != 1 or not len(steps) or steps.dtype.kind not in "iu":
-            shown = f"a {type(fh).__name__} of shape {np.shape(fh)}" if np.ndim(fh) > 1 else repr(fh)[:80]
-            raise ConfigError(f"fh must be an int or a list of whole steps ahead (1-based); got {shown} (to forecast "
-                              "after a history, pass it as y=)")
+    except (ValueError, TypeError):
+        steps = np.empty(0, dtype=object)
+    if steps.ndim != 1 or not len(steps) or steps.dtype.kind not in "iu":
+        raise ConfigError(wrong.format(f"a {type(fh).__name__} of shape {np.shape(steps)}" if steps.ndim > 1
+                                       else repr(fh)[:80]))
     bad = steps[(steps < 1) | (steps > horizon)]
     if len(bad):
         raise ConfigError(f"fh: step {int(bad[0])} ahead is outside 1..{horizon}, the steps this forecaster "
                           f"forecasts (its horizon)")
+    values, counts = np.unique(steps, return_counts=True)
+    if (counts > 1).any():
+        raise ConfigError(f"fh: step {int(values[counts > 1][0])} ahead is given twice")
     return steps.astype(np.int64)
 
 
-def continued_index(index, steps: np.ndarray):
-    """The index of the steps ``steps`` ahead of ``index``'s last entry: at its frequency (dates, periods) or its
-    constant step (integers); an index with neither is replaced by the steps ahead."""
-    pandas = optional_pandas()
-    if isinstance(index, (pandas.DatetimeIndex, pandas.PeriodIndex)):
-        freq = index.freq or (pandas.infer_freq(index) if len(index) >= 3 else None)
-        if freq is not None:
-            return pandas.Index([index[-1] + k * pandas.tseries.frequencies.to_offset(freq) for k in steps],
-                                name=index.name)
-    elif index.dtype.kind in "iu" and len(index) >= 1:
-        step = int(index[-1] - index[-2]) if len(index) >= 2 else 1
-        if len(index) < 2 or (np.diff(index.to_numpy()) == step).all():
-            return pandas.Index(index[-1] + step * steps, name=index.name)
-    return pandas.Index(steps, name="steps_ahead")
+@dataclass(frozen=True)
+class IndexContinuation:
+    """How a pandas index goes on after its last entry: dates or periods at their frequency, integers at their
+    constant step (taken from the whole index the series came with)."""
+
+    kind: str  # "dates", "periods" or "integers"
+    last: Any
+    step: Any  # a pandas offset, or an int
+    name: Any = None
+
+    @classmethod
+    def of(cls, index, where: str) -> IndexContinuation:
+        """The continuation of ``index``, or a one-line DataError saying why it has none."""
+        pandas = optional_pandas()
+        if isinstance(index, pandas.PeriodIndex):
+            return cls("periods", index[-1], 1, index.name)
+        if isinstance(index, pandas.DatetimeIndex):
+            freq = index.freq or index.inferred_freq if len(index) >= 3 else index.freq
+            if freq is None:
+                raise DataError(f"{where}: its dates have no regular frequency to continue the forecasts' index at; "
+                                "give the index a freq, or pass the values as an array")
+            return cls("dates", index[-1], pandas.tseries.frequencies.to_offset(freq), index.name)
+        if index.dtype.kind in "iu":
+            values = index.to_numpy().astype(np.int64)
+            steps = np.diff(values)
+            if len(steps) and not (steps == steps[0]).all():
+                raise DataError(f"{where}: its integer index has no constant step to continue the forecasts' index "
+                                "at; pass the values as an array")
+            return cls("integers", int(values[-1]), int(steps[0]) if len(steps) else 1, index.name)
+        raise DataError(f"{where}: its index ({index.dtype}) is neither dates, periods nor integers: the forecasts' "
+                        "index cannot continue it; pass the values as an array")
+
+    def future(self, steps: np.ndarray):
+        """The index of the steps ``steps`` ahead (1-based) of the last entry."""
+        pandas = optional_pandas()
+        if self.kind == "integers":
+            return pandas.Index(self.last + self.step * steps, name=self.name)
+        if self.kind == "periods":
+            return pandas.PeriodIndex([self.last + int(k) for k in steps], name=self.name)
+        contiguous = bool((steps == np.arange(1, len(steps) + 1)).all())
+        return pandas.DatetimeIndex([self.last + int(k) * self.step for k in steps], name=self.name,
+                                    freq=self.step if contiguous else None)
