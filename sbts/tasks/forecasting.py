@@ -79,7 +79,7 @@ class ForecastOptions(TaskOptions):
     horizon: int = field(default=1, metadata={
         "help": "steps ahead forecast from each origin, all at once by the last step's head (1: the paper)"})
     seasonal_period: int | None = field(default=None, metadata={
-        "help": "the season of the seasonal-persistence baseline, in steps (default: detected in the training rows)"})
+        "help": "the season of the seasonal-persistence baseline, in steps"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -339,7 +339,8 @@ class ForecastTask(Task):
                 "head_activation": "none"}
     auto_help = {"split_fractions": ",".join(map(str, DEFAULT_FRACTIONS)),
                  "train_end": "none (split dates only)", "val_end": "none (split dates only)",
-                 "test_end": "the end of the series (split dates only)"}
+                 "test_end": "the end of the series (split dates only)",
+                 "seasonal_period": "detected in the training rows' autocorrelation"}
     # LayerNorm over time for both; Step-T attention for the SBT, full attention for dense.
     model_defaults = {"sbt": {"attention": "step_t", "norm": "layer_time"},
                       "dense": {"attention": "full", "norm": "layer_time"}}
