@@ -89,7 +89,8 @@ def test_forecasting_api_block_runs(tmp_path, monkeypatch):
 
 def test_readme_c_examples_compile_and_run_against_exports(tmp_path):
     """The microcontroller section's C: the classifier program against a classifier export (run), the
-    streaming function against a streamable detector's export (compiled)."""
+    streaming function against a streamable detector's export (compiled), the forecaster's stream against a
+    forecaster's export 3 steps ahead (run, and equal to the runtime's stream)."""
     from conftest import randomise
 
     from sbts.export.artifact import build_artifact
@@ -103,7 +104,7 @@ def test_readme_c_examples_compile_and_run_against_exports(tmp_path):
         pytest.skip("no C compiler found")
     import subprocess
 
-    program, stream = code_blocks("c")[:2]
+    program, stream, forecast = code_blocks("c")[:3]
     small = dict(in_channels=3, max_len=8, d_model=8, n_heads=2, n_layers=1, d_ff=16)
     exports = {
         "classifier": (create_model("sbt", **small, out_dim=2), "classification", {"classes": ["calm", "busy"]}),
@@ -125,6 +126,40 @@ def test_readme_c_examples_compile_and_run_against_exports(tmp_path):
     built = subprocess.run([compiler, *STRICT_FLAGS, "-O2", "-c", "-I", str(tmp_path / "detector"), "-o",
                             str(tmp_path / "stream.o"), str(tmp_path / "stream.c")], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
+
+    import numpy as np
+
+    from sbts.runtime.model import ForecastRuntime
+
+    horizon, rows = 3, np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    forecaster = create_model("sbt", **small, out_dim=3 * horizon, attention="step_t", pos_encoding="rope",
+                              norm="layer", head_activation="none")
+    artifact = load_artifact_bytes(artifact_bytes(*build_artifact(randomise(forecaster), task="forecasting",
+        inference_state={"formulation": {"target": "change", "input_norm": "none", "horizon": horizon},
+                         "columns": ["a", "b", "c"]})), "forecaster")
+    write_c_export(artifact, tmp_path / "forecaster")
+    readings = ", ".join("{" + ", ".join(f"{v:.9g}f" for v in row) + "}" for row in rows)
+    (tmp_path / "forecast.c").write_text(forecast + f"""
+int main(void)
+{{
+    static const float rows[{len(rows)}][SBTS_IN_CHANNELS] = {{{readings}}};
+    int t;
+    sbts_init();
+    for (t = 0; t < {len(rows)}; ++t) if (on_reading_forecast(rows[t]) != 0) return 1;
+    return 0;
+}}
+""")
+    built = subprocess.run([compiler, *STRICT_FLAGS, "-O2", "-I", str(tmp_path / "forecaster"), "-o",
+                            str(tmp_path / "forecast"), str(tmp_path / "forecast.c"),
+                            str(tmp_path / "forecaster" / "sbts.c"), "-lm"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(tmp_path / "forecast")], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    printed = [line.split() for line in ran.stdout.splitlines()]
+    assert [name for name, _ in printed] == ["a", "b", "c"] * len(rows)
+    expected = ForecastRuntime(artifact).stream().update_many(rows)[:, -1]  # the last step ahead of each reading
+    np.testing.assert_allclose(np.array([float(v) for _, v in printed]).reshape(len(rows), 3), expected,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_onnx_block_runs_with_onnxruntime_alone(tmp_path, monkeypatch):
