@@ -195,15 +195,21 @@ def test_export_killed_at_random_instants_leaves_the_file_whole_or_absent(form, 
 def test_sigint_keeps_the_finished_epochs_and_exits_130(tmp_path):
     """Ctrl-C during ``sbts train``: exit 130, one line saying how to continue, the last finished epoch kept."""
     data, run = classification_data(tmp_path), tmp_path / "run"
-    # More epochs than any machine finishes before the signal: on a loaded one this process may sleep for seconds
-    # between seeing the first epoch and signalling, and 200 tiny epochs once ended first (exit 0).
+    # The run gets Ctrl-C's default action even where this process was started in the background (a shell without
+    # job control starts background commands with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler: the signal was lost and the run went on to its last epoch). More epochs than any machine finishes
+    # before the signal; killed whatever happens, so a failure leaves no run behind.
     process = subprocess.Popen(sbts_command("train", "classification", "--data", data, "--epochs", str(SIGINT_EPOCHS),
                                             *TINY, "--out", run), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    while epochs_logged(run) < 1 and process.poll() is None:
-        time.sleep(POLL_SECONDS)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        while epochs_logged(run) < 1 and process.poll() is None:
+            time.sleep(POLL_SECONDS)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
     assert process.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
     finished = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
