@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from sbts.data.windows import windows_ending_at_every_step
 from sbts.errors import ConfigError, DataError
 
 RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)  # long horizons chose 1e3, the old top: room above
@@ -76,13 +77,12 @@ def _batches(n: int, values_per_origin: int):
 
 def _observed(rows: np.ndarray, origins: np.ndarray, length: int) -> np.ndarray:
     """(n, length, D) copy of the ``length`` rows before each origin."""
-    view = np.lib.stride_tricks.sliding_window_view(rows, length, axis=0).transpose(0, 2, 1)
-    return view[origins - length]
+    return windows_ending_at_every_step(rows, length)[origins - length]
 
 
 def _future(rows: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
     """(n, horizon, D) copy of the rows each origin forecasts."""
-    return np.lib.stride_tricks.sliding_window_view(rows, horizon, axis=0).transpose(0, 2, 1)[origins]
+    return windows_ending_at_every_step(rows, horizon)[origins]
 
 
 class _Baseline:

@@ -494,7 +494,7 @@ class SBTForecaster(SBTEstimator):
         DataFrame with its index continued, or an array)."""
         self._check_fitted()
         _refuse_exogenous(X)
-        steps = steps_ahead(fh, self.formulation_.horizon)
+        steps = fh_steps(fh, self.formulation_.horizon)
         history = self.last_y_ if y is None else y
         scaled = forecast_next(self._forward_last(), self._scaled(history, "y"), self.config_.max_len,
                                self.formulation_)
@@ -564,7 +564,7 @@ def optional_pandas():
     return sys.modules["pandas"]
 
 
-def steps_ahead(fh, horizon: int) -> np.ndarray:
+def fh_steps(fh, horizon: int) -> np.ndarray:
     """``fh`` as 1-based steps ahead: None for 1..horizon, an int k for 1..k, or a list of distinct steps (each at
     most ``horizon``: a direct forecaster forecasts no further)."""
     if fh is None:
