@@ -729,3 +729,16 @@ def test_a_one_step_config_at_a_horizon_says_what_to_change(tmp_path, csv_path, 
     assert main(["train", "forecasting", "--data", str(csv_path), "--config", str(config), "--horizon", "4",
                  "--out", str(tmp_path / "run")]) == 2
     assert "horizon 4 needs 12: leave out_dim out of the config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--horizon", "0"], ["--horizon", "two"], ["--horizon", "1000000"],
+                                   ["--seasonal-period", "0"]])
+def test_bad_horizon_flags_exit_2_with_one_line_and_leave_nothing(tmp_path, csv_path, capsys, flags):
+    try:
+        code = main(["train", "forecasting", "--data", str(csv_path), "--out", str(tmp_path / "run"), *flags])
+    except SystemExit as exit:  # argparse's refusal of a value that is not a number
+        code = exit.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("horizon" in err or "seasonal_period" in err or "seasonal-period" in err)
+    assert not (tmp_path / "run").exists()
