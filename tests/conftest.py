@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,16 @@ DATA_DIR = os.environ.get("SBTS_DATA_DIR")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts at one torch thread, as OMP_NUM_THREADS asks: a library's thread limits (aeon's) can leave
+    torch at the machine's cores, and tiny models then spin two OpenMP threads on a shared CPU."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+    yield
 
 
 def real_data_dir() -> Path:
