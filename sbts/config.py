@@ -32,6 +32,9 @@ MODEL_SIZE_LIMITS = {"in_channels": 2**16, "out_dim": 2**16, "max_len": 2**16, "
                      "n_layers": 2**6, "d_ff": 2**15}
 MAX_WEIGHT_POSITIONS = 2**26  # weights of all linears together: 256 MiB as float32
 MAX_ATTENTION_SCORES = 2**28  # n_heads x max_len^2, one case's attention scores: 1 GiB as float32
+# ModelConfig fields added after models were saved, with their defaults: written only when set, so that a model
+# without them keeps the bytes of its files (the artifact's size is a reported number) and reads back the same.
+LATER_MODEL_FIELDS = {"linear_path": False}
 
 
 def check_density(value: Any, name: str = "density", of: str = "weights") -> float:
@@ -61,9 +64,9 @@ def resolve_density(density: Any = None, sparsity: Any = None, default: float = 
     return check_density(default if density is None else density)
 
 
-def needs_fixed_length(attention: str, norm: str) -> bool:
-    """Whether an attention mode and a norm take windows of exactly one length (no padding)."""
-    return attention == "step_t" or norm == "layer_time"
+def needs_fixed_length(attention: str, norm: str, linear_path: bool = False) -> bool:
+    """Whether an attention mode, a norm and the linear path take windows of exactly one length (no padding)."""
+    return attention == "step_t" or norm == "layer_time" or linear_path
 
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
@@ -159,6 +162,10 @@ class ModelConfig:
                 "learning)", "choices": HEAD_ACTIVATIONS})
     linear_bias: bool = field(default=False, metadata={
         "help": "biases on the embedding, feed-forward and head linears (the paper's dense models have them)"})
+    linear_path: bool = field(default=False, metadata={
+        "help": "a linear map from the whole window (max_len x in_channels values) to the last step's output, added "
+                "beside the Transformer and made by the same layer factory (sparse-binary in an SBT): a residual "
+                "linear path, the strength of ridge on windows; forecasting only"})
     seed: int = 0  # of the frozen random weights, scores and masks (set with TrainConfig.seed by the seed option)
 
     def __post_init__(self) -> None:
@@ -181,7 +188,7 @@ class ModelConfig:
         if self.attention == "step_t" and self.max_len < 2 and not self.step_t_self:
             raise ConfigError(f"step_t attention needs windows of at least 2 steps (the last attends to the past "
                               f"ones); max_len is {self.max_len}")
-        for name in ("step_t_self", "attention_bias", "linear_bias"):
+        for name in ("step_t_self", "attention_bias", "linear_bias", "linear_path"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_positive_int(self.seed, "seed", minimum=0, maximum=MAX_SEED)
@@ -196,9 +203,10 @@ class ModelConfig:
     @property
     def weight_positions(self) -> int:
         """Weights of all linears: the embedding, per layer four d_model^2 projections and the feed-forward pair,
-        and the head."""
+        the head and the linear path."""
         d = self.d_model
-        return d * (self.in_channels + self.out_dim) + self.n_layers * (4 * d * d + 2 * d * self.d_ff)
+        path = self.max_len * self.in_channels * self.out_dim if self.linear_path else 0
+        return d * (self.in_channels + self.out_dim) + self.n_layers * (4 * d * d + 2 * d * self.d_ff) + path
 
     @property
     def sparsity(self) -> float:
@@ -217,6 +225,8 @@ class ModelConfig:
                     "(use rope or none)")
         if self.norm == "layer_time":
             return "norm layer_time mixes the steps of a window (use layer, batch or none)"
+        if self.linear_path:
+            return "linear_path reads every step of the window at once (no per-step state to cache)"
         return None
 
     @property
@@ -225,11 +235,14 @@ class ModelConfig:
 
     @property
     def needs_fixed_length(self) -> bool:
-        """Step-T attention and LayerNorm over time take windows of exactly ``max_len`` steps (no padding)."""
-        return needs_fixed_length(self.attention, self.norm)
+        """Step-T attention, LayerNorm over time and the linear path take windows of exactly ``max_len`` steps (no
+        padding)."""
+        return needs_fixed_length(self.attention, self.norm, self.linear_path)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        return {key: value for key, value in fields.items()
+                if key not in LATER_MODEL_FIELDS or value != LATER_MODEL_FIELDS[key]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model config") -> "ModelConfig":

@@ -46,6 +46,10 @@ MODEL_KINDS = {
     "forecasting-sbt": ("sbt", dict(attention="step_t", norm="layer_time", density=0.5, head_activation="none")),
     "forecasting-dense": ("dense", dict(attention="full", norm="layer_time", pos_encoding="sinusoidal",
                                         linear_bias=True)),
+    "forecasting-sbt-linear-path": ("sbt", dict(attention="step_t", norm="layer_time", density=0.5,
+                                                head_activation="none", linear_path=True)),
+    "forecasting-dense-linear-path": ("dense", dict(attention="step_t", norm="layer", pos_encoding="rope",
+                                                    linear_bias=True, linear_path=True)),
 }
 
 

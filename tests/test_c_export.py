@@ -149,6 +149,34 @@ def test_c_forecaster_and_its_stream_equal_the_runtime(tmp_path, model_name, att
                                    many.reshape(5, -1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("model_name,norm,input_norm,horizon", [("sbt", "layer_time", "window", 1),
+                                                               ("sbt", "layer", "none", HORIZON),
+                                                               ("dense", "batch", "window", HORIZON)], ids=str)
+def test_c_forecaster_with_a_linear_path_equals_the_runtime(tmp_path, model_name, norm, input_norm, horizon, form):
+    """The linear path (the whole window, variable-major, to the forecasts) adds the same numbers in C as in the
+    runtime, for every weight form; a model with it does not stream (it reads every step at once)."""
+    artifact = artifact_for("forecasting", model_name, forecast_state("change", input_norm, horizon),
+                            attention="step_t", norm=norm, pos_encoding="rope", head_activation="none",
+                            linear_path=True)
+    runtime, c = ForecastRuntime(artifact), c_model(tmp_path, artifact, form)
+    assert not c.streamable and not runtime.streamable
+    without = dict(runtime.tensors, **{"linear_path.weight": np.zeros_like(runtime.tensors["linear_path.weight"])})
+    series = raw_rows(11)
+    for t in (1, 6, 11):
+        status, forecast = c.forward(series[:t])
+        assert status == 0
+        np.testing.assert_allclose(forecast, runtime.predict(series[:t]).ravel(), rtol=1e-5, atol=1e-5)
+    runtime.tensors = without  # the path contributes: without it the forecasts differ
+    assert not np.allclose(forecast, runtime.predict(series).ravel(), rtol=1e-3, atol=1e-3)
+
+
+def test_c_export_refuses_a_linear_path_outside_forecasting():
+    artifact = artifact_for("anomaly", attention="step_t", norm="none", linear_path=True)
+    with pytest.raises(ConfigError, match="an anomaly model with a linear path has no C head"):
+        c_sources(artifact)
+
+
 def test_a_multi_step_forecaster_header_gives_its_horizon_and_names_each_variable_once(tmp_path):
     artifact = artifact_for("forecasting", state=forecast_state(horizon=HORIZON), attention="step_t", norm="layer",
                             pos_encoding="rope")

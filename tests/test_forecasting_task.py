@@ -101,14 +101,17 @@ def test_prepared_windows_zero_the_target_and_never_read_it(formulation):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
-@pytest.mark.parametrize("model_name,attention", [("sbt", "step_t"), ("dense", "full"), ("sbt", "full"),
-                                                   ("dense", "step_t")])
+@pytest.mark.parametrize("model_name,attention,linear_path", [("sbt", "step_t", False), ("dense", "full", False),
+                                                               ("sbt", "full", False), ("dense", "step_t", False),
+                                                               ("sbt", "step_t", True), ("dense", "full", True)])
 @pytest.mark.parametrize("formulation", FORMULATIONS, ids=lambda f: f"{f.target}-{f.input_norm}")
-def test_forecasts_do_not_depend_on_the_true_value(model_name, attention, formulation, tmp_path):
-    """Through the torch model and the exported runtime, on every attention and formulation."""
+def test_forecasts_do_not_depend_on_the_true_value(model_name, attention, linear_path, formulation, tmp_path):
+    """Through the torch model and the exported runtime, on every attention and formulation, with and without the
+    linear path (which reads the whole window, the zeroed target slot included)."""
     from sbts.export.artifact import export_model
 
-    config = build_model_config(model_name, {**TINY, "attention": attention}, n_channels=3)
+    config = build_model_config(model_name, {**TINY, "attention": attention, "linear_path": linear_path},
+                                n_channels=3)
     model = randomise(create_model(config))
     with torch.no_grad():  # lift the last norm's output so the ReLU before the head passes it: the output varies
         model.layers[-1].norm2.bias += 2.0

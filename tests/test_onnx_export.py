@@ -34,6 +34,8 @@ CASES = {
     "sbt-step_t-none": ("sbt", {"attention": "step_t", "norm": "none"}),
     "dense-full-layer_time": ("dense", {"attention": "full", "norm": "layer_time"}),
     "sbt-step_t-layer_time": ("sbt", {"attention": "step_t", "norm": "layer_time"}),
+    "sbt-step_t-layer_time-linear_path": ("sbt", {"attention": "step_t", "norm": "layer_time", "linear_path": True}),
+    "dense-full-batch-linear_path": ("dense", {"attention": "full", "norm": "batch", "linear_path": True}),
 }
 
 

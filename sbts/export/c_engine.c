@@ -75,6 +75,9 @@ static struct {
 #if STREAMABLE
     float keys[LAYERS * D * 2 * CACHE], values[LAYERS * D * 2 * CACHE];  /* per layer, channel: a double ring */
 #endif
+#if LINEAR_PATH
+    float window[IN_CH * MAX_LEN], path_out[NET_OUT];  /* the linear path's input (variable-major) and output */
+#endif
 } arena;
 
 /* The compiler checks the exporter's arithmetic: the header's size is the arena's. */
@@ -562,6 +565,19 @@ static void forecast_into(const float *base, int stride, float *out)
     }
 }
 
+#if LINEAR_PATH
+/* The linear path: a linear map of the whole prepared window (variable c at step t is its input c * MAX_LEN + t),
+   added to the network's output at the target slot. */
+static void add_linear_path(void)
+{
+    int c, t, o;
+    for (c = 0; c < IN_CH; ++c)
+        for (t = 0; t < MAX_LEN; ++t) arena.window[c * MAX_LEN + t] = arena.xin[c * PADDED_LEN + t];
+    linear(&LINEARS[PATH], arena.window, 1, arena.path_out, 1, 1);
+    for (o = 0; o < NET_OUT; ++o) arena.out[o] += arena.path_out[o];
+}
+#endif
+
 int sbts_forward(const float *x, int n_steps, float *out)
 {
     const int observed = MAX_LEN - 1;
@@ -585,6 +601,9 @@ int sbts_forward(const float *x, int n_steps, float *out)
     }
     network(MAX_LEN, 1);
     head(arena.h + MAX_LEN - 1, PADDED_LEN);
+#if LINEAR_PATH
+    add_linear_path();
+#endif
     forecast_into(arena.xin + observed - 1, PADDED_LEN, out);
     return SBTS_OK;
 }

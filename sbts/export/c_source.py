@@ -45,6 +45,7 @@ NORM_CODES = {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}
 POSITION_CODES = {"none": 0, "learnable": 1, "rope": 2, "sinusoidal": 3}  # learnable: its table is stored
 TABLES_MARKER = "/* @tables: the model's descriptor tables are generated here */"
 BYTE_INDEX_LIMIT = 256  # inputs a one-byte index addresses
+SHORT_INDEX_LIMIT = 2**16  # inputs a two-byte index (and a two-byte count of kept inputs) addresses
 ROW_BLOCK = 32  # steps the engine's kernels take at a time: buffer strides are whole blocks (c_engine.c)
 DEFAULT_WEIGHT_FORM = "lists"
 HEADER, SOURCE = "sbts.h", "sbts.c"
@@ -189,11 +190,17 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
     task = artifact.document["task"]
     if task not in TASK_CODES:
         raise ConfigError(f"{artifact.source}: task {task!r} has no C head (C export takes {', '.join(TASK_CODES)})")
+    if artifact.config.linear_path and task != "forecasting":
+        raise ConfigError(f"{artifact.source}: {'an' if task[0] in 'aeiou' else 'a'} {task} model with a linear path "
+                          "has no C head (the path is a forecaster's)")
     runtime = runtime_class(task)(artifact)  # the checked scaler, threshold, names and formulation
     config, tensors = runtime.config, runtime.tensors
     formulation = getattr(runtime, "formulation", Formulation())
     widest = max(w.shape[1] for name, w in tensors.items() if name.endswith(".weight") and w.ndim == 2
                  and "norm" not in name)
+    if weight_form == "lists" and widest > SHORT_INDEX_LIMIT:
+        raise ConfigError(f"{artifact.source}: a layer reads {widest:,} inputs, more than the lists form's 2-byte "
+                          f"indices address ({SHORT_INDEX_LIMIT:,}); export with weights ternary or mask")
     index_type = "unsigned char" if widest <= BYTE_INDEX_LIMIT else "unsigned short"
     consts = _Constants(artifact, tensors, weight_form, index_type)
 
@@ -224,6 +231,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
             mask_rows.append("{" + ", ".join(consts.bits(f"{name}.attention.{w}_mask",
                                                          tensors[f"{name}.attention.{w}_mask"]) for w in "qkv") + "}")
     head = consts.linear("head")
+    path = {"PATH": consts.linear("linear_path")} if config.linear_path else {}
     sinusoidal = config.pos_encoding == "sinusoidal"  # computed in C, not stored
     table = (consts.floats("positional.table", tensors["positional.table"])
              if "positional.table" in tensors and not sinusoidal else "0")
@@ -268,7 +276,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         "HAS_THRESHOLD": int(threshold is not None), "STREAMABLE": int(streamable),
         "TARGET_CHANGE": int(formulation.target == "change"),
         "INPUT_NORM_WINDOW": int(formulation.input_norm == "window"),
-        "EMBEDDING": embedding, "HEAD": head,
+        "EMBEDDING": embedding, "HEAD": head, "LINEAR_PATH": int(config.linear_path), **path,
         "EMBED_SCALE": _float(math.sqrt(d)), "ATTENTION_SCALE": _float(1.0 / math.sqrt(head_dim)),
         "NORM_EPS": _float(NORM_EPS), "WINDOW_NORM_EPS": _float(WINDOW_NORM_EPS),
     }
@@ -325,6 +333,8 @@ def _arena_bytes(config, task: str, streamable: bool, rope: bool) -> int:
               + 3 * config.in_channels)
     if streamable:
         floats += 2 * config.n_layers * d * 2 * (length - 1)
+    if config.linear_path:  # the window, variable-major, and the path's outputs
+        floats += config.in_channels * length + config.out_dim
     return DOUBLE_BYTES + -(-floats * FLOAT_BYTES // DOUBLE_BYTES) * DOUBLE_BYTES
 
 

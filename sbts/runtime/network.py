@@ -3,7 +3,8 @@
 The network is given as a ``ModelConfig`` and a mapping of named float32 arrays, the names being those
 of the torch model's modules: ``{linear}.weight`` (out, in) -- for sparse-binary models the effective
 ternary weight alpha * sign(W) * M -- and ``{linear}.bias``, ``layers.{i}.attention.{q,k,v}_mask``,
-``layers.{i}.norm{1,2}.{weight,bias,running_mean,running_var}`` and ``positional.table``.
+``layers.{i}.norm{1,2}.{weight,bias,running_mean,running_var}``, ``positional.table`` and, with the linear path,
+``linear_path.weight`` (out_dim, max_len x in_channels).
 
 Only what the output needs is computed: under step_t attention the queries of the last step alone,
 and with ``last_step_only`` the last encoder layer after its attention on the last row alone (unless
@@ -107,7 +108,10 @@ class Network:
             h = self.encoder_layer(f"layers.{i}", h, padding_mask, last_row_only and i == config.n_layers - 1)
         if last_step_only:
             h = h[:, -1:]
-        return self.head(h)
+        out = self.head(h)
+        if config.linear_path:  # the last step's output only (variable-major window, as the torch model)
+            out[:, -1] += self.linear("linear_path", x.transpose(0, 2, 1).reshape(len(x), -1))
+        return out
 
     def head(self, h: np.ndarray) -> np.ndarray:
         """The head on the last layer's features, through the model's head activation."""

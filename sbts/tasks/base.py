@@ -80,6 +80,9 @@ class Task:
     option_names: ClassVar[dict[str, str]] = {}  # task option field -> its flat name (fractions -> split_fractions)
     window_option: ClassVar[str] = "window"  # the flat name of ModelConfig.max_len
     excluded_train_options: ClassVar[tuple[str, ...]] = ()  # TrainConfig fields that do not apply
+    # ModelConfig fields that do not apply: the linear path needs a last-step output whose target is not in the
+    # window (a detector's path would copy its input; a classifier pools every step)
+    excluded_model_options: ClassVar[tuple[str, ...]] = ("linear_path",)
     defaults: ClassVar[dict[str, Any]] = {}  # flat option name -> this task's default
     model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # model name -> ModelConfig fields for this task
     auto_help: ClassVar[dict[str, str]] = {}  # option -> how the task decides it when left at None
@@ -190,6 +193,10 @@ class Task:
         train = TrainConfig.from_dict({**default_values(type(self), TRAIN_SECTION), **spec.get(TRAIN_SECTION, {})},
                                       "train config")
         given = dict(spec.get(MODEL_SECTION, {}))
+        inert = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in self.excluded_model_options}
+        for key, value in inert.items():
+            if key in given and given[key] != value:
+                raise ConfigError(f"model.{key}={given[key]!r}: {key} is not an option of {self.name}")
         linear = given.pop("linear", for_model["linear"])  # a run's own config.json names it: it must agree
         if linear != for_model["linear"]:
             raise ConfigError(f"model.linear is {linear!r}, but model {model_name!r} has {for_model['linear']} linears "

@@ -342,6 +342,7 @@ class ForecastTask(Task):
                  "test_end": "the end of the series (split dates only)",
                  "seasonal_period": "detected in the training rows' autocorrelation"}
     # LayerNorm over time for both; Step-T attention for the SBT, full attention for dense.
+    excluded_model_options = ()
     model_defaults = {"sbt": {"attention": "step_t", "norm": "layer_time"},
                       "dense": {"attention": "full", "norm": "layer_time"}}
     state_keys = frozenset({"scaler", "files", "columns"})

@@ -96,7 +96,8 @@ def task_options(task: type[Task]) -> list[Option]:
     renames = {"max_len": task.window_option}
     table = [Option("model", RUN_SECTION, "model_name", str, DEFAULT_MODEL,
                     "registered model: sbt (sparse binary) or dense", tuple(list_models()))]
-    table += _fields_of(ModelConfig, MODEL_SECTION, NOT_OPTIONS[MODEL_SECTION], renames)
+    table += _fields_of(ModelConfig, MODEL_SECTION, (*NOT_OPTIONS[MODEL_SECTION], *task.excluded_model_options),
+                        renames)
     table += [o for o in _fields_of(TrainConfig, TRAIN_SECTION, NOT_OPTIONS[TRAIN_SECTION], {})
               if o.key not in task.excluded_train_options]
     seed = next(f for f in dataclasses.fields(TrainConfig) if f.name == "seed")
