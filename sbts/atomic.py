@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same folder, flushed, then renamed over the target.
+"""Atomic file writes: a temporary file in the same folder, flushed, then renamed over the target; and the one
+JSON reader whose errors are one line naming the file.
 
 An interruption leaves either the old file or the new one, never a torn one, and no temporary file.
 """
@@ -12,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sbts.errors import SBTSError
+from sbts.errors import CheckpointError, SBTSError
 
 
 def _umask() -> int:
@@ -74,3 +75,16 @@ def _strict_json(obj: Any) -> Any:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented, strict JSON (non-finite floats become null), atomically."""
     atomic_write_bytes(path, (json.dumps(_strict_json(obj), indent=2, allow_nan=False) + "\n").encode())
+
+
+def read_json(path: str | Path, what: str = "file", error: type[SBTSError] = CheckpointError,
+              missing: str | None = None) -> Any:
+    """The JSON document in ``path``; a missing or unreadable file is an ``error`` naming the file and ``what`` it
+    should be (``missing``: the whole message for a missing file, where its absence says more than its name)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(missing or f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: cannot read {what} ({exc.__class__.__name__})") from None

@@ -310,8 +310,11 @@ int main(void)
     ("forecasting", dict(model_name="sbt", attention="step_t", norm="none", pos_encoding="rope"), "ternary"),
     ("forecasting", dict(model_name="sbt", attention="step_t", norm="layer", pos_encoding="rope",
                          state=forecast_state("value", horizon=HORIZON)), "mask"),
+    ("forecasting", dict(model_name="sbt", attention="step_t", norm="layer_time", linear_path=True,
+                         state=forecast_state("change", "window", horizon=HORIZON)), "lists"),
     ("classification", dict(model_name="dense", attention="qkv_mask", norm="batch", pos_encoding="learnable"),
-     "ternary")], ids=["detector-stream", "forecaster-stream", "forecaster-h3-stream", "dense-qkv"])
+     "ternary")], ids=["detector-stream", "forecaster-stream", "forecaster-h3-stream", "forecaster-linear-path",
+                       "dense-qkv"])
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
 def test_the_c_engine_is_clean_under_strict_warnings_and_sanitizers(tmp_path, task, fields, form, compiler):
     import shutil

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sbts.atomic import read_json
 from sbts.errors import DataError
 from sbts.metrics.anomaly import segments
 from sbts.report.figure import pyplot, save, step_range
-from sbts.training.checkpoint import read_json
 
 
 def read_scores(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray | None, float, str]:

@@ -13,7 +13,6 @@ Reads a run directory's ``metrics.json``, its ``test_predictions.csv`` (original
 from __future__ import annotations
 
 import csv
-import json
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from sbts.atomic import read_json
 from sbts.errors import ConfigError, DataError, one_line
 from sbts.report.figure import pyplot, save
 
@@ -78,12 +78,8 @@ def read_predictions(run_dir: str | Path) -> tuple[list[str], dict[str, np.ndarr
 
 def _read_metrics(run_dir: Path) -> tuple[dict[str, Any], Path]:
     path = run_dir / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{run_dir}: not a finished forecasting run (no metrics.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the run metrics ({exc.__class__.__name__})") from None
+    metrics = read_json(path, "the run metrics", DataError,
+                        missing=f"{run_dir}: not a finished forecasting run (no metrics.json)")
     if not isinstance(metrics, dict) or metrics.get("task") != "forecasting":
         task = metrics.get("task") if isinstance(metrics, dict) else None
         what = f"its metrics.json is of task {task}" if isinstance(task, str) else "its metrics.json names no task"

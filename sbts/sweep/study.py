@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from sbts.atomic import atomic_write_bytes
+from sbts.atomic import atomic_write_bytes, read_json
 from sbts.errors import ConfigError, SBTSError, one_line
 from sbts.sweep.spec import DEFAULT_HEARTBEAT_SECONDS, SEED_OPTION, SearchRange, SweepSpec, check_runs, parse_spec
 from sbts.sweep.trials import TRIALS_DIR, run_trial_run
@@ -391,12 +391,8 @@ def _reading_url(sweep_dir: Path | None, storage_url: str | None) -> str:
 
 def _sweep_record(sweep_dir: Path) -> dict[str, Any]:
     path = sweep_dir / SWEEP_RECORD
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{sweep_dir}: not a sweep directory (no {SWEEP_RECORD})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    record = read_json(path, "the sweep record", ConfigError,
+                       missing=f"{sweep_dir}: not a sweep directory (no {SWEEP_RECORD})")
     if not isinstance(record, dict):
         raise ConfigError(f"{path}: not a sweep record")
     return record

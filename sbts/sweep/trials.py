@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from sbts.atomic import atomic_write_bytes
+from sbts.atomic import atomic_write_bytes, read_json
 from sbts.compression.accounting import paper_count
 from sbts.errors import SBTSError
 from sbts.export.artifact import build_artifact
@@ -29,7 +29,6 @@ from sbts.runtime.artifact import artifact_bytes
 from sbts.sweep.spec import SweepSpec
 from sbts.tasks import get_task
 from sbts.tasks.base import Task
-from sbts.training.checkpoint import read_json
 
 TRIALS_DIR = "trials"
 BITS_PER_BYTE = 8

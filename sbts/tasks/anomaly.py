@@ -30,6 +30,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from sbts.atomic import read_json
 from sbts.config import RunConfig, TaskOptions
 from sbts.data.anomaly import AnomalyData, canonical_anomaly_spec, load_anomaly
 from sbts.data.preprocessing import ChannelScaler
@@ -46,7 +47,6 @@ from sbts.tasks.base import EVAL_BATCH, DataSource, Task, TaskReport
 from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 from sbts.tasks.runs import (SharedBlock, SharedBlocks, last_step_function, series_network, shared_block_loss,
                              trains_shared)
-from sbts.training.checkpoint import read_json
 
 TASK = "anomaly"
 DEFAULT_WINDOW = 100  # without a paper preset; the paper uses 200 (SMD) and 50 (MSL, SMAP)

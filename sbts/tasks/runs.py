@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from sbts import __version__
+from sbts.atomic import read_json
 from sbts.config import DEFAULT_MODEL, ModelConfig, RunConfig, read_config_file
 from sbts.configs import preset_path
 from sbts.data.preprocessing import ChannelScaler
@@ -32,7 +33,6 @@ from sbts.heads.network import SHARED_CHUNK, SeriesNetwork, SharedLastSteps
 from sbts.registry import task_class
 from sbts.tasks.options import check_preset
 from sbts.training import FitResult, load_checkpoint
-from sbts.training.checkpoint import read_json
 
 # The only settings a resumed run may change; everything else stays as in its config.json. Device and amp say
 # where and in which precision the same computation runs.

@@ -6,7 +6,6 @@ Checkpoints are read with ``torch.load(weights_only=True)``: nothing is unpickle
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +41,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint format version {version!r} is newer than this sbts supports "
                               f"({CHECKPOINT_VERSION}); upgrade sbts")
     return state
-
-
-def read_json(path: str | Path, what: str = "file") -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read {what} ({exc.__class__.__name__})") from None
