@@ -32,9 +32,9 @@ MODEL_SIZE_LIMITS = {"in_channels": 2**16, "out_dim": 2**16, "max_len": 2**16, "
                      "n_layers": 2**6, "d_ff": 2**15}
 MAX_WEIGHT_POSITIONS = 2**26  # weights of all linears together: 256 MiB as float32
 MAX_ATTENTION_SCORES = 2**28  # n_heads x max_len^2, one case's attention scores: 1 GiB as float32
-# ModelConfig fields added after models were saved, with their defaults: written only when set, so that a model
+# ModelConfig fields added after models were saved: written only when not at their defaults, so that a model
 # without them keeps the bytes of its files (the artifact's size is a reported number) and reads back the same.
-LATER_MODEL_FIELDS = {"linear_path": False}
+LATER_MODEL_FIELDS = ("linear_path",)
 
 
 def check_density(value: Any, name: str = "density", of: str = "weights") -> float:
@@ -64,9 +64,9 @@ def resolve_density(density: Any = None, sparsity: Any = None, default: float = 
     return check_density(default if density is None else density)
 
 
-def needs_fixed_length(attention: str, norm: str, linear_path: bool = False) -> bool:
-    """Whether an attention mode, a norm and the linear path take windows of exactly one length (no padding)."""
-    return attention == "step_t" or norm == "layer_time" or linear_path
+def needs_fixed_length(attention: str, norm: str) -> bool:
+    """Whether an attention mode and a norm take windows of exactly one length (no padding)."""
+    return attention == "step_t" or norm == "layer_time"
 
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
@@ -237,12 +237,12 @@ class ModelConfig:
     def needs_fixed_length(self) -> bool:
         """Step-T attention, LayerNorm over time and the linear path take windows of exactly ``max_len`` steps (no
         padding)."""
-        return needs_fixed_length(self.attention, self.norm, self.linear_path)
+        return needs_fixed_length(self.attention, self.norm) or self.linear_path
 
     def to_dict(self) -> dict[str, Any]:
-        fields = dataclasses.asdict(self)
-        return {key: value for key, value in fields.items()
-                if key not in LATER_MODEL_FIELDS or value != LATER_MODEL_FIELDS[key]}
+        at_default = {f.name for f in dataclasses.fields(self)
+                      if f.name in LATER_MODEL_FIELDS and getattr(self, f.name) == f.default}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in at_default}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model config") -> "ModelConfig":

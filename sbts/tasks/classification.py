@@ -337,7 +337,7 @@ class ClassificationTask(Task):
         fields = {**fields, **derived}
         longest = max(cases.lengths)
         if fields.get("max_len") is None:
-            fixed = needs_fixed_length(fields["attention"], fields["norm"], fields.get("linear_path", False))
+            fixed = needs_fixed_length(fields["attention"], fields["norm"])
             fields["max_len"] = LENGTH_MARGIN * longest if source.fit_only and not fixed else longest
         else:
             check_positive_int(fields["max_len"], "model max_len")
