@@ -43,7 +43,8 @@ FORMULATIONS = {"paper": ("value", "none"), "change": ("change", "none"), "windo
 # (model, density, formulation): every formulation for dense and SBT 0.5, the paper's and the combined one for 0.25.
 VARIANTS = ([(m, d, f) for m, d in (("dense", None), ("sbt", 0.5)) for f in FORMULATIONS]
             + [("sbt", 0.25, f) for f in ("paper", "change+window")])
-BASELINES = {"persistence": "persistence (last value)", "window_mean": "window mean", "ridge": "ridge on the window"}
+BASELINES = {"persistence": "persistence (last value)", "window_mean": "window mean", "ridge": "ridge on the window",
+             "ridge_per_variable": "ridge per variable"}
 PATIENCE = 3
 
 
@@ -74,8 +75,8 @@ def one_run(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     target, input_norm = FORMULATIONS[job["formulation"]]
-    model = {"seed": job["seed"], "max_len": job["window"]} | ({} if job["density"] is None else
-                                                                {"density": job["density"]}) | job.get("model_options", {})
+    density = {} if job["density"] is None else {"density": job["density"]}
+    model = {"seed": job["seed"], "max_len": job["window"]} | density | job.get("model_options", {})
     spec = build_run_spec("forecasting", data=job["dataset"], model_name=job["model"], config_file=None,
                           model_overrides=model,
                           train_overrides={"epochs": job["epochs"], "patience": PATIENCE, "stride": job["stride"],
@@ -114,6 +115,8 @@ def dataset_table(results: list[dict], dataset: str) -> list[str]:
              " epochs (best) |", "|---|---|---|---|---|---|---|---|"]
     persistence = first["baselines"]["persistence"]["test"]["mse"]
     for name, title in BASELINES.items():
+        if name not in first["baselines"]:  # runs made before this baseline existed
+            continue
         entry = first["baselines"][name]  # the same in every run of the dataset: same split, windows and scaling
         note = f" (alpha {entry['alpha']:g})" if "alpha" in entry else ""
         lines.append(f"| {title}{note} | – | {error(entry['test']['mse'])} | {error(entry['test']['mae'])} | "

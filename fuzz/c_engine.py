@@ -65,6 +65,11 @@ class Kind(NamedTuple):
     fields: dict
     state: dict | None = None  # the inference state; None: test_c_export.STATES[task]
 
+    @property
+    def streams(self) -> bool:
+        """Whether the engine has a stream: Step-T detectors and forecasters without a linear path."""
+        return self.task != "classification" and self.fields.get("linear_path", "none") == "none"
+
 
 KINDS = {
     "classification-dense-qkv_mask-batch-learnable": Kind(
@@ -90,6 +95,12 @@ KINDS = {
         {"formulation": {"target": "value", "input_norm": "none"}, "columns": ["a", "b", "c"]}),
     "forecasting-sbt-step_t-layer-rope-change-h3-mask": Kind(  # 3 steps ahead: out is SBTS_OUT_DIM = 3 x 3 values
         "forecasting", "sbt", "mask", dict(attention="step_t", norm="layer", pos_encoding="rope"),
+        {"formulation": {"target": "change", "input_norm": "none", "horizon": 3}, "columns": ["a", "b", "c"]}),
+    "forecasting-sbt-step_t-layer_time-joint_path-window-h3-lists": Kind(  # the path reads the whole window: no stream
+        "forecasting", "sbt", "lists", dict(attention="step_t", norm="layer_time", linear_path="joint"),
+        {"formulation": {"target": "change", "input_norm": "window", "horizon": 3}, "columns": ["a", "b", "c"]}),
+    "forecasting-dense-full-batch-shared_path-h3-mask": Kind(
+        "forecasting", "dense", "mask", dict(attention="full", norm="batch", linear_path="shared"),
         {"formulation": {"target": "change", "input_norm": "none", "horizon": 3}, "columns": ["a", "b", "c"]}),
 }
 

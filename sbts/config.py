@@ -24,6 +24,11 @@ DEFAULT_DENSITY = 0.5  # the kept fraction of a sparse-binary model when none is
 DEFAULT_MODEL = "sbt"  # the registered model (sbts.models.registry) a run trains when none is named
 POS_ENCODINGS = ("sinusoidal", "learnable", "rope", "none")  # rope: rotary, relative to the query
 HEAD_ACTIVATIONS = ("relu", "none")  # what the head reads: relu(h) (the paper) or h itself
+# The linear path beside the Transformer: none; joint (the whole window, every variable, to every output);
+# shared (each variable's own window to its own h forecasts, one map for every variable).
+LINEAR_PATHS = ("none", "joint", "shared")
+# Files written before the path had kinds stored a boolean: true was the joint path.
+LEGACY_LINEAR_PATHS = {True: "joint", False: "none"}
 MAX_CONFIG_BYTES = 2**20  # a run or sweep config is a few hundred bytes; beyond a MiB it is not one
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
 # Upper bounds of a model's sizes: far above any model sbts is made for (the paper's largest has d_model 128),
@@ -162,10 +167,11 @@ class ModelConfig:
                 "learning)", "choices": HEAD_ACTIVATIONS})
     linear_bias: bool = field(default=False, metadata={
         "help": "biases on the embedding, feed-forward and head linears (the paper's dense models have them)"})
-    linear_path: bool = field(default=False, metadata={
-        "help": "a linear map from the whole window (max_len x in_channels values) to the last step's output, added "
-                "beside the Transformer and made by the same layer factory (sparse-binary in an SBT): a residual "
-                "linear path, the strength of ridge on windows; forecasting only"})
+    linear_path: str = field(default="none", metadata={
+        "help": "a linear map of the window added to the last step's output beside the Transformer, made by the same "
+                "layer factory (sparse-binary in an SBT): joint maps the whole window (max_len x in_channels values) "
+                "to every output; shared maps each variable's max_len values to its own outputs, one map for every "
+                "variable (max_len x h weights); forecasting only", "choices": LINEAR_PATHS})
     seed: int = 0  # of the frozen random weights, scores and masks (set with TrainConfig.seed by the seed option)
 
     def __post_init__(self) -> None:
@@ -178,6 +184,10 @@ class ModelConfig:
         _check_choice(self.norm, NORMS, "norm")
         _check_choice(self.pos_encoding, POS_ENCODINGS, "pos_encoding")
         _check_choice(self.head_activation, HEAD_ACTIVATIONS, "head_activation")
+        _check_choice(self.linear_path, LINEAR_PATHS, "linear_path")
+        if self.linear_path == "shared" and self.out_dim % self.in_channels:
+            raise ConfigError(f"linear_path shared gives each of the {self.in_channels} variables the same number of "
+                              f"outputs; out_dim {self.out_dim} is not a multiple of in_channels")
         if self.density is None:
             self.density = 1.0 if self.linear == "dense" else DEFAULT_DENSITY
         self.density = check_density(self.density)
@@ -188,7 +198,7 @@ class ModelConfig:
         if self.attention == "step_t" and self.max_len < 2 and not self.step_t_self:
             raise ConfigError(f"step_t attention needs windows of at least 2 steps (the last attends to the past "
                               f"ones); max_len is {self.max_len}")
-        for name in ("step_t_self", "attention_bias", "linear_bias", "linear_path"):
+        for name in ("step_t_self", "attention_bias", "linear_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_positive_int(self.seed, "seed", minimum=0, maximum=MAX_SEED)
@@ -205,8 +215,21 @@ class ModelConfig:
         """Weights of all linears: the embedding, per layer four d_model^2 projections and the feed-forward pair,
         the head and the linear path."""
         d = self.d_model
-        path = self.max_len * self.in_channels * self.out_dim if self.linear_path else 0
+        path = math.prod(self.linear_path_shape) if self.has_linear_path else 0
         return d * (self.in_channels + self.out_dim) + self.n_layers * (4 * d * d + 2 * d * self.d_ff) + path
+
+    @property
+    def has_linear_path(self) -> bool:
+        return self.linear_path != "none"
+
+    @property
+    def linear_path_shape(self) -> tuple[int, int]:
+        """(out_features, in_features) of the linear path's one linear: joint reads the window variable-major
+        (variable c at step t is input c * max_len + t) for every output; shared reads one variable's steps for
+        its outputs (out_dim = steps ahead x in_channels, output k * in_channels + c is variable c, k + 1 ahead)."""
+        if self.linear_path == "shared":
+            return self.out_dim // self.in_channels, self.max_len
+        return self.out_dim, self.max_len * self.in_channels
 
     @property
     def sparsity(self) -> float:
@@ -225,8 +248,8 @@ class ModelConfig:
                     "(use rope or none)")
         if self.norm == "layer_time":
             return "norm layer_time mixes the steps of a window (use layer, batch or none)"
-        if self.linear_path:
-            return "linear_path reads every step of the window at once (no per-step state to cache)"
+        if self.has_linear_path:
+            return f"linear_path {self.linear_path} reads every step of the window at once (no per-step state to cache)"
         return None
 
     @property
@@ -237,7 +260,7 @@ class ModelConfig:
     def needs_fixed_length(self) -> bool:
         """Step-T attention, LayerNorm over time and the linear path take windows of exactly ``max_len`` steps (no
         padding)."""
-        return needs_fixed_length(self.attention, self.norm) or self.linear_path
+        return needs_fixed_length(self.attention, self.norm) or self.has_linear_path
 
     def to_dict(self) -> dict[str, Any]:
         at_default = {f.name for f in dataclasses.fields(self)
@@ -249,6 +272,8 @@ class ModelConfig:
         data = dict(data)
         if "sparsity" in data:
             data["density"] = resolve_density(data.get("density"), data.pop("sparsity"))
+        if isinstance(data.get("linear_path"), bool):
+            data["linear_path"] = LEGACY_LINEAR_PATHS[data["linear_path"]]
         return dataclass_from_dict(cls, data, where)
 
 

@@ -46,10 +46,15 @@ MODEL_KINDS = {
     "forecasting-sbt": ("sbt", dict(attention="step_t", norm="layer_time", density=0.5, head_activation="none")),
     "forecasting-dense": ("dense", dict(attention="full", norm="layer_time", pos_encoding="sinusoidal",
                                         linear_bias=True)),
-    "forecasting-sbt-linear-path": ("sbt", dict(attention="step_t", norm="layer_time", density=0.5,
-                                                head_activation="none", linear_path=True)),
-    "forecasting-dense-linear-path": ("dense", dict(attention="step_t", norm="layer", pos_encoding="rope",
-                                                    linear_bias=True, linear_path=True)),
+    "forecasting-sbt-joint-path": ("sbt", dict(attention="step_t", norm="layer_time", density=0.5,
+                                               head_activation="none", linear_path="joint")),
+    "forecasting-dense-joint-path": ("dense", dict(attention="step_t", norm="layer", pos_encoding="rope",
+                                                   linear_bias=True, linear_path="joint")),
+    # a shared path gives every variable the same number of outputs: 2 steps ahead of 2 variables
+    "forecasting-sbt-shared-path": ("sbt", dict(attention="full", norm="batch", density=0.25, in_channels=2,
+                                                linear_path="shared")),
+    "forecasting-dense-shared-path": ("dense", dict(attention="step_t", norm="layer_time", in_channels=2,
+                                                    linear_bias=True, linear_path="shared")),
 }
 
 
@@ -57,9 +62,8 @@ def randomised(model_name: str, **overrides) -> TimeSeriesTransformer:
     return randomise(sbts.create_model(model_name, **{**SMALL, **overrides}))
 
 
-def random_input(batch: int = 4, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((batch, SMALL["max_len"], SMALL["in_channels"])).astype(
-        np.float32)
+def random_input(batch: int = 4, seed: int = 1, channels: int = SMALL["in_channels"]) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, SMALL["max_len"], channels)).astype(np.float32)
 
 
 def torch_output(model: TimeSeriesTransformer, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
@@ -90,7 +94,7 @@ def test_exported_model_reproduces_torch(kind, tmp_path):
 
     runtime = load(path)
     assert runtime.config == model.config and runtime.classes == CLASSES
-    x = random_input()
+    x = random_input(channels=model.config.in_channels)
     assert_matches(runtime.forward(x), torch_output(model, x))
     if not model.config.needs_fixed_length:
         padding_mask = np.arange(SMALL["max_len"])[None, :] >= np.array([9, 6, 3, 8])[:, None]

@@ -150,15 +150,18 @@ def test_c_forecaster_and_its_stream_equal_the_runtime(tmp_path, model_name, att
 
 
 @pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("kind", ["joint", "shared"])
 @pytest.mark.parametrize("model_name,norm,input_norm,horizon", [("sbt", "layer_time", "window", 1),
                                                                ("sbt", "layer", "none", HORIZON),
                                                                ("dense", "batch", "window", HORIZON)], ids=str)
-def test_c_forecaster_with_a_linear_path_equals_the_runtime(tmp_path, model_name, norm, input_norm, horizon, form):
-    """The linear path (the whole window, variable-major, to the forecasts) adds the same numbers in C as in the
-    runtime, for every weight form; a model with it does not stream (it reads every step at once)."""
+def test_c_forecaster_with_a_linear_path_equals_the_runtime(tmp_path, model_name, norm, input_norm, horizon, kind,
+                                                            form):
+    """The linear path (joint: the whole window, variable-major, to the forecasts; shared: each variable's steps to
+    its own forecasts) adds the same numbers in C as in the runtime, for every weight form; a model with it does
+    not stream (it reads every step at once)."""
     artifact = artifact_for("forecasting", model_name, forecast_state("change", input_norm, horizon),
                             attention="step_t", norm=norm, pos_encoding="rope", head_activation="none",
-                            linear_path=True)
+                            linear_path=kind)
     runtime, c = ForecastRuntime(artifact), c_model(tmp_path, artifact, form)
     assert not c.streamable and not runtime.streamable
     without = dict(runtime.tensors, **{"linear_path.weight": np.zeros_like(runtime.tensors["linear_path.weight"])})
@@ -172,7 +175,7 @@ def test_c_forecaster_with_a_linear_path_equals_the_runtime(tmp_path, model_name
 
 
 def test_c_export_refuses_a_linear_path_outside_forecasting():
-    artifact = artifact_for("anomaly", attention="step_t", norm="none", linear_path=True)
+    artifact = artifact_for("anomaly", attention="step_t", norm="none", linear_path="joint")
     with pytest.raises(ConfigError, match="an anomaly model with a linear path has no C head"):
         c_sources(artifact)
 
@@ -310,11 +313,13 @@ int main(void)
     ("forecasting", dict(model_name="sbt", attention="step_t", norm="none", pos_encoding="rope"), "ternary"),
     ("forecasting", dict(model_name="sbt", attention="step_t", norm="layer", pos_encoding="rope",
                          state=forecast_state("value", horizon=HORIZON)), "mask"),
-    ("forecasting", dict(model_name="sbt", attention="step_t", norm="layer_time", linear_path=True,
+    ("forecasting", dict(model_name="sbt", attention="step_t", norm="layer_time", linear_path="joint",
                          state=forecast_state("change", "window", horizon=HORIZON)), "lists"),
+    ("forecasting", dict(model_name="dense", attention="full", norm="batch", linear_path="shared",
+                         state=forecast_state("change", "window", horizon=HORIZON)), "mask"),
     ("classification", dict(model_name="dense", attention="qkv_mask", norm="batch", pos_encoding="learnable"),
-     "ternary")], ids=["detector-stream", "forecaster-stream", "forecaster-h3-stream", "forecaster-linear-path",
-                       "dense-qkv"])
+     "ternary")], ids=["detector-stream", "forecaster-stream", "forecaster-h3-stream", "forecaster-joint-path",
+                       "forecaster-shared-path", "dense-qkv"])
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
 def test_the_c_engine_is_clean_under_strict_warnings_and_sanitizers(tmp_path, task, fields, form, compiler):
     import shutil

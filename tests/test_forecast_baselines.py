@@ -9,7 +9,8 @@ import pytest
 from sklearn.linear_model import Ridge
 
 from sbts.baselines import forecasting as fb
-from sbts.baselines.forecasting import BASELINES, Persistence, RidgeOnWindow, SeasonalPersistence, WindowMean
+from sbts.baselines.forecasting import (BASELINES, Persistence, RidgeOnWindow, RidgePerVariable, SeasonalPersistence,
+                                        WindowMean)
 from sbts.errors import ConfigError, DataError
 from sbts.metrics import forecasting as fm
 from sbts.metrics.forecasting import FORECAST_METRIC_NOTES, forecast_errors
@@ -50,14 +51,15 @@ def test_every_baseline_forecasts_every_step_of_every_variable_as_float64(baseli
     assert forecasts.shape == (4, horizon, 3) and forecasts.dtype == np.float64 and np.isfinite(forecasts).all()
     assert model.predict(rows, np.array([], dtype=np.int64)).shape == (0, horizon, 3)
     assert model.lookback == {"persistence": 1, "seasonal_persistence": PERIOD, "window_mean": WINDOW - 1,
-                              "ridge": WINDOW - 1}[model.name]
+                              "ridge": WINDOW - 1, "ridge_per_variable": WINDOW - 1}[model.name]
     description = model.describe()
     assert description["rule"] and description["horizon"] == horizon
     json.dumps(description)
 
 
 def test_the_baselines_and_their_names():
-    assert [b.name for b in BASELINES] == ["persistence", "seasonal_persistence", "window_mean", "ridge"]
+    assert [b.name for b in BASELINES] == ["persistence", "seasonal_persistence", "window_mean", "ridge",
+                                           "ridge_per_variable"]
 
 
 @pytest.mark.parametrize("baseline", BASELINES)
@@ -81,7 +83,7 @@ def test_batches_change_no_forecast(baseline, rows, monkeypatch):
     whole = model.predict(rows, origins)
     monkeypatch.setattr(fb, "PREDICT_BATCH_VALUES", 1)  # one origin at a time
     # ridge: a float32 matrix product of one row rounds differently from one of many
-    np.testing.assert_allclose(model.predict(rows, origins), whole, rtol=1e-6 if model.name == "ridge" else 0)
+    np.testing.assert_allclose(model.predict(rows, origins), whole, rtol=1e-6 if model.name.startswith("ridge") else 0)
 
 
 # --- one step ahead: today's baselines --------------------------------------------------------------
@@ -217,6 +219,44 @@ def test_ridge_thins_its_training_origins_to_bound_features_and_targets(monkeypa
     monkeypatch.setattr(fb, "MAX_RIDGE_VALUES", len(origins) * per_origin)
     assert RidgeOnWindow(window, horizon).fit(rows, origins).describe()["training_origins_used"] == \
         f"all ({len(origins)})"
+
+
+def test_ridge_per_variable_is_one_ridge_fit_on_every_variable_s_windows(rows):
+    horizon, lookback = 3, WINDOW - 1
+    model = fitted(RidgePerVariable, rows, horizon)
+    train = np.arange(WINDOW - 1, 300 - horizon + 1)
+    examples = [(rows[o - lookback:o, c], rows[o:o + horizon, c]) for o in train for c in range(3)]
+    by_hand = Ridge(alpha=model.alpha_).fit(np.array([e[0] for e in examples]), np.array([e[1] for e in examples]))
+    test = np.arange(350, 398)
+    expected = np.stack([by_hand.predict(np.stack([rows[o - lookback:o, c] for o in test])) for c in range(3)], -1)
+    np.testing.assert_allclose(model.predict(rows, test), expected, rtol=1e-4, atol=1e-5)
+    assert model.alpha_ == min(model.val_mse_, key=model.val_mse_.get)
+    assert "the same coefficients for every variable" in model.describe()["rule"]
+
+
+def test_ridge_per_variable_treats_every_variable_alike(rows):
+    order = [2, 0, 1]
+    model, permuted = fitted(RidgePerVariable, rows, 4), fitted(RidgePerVariable, rows[:, order], 4)
+    test = np.arange(350, 397)
+    np.testing.assert_allclose(permuted.predict(rows[:, order], test), model.predict(rows, test)[..., order],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_ridge_per_variable_forecasts_a_shared_autoregression_better_than_joint_ridge_on_few_rows():
+    """Three variables following one AR(2) law: per variable, the law is fitted from three times the examples with
+    a fraction of the coefficients."""
+    rng = np.random.default_rng(3)
+    series = np.zeros((260, 3))
+    series[:2] = rng.standard_normal((2, 3))
+    for t in range(2, len(series)):
+        series[t] = 1.6 * series[t - 1] - 0.8 * series[t - 2] + 0.1 * rng.standard_normal(3)
+    rows, horizon, window = series.astype(np.float32), 5, 33
+    train, val, test = np.arange(window - 1, 120 - horizon + 1), np.arange(120, 160), np.arange(160, 256)
+    errors = {}
+    for baseline in (RidgeOnWindow, RidgePerVariable):
+        model = baseline(window, horizon).fit(rows, train, val)
+        errors[baseline.name] = np.mean(np.square(model.predict(rows, test) - truth_at(rows, test, horizon)))
+    assert errors["ridge_per_variable"] < errors["ridge"]
 
 
 # --- refusals ------------------------------------------------------------------------------------------

@@ -101,13 +101,13 @@ def test_prepared_windows_zero_the_target_and_never_read_it(formulation):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
-@pytest.mark.parametrize("model_name,attention,linear_path", [("sbt", "step_t", False), ("dense", "full", False),
-                                                               ("sbt", "full", False), ("dense", "step_t", False),
-                                                               ("sbt", "step_t", True), ("dense", "full", True)])
+@pytest.mark.parametrize("model_name,attention,linear_path", [
+    ("sbt", "step_t", "none"), ("dense", "full", "none"), ("sbt", "full", "none"), ("dense", "step_t", "none"),
+    ("sbt", "step_t", "joint"), ("dense", "full", "joint"), ("sbt", "full", "shared"), ("dense", "step_t", "shared")])
 @pytest.mark.parametrize("formulation", FORMULATIONS, ids=lambda f: f"{f.target}-{f.input_norm}")
 def test_forecasts_do_not_depend_on_the_true_value(model_name, attention, linear_path, formulation, tmp_path):
     """Through the torch model and the exported runtime, on every attention and formulation, with and without the
-    linear path (which reads the whole window, the zeroed target slot included)."""
+    linear paths (which read the whole window, the zeroed target slot included)."""
     from sbts.export.artifact import export_model
 
     config = build_model_config(model_name, {**TINY, "attention": attention, "linear_path": linear_path},
@@ -248,7 +248,8 @@ def test_run_reports_standardised_and_original_errors_next_to_every_baseline(tra
                                         "test": int(0.2 * n)}
     assert metrics["test"]["n_forecasts"] == int(0.2 * n)
     assert metrics["val"]["n_forecasts"] == metrics["split"]["rows"]["val"]
-    assert set(metrics["baselines"]) == {"persistence", "seasonal_persistence", "window_mean", "ridge"}
+    assert set(metrics["baselines"]) == {"persistence", "seasonal_persistence", "window_mean", "ridge",
+                                         "ridge_per_variable"}
     for entry in [metrics["test"]] + [b["test"] for b in metrics["baselines"].values()]:
         assert np.isfinite([entry["mse"], entry["mae"], entry["mse_original"], entry["mae_original"]]).all()
     ratios = metrics["compared_with_baselines"]["mse_ratio_to"]

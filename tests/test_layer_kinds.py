@@ -96,8 +96,9 @@ def test_the_table_imports_without_torch():
 @pytest.mark.parametrize("pos_encoding", POS_ENCODINGS)
 def test_the_torch_model_builds_exactly_the_layout_of_its_config(linear, attention, norm, pos_encoding):
     """The artifact reader checks files against model_layout: it must be what the torch model declares."""
-    for attention_bias, linear_bias, linear_path in ((True, False, False), (False, True, True)):
-        config = ModelConfig(in_channels=3, out_dim=5, max_len=7, d_model=8, n_heads=2, n_layers=2, d_ff=12,
+    for attention_bias, linear_bias, linear_path in ((True, False, "none"), (False, True, "joint"),
+                                                     (True, True, "shared")):
+        config = ModelConfig(in_channels=3, out_dim=6, max_len=7, d_model=8, n_heads=2, n_layers=2, d_ff=12,
                              linear=linear, attention=attention, norm=norm, pos_encoding=pos_encoding,
                              attention_bias=attention_bias, linear_bias=linear_bias, linear_path=linear_path)
         model = TimeSeriesTransformer(config)

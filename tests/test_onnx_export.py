@@ -34,8 +34,11 @@ CASES = {
     "sbt-step_t-none": ("sbt", {"attention": "step_t", "norm": "none"}),
     "dense-full-layer_time": ("dense", {"attention": "full", "norm": "layer_time"}),
     "sbt-step_t-layer_time": ("sbt", {"attention": "step_t", "norm": "layer_time"}),
-    "sbt-step_t-layer_time-linear_path": ("sbt", {"attention": "step_t", "norm": "layer_time", "linear_path": True}),
-    "dense-full-batch-linear_path": ("dense", {"attention": "full", "norm": "batch", "linear_path": True}),
+    "sbt-step_t-layer_time-joint_path": ("sbt", {"attention": "step_t", "norm": "layer_time", "linear_path": "joint"}),
+    "dense-full-batch-joint_path": ("dense", {"attention": "full", "norm": "batch", "linear_path": "joint"}),
+    # a shared path gives each of the 3 variables as many outputs
+    "sbt-full-batch-shared_path": ("sbt", {"attention": "full", "norm": "batch", "linear_path": "shared",
+                                           "out_dim": 6}),
 }
 
 

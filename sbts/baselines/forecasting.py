@@ -5,7 +5,9 @@ A forecast *origin* ``o`` is a row index of a scaled series ``rows`` (N, D): its
 Persistence repeats the last observed row; seasonal persistence repeats the last observed season (its period
 given, or detected from the training rows' autocorrelation); the window mean averages the ``window - 1``
 observed rows; ridge regression (scikit-learn) maps the flattened observed rows to all ``horizon x D`` future
-values at once, its penalty chosen on validation origins. Windows are views and are read in batches, so
+values at once, its penalty chosen on validation origins; ridge per variable maps each variable's observed
+values to its own ``horizon`` future values, one map for every variable (the channel-independent linear
+forecaster, far fewer coefficients to fit). Windows are views and are read in batches, so
 memory stays bounded on long series with long horizons.
 """
 
@@ -304,4 +306,28 @@ class RidgeOnWindow(_Baseline):
                 "validation_mse_by_alpha": {str(a): v for a, v in self.val_mse_.items()}}
 
 
-BASELINES = (Persistence, SeasonalPersistence, WindowMean, RidgeOnWindow)
+class RidgePerVariable(RidgeOnWindow):
+    """Ridge regression from one variable's ``window - 1`` observed values to its ``horizon`` future values, the
+    same coefficients for every variable (each origin gives D training examples); the penalty as ``RidgeOnWindow``
+    chooses it."""
+
+    name = "ridge_per_variable"
+
+    def _features(self, rows: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        observed = np.asarray(_observed(rows, origins, self.lookback), dtype=np.float32)
+        return observed.transpose(0, 2, 1).reshape(-1, self.lookback)  # example o * D + c: variable c at origin o
+
+    def _targets(self, rows: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        future = np.asarray(_future(rows, origins, self.horizon), dtype=np.float32)
+        return future.transpose(0, 2, 1).reshape(-1, self.horizon)
+
+    def _forecast(self, rows: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        by_variable = self.model_.predict(self._features(rows, origins)).reshape(len(origins), rows.shape[1], -1)
+        return by_variable.transpose(0, 2, 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "rule": "ridge regression from one variable's window - 1 observed values to its "
+                                              "every step ahead, the same coefficients for every variable"}
+
+
+BASELINES = (Persistence, SeasonalPersistence, WindowMean, RidgeOnWindow, RidgePerVariable)

@@ -75,8 +75,11 @@ static struct {
 #if STREAMABLE
     float keys[LAYERS * D * 2 * CACHE], values[LAYERS * D * 2 * CACHE];  /* per layer, channel: a double ring */
 #endif
-#if LINEAR_PATH
-    float window[IN_CH * MAX_LEN], path_out[NET_OUT];  /* the linear path's input (variable-major) and output */
+#if LINEAR_PATH == LINEAR_PATH_JOINT
+    float window[IN_CH * MAX_LEN];  /* the joint path's input: the window, variable-major, contiguous */
+#endif
+#if LINEAR_PATH != LINEAR_PATH_NONE
+    float path_out[NET_OUT];  /* the linear path's outputs */
 #endif
 } arena;
 
@@ -565,16 +568,25 @@ static void forecast_into(const float *base, int stride, float *out)
     }
 }
 
-#if LINEAR_PATH
-/* The linear path: a linear map of the whole prepared window (variable c at step t is its input c * MAX_LEN + t),
-   added to the network's output at the target slot. */
+#if LINEAR_PATH != LINEAR_PATH_NONE
+/* The linear path, added to the network's output at the target slot. Joint: one map of the whole prepared window
+   (variable c at step t is its input c * MAX_LEN + t). Shared: one map from a variable's MAX_LEN steps to its
+   NET_OUT / IN_CH outputs, the same for every variable (its output k is out[k * IN_CH + c]). */
 static void add_linear_path(void)
 {
-    int c, t, o;
+    int c, o;
+#if LINEAR_PATH == LINEAR_PATH_JOINT
+    int t;
     for (c = 0; c < IN_CH; ++c)
         for (t = 0; t < MAX_LEN; ++t) arena.window[c * MAX_LEN + t] = arena.xin[c * PADDED_LEN + t];
     linear(&LINEARS[PATH], arena.window, 1, arena.path_out, 1, 1);
     for (o = 0; o < NET_OUT; ++o) arena.out[o] += arena.path_out[o];
+#else
+    const int ahead = NET_OUT / IN_CH;
+    for (c = 0; c < IN_CH; ++c) linear(&LINEARS[PATH], arena.xin + c * PADDED_LEN, 1, arena.path_out + c * ahead, 1, 1);
+    for (c = 0; c < IN_CH; ++c)
+        for (o = 0; o < ahead; ++o) arena.out[o * IN_CH + c] += arena.path_out[c * ahead + o];
+#endif
 }
 #endif
 
@@ -601,7 +613,7 @@ int sbts_forward(const float *x, int n_steps, float *out)
     }
     network(MAX_LEN, 1);
     head(arena.h + MAX_LEN - 1, PADDED_LEN);
-#if LINEAR_PATH
+#if LINEAR_PATH != LINEAR_PATH_NONE
     add_linear_path();
 #endif
     forecast_into(arena.xin + observed - 1, PADDED_LEN, out);

@@ -43,6 +43,7 @@ TASK_CODES = {"classification": 0, "anomaly": 1, "forecasting": 2}  # the tasks 
 ATTENTION_CODES = {"full": 0, "step_t": 1, "qkv_mask": 2}
 NORM_CODES = {"none": 0, "batch": 1, "layer_time": 2, "layer": 3}
 POSITION_CODES = {"none": 0, "learnable": 1, "rope": 2, "sinusoidal": 3}  # learnable: its table is stored
+PATH_CODES = {"none": 0, "joint": 1, "shared": 2}  # ModelConfig.linear_path
 TABLES_MARKER = "/* @tables: the model's descriptor tables are generated here */"
 BYTE_INDEX_LIMIT = 256  # inputs a one-byte index addresses
 SHORT_INDEX_LIMIT = 2**16  # inputs a two-byte index (and a two-byte count of kept inputs) addresses
@@ -190,7 +191,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
     task = artifact.document["task"]
     if task not in TASK_CODES:
         raise ConfigError(f"{artifact.source}: task {task!r} has no C head (C export takes {', '.join(TASK_CODES)})")
-    if artifact.config.linear_path and task != "forecasting":
+    if artifact.config.has_linear_path and task != "forecasting":
         raise ConfigError(f"{artifact.source}: {'an' if task[0] in 'aeiou' else 'a'} {task} model with a linear path "
                           "has no C head (the path is a forecaster's)")
     runtime = runtime_class(task)(artifact)  # the checked scaler, threshold, names and formulation
@@ -231,7 +232,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
             mask_rows.append("{" + ", ".join(consts.bits(f"{name}.attention.{w}_mask",
                                                          tensors[f"{name}.attention.{w}_mask"]) for w in "qkv") + "}")
     head = consts.linear("head")
-    path = {"PATH": consts.linear("linear_path")} if config.linear_path else {}
+    path = {"PATH": consts.linear("linear_path")} if config.has_linear_path else {}
     sinusoidal = config.pos_encoding == "sinusoidal"  # computed in C, not stored
     table = (consts.floats("positional.table", tensors["positional.table"])
              if "positional.table" in tensors and not sinusoidal else "0")
@@ -276,7 +277,7 @@ def c_sources(artifact: Artifact, weight_form: str = DEFAULT_WEIGHT_FORM) -> CSo
         "HAS_THRESHOLD": int(threshold is not None), "STREAMABLE": int(streamable),
         "TARGET_CHANGE": int(formulation.target == "change"),
         "INPUT_NORM_WINDOW": int(formulation.input_norm == "window"),
-        "EMBEDDING": embedding, "HEAD": head, "LINEAR_PATH": int(config.linear_path), **path,
+        "EMBEDDING": embedding, "HEAD": head, **_modes("LINEAR_PATH", PATH_CODES, config.linear_path), **path,
         "EMBED_SCALE": _float(math.sqrt(d)), "ATTENTION_SCALE": _float(1.0 / math.sqrt(head_dim)),
         "NORM_EPS": _float(NORM_EPS), "WINDOW_NORM_EPS": _float(WINDOW_NORM_EPS),
     }
@@ -333,8 +334,10 @@ def _arena_bytes(config, task: str, streamable: bool, rope: bool) -> int:
               + 3 * config.in_channels)
     if streamable:
         floats += 2 * config.n_layers * d * 2 * (length - 1)
-    if config.linear_path:  # the window, variable-major, and the path's outputs
-        floats += config.in_channels * length + config.out_dim
+    if config.linear_path == "joint":  # the window, variable-major (one contiguous input)
+        floats += config.in_channels * length
+    if config.has_linear_path:  # the path's outputs
+        floats += config.out_dim
     return DOUBLE_BYTES + -(-floats * FLOAT_BYTES // DOUBLE_BYTES) * DOUBLE_BYTES
 
 

@@ -55,6 +55,7 @@ def model_layout(config: ModelConfig) -> dict[str, ExpectedLayer]:
             for which in ("norm1", "norm2"):
                 layers[f"{name}.{which}"] = ExpectedLayer(norm.name, _norm_shape(norm, config))
     linear("head", d, config.out_dim, config.linear_bias)
-    if config.linear_path:  # the head's bias is the path's too
-        linear("linear_path", config.max_len * config.in_channels, config.out_dim, False)
+    if config.has_linear_path:  # the head's bias is the path's too
+        out_features, in_features = config.linear_path_shape
+        linear("linear_path", in_features, out_features, False)
     return layers

@@ -2,9 +2,10 @@
 
 x (B, T, D) -> embedding Linear(D->d) * sqrt(d) -> + positional encoding -> N post-norm encoder
 layers [x + MHA(x) -> norm -> x + W2 relu(W1 x) -> norm] -> ReLU (or none: ``head_activation``) -> head
-Linear(d->out) at every step. With ``linear_path`` the last step's output also adds a linear map of the whole
-input window, flattened variable-major (variable c at step t is input c * max_len + t): a residual linear path
-beside the Transformer, made by the same factory as every other linear.
+Linear(d->out) at every step. With ``linear_path`` the last step's output also adds a linear map of the input
+window (``ModelConfig.linear_path_shape``: joint, the whole window flattened variable-major; shared, each
+variable's steps to its own outputs): a residual linear path beside the Transformer, made by the same factory
+as every other linear.
 Every linear goes through ``make_linear`` so the dense baseline and the SBT differ only in
 ``config.linear``. Tasks decide what to do with the per-step outputs (pool, take the last step).
 """
@@ -73,8 +74,9 @@ class TimeSeriesTransformer(nn.Module):
                                              seed=derive_seed(config.seed, "positional"))
         self.layers = nn.ModuleList(EncoderLayer(config, linear, f"layers.{i}") for i in range(config.n_layers))
         self.head = linear("head", config.d_model, config.out_dim, config.linear_bias)
-        if config.linear_path:
-            self.linear_path = linear("linear_path", config.max_len * config.in_channels, config.out_dim, False)
+        if config.has_linear_path:
+            out_features, in_features = config.linear_path_shape
+            self.linear_path = linear("linear_path", in_features, out_features, False)
 
     @staticmethod
     def _linear(config: ModelConfig, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
@@ -95,10 +97,16 @@ class TimeSeriesTransformer(nn.Module):
         if last_step_only:
             h = h[:, -1:]
         out = self.head(self._head_input(h))
-        if self.config.linear_path:  # the last step's output only: it alone reads the whole window
-            path = self.linear_path(x.transpose(1, 2).flatten(1))[:, None]
-            out = torch.cat([out[:, :-1], out[:, -1:] + path], dim=1)
+        if self.config.has_linear_path:  # the last step's output only: it alone reads the whole window
+            out = torch.cat([out[:, :-1], out[:, -1:] + self._path(x)[:, None]], dim=1)
         return _float32(out)
+
+    def _path(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear path's output (B, out_dim) from windows x (B, T, in_channels)."""
+        by_variable = x.transpose(1, 2)  # (B, in_channels, T): each variable's steps in a row
+        if self.config.linear_path == "joint":
+            return self.linear_path(by_variable.flatten(1))
+        return self.linear_path(by_variable).transpose(1, 2).flatten(1)  # (B, ahead, in_channels), step-major
 
     def last_steps(self, rows: torch.Tensor, ends: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
         """The shared pass of a streamable Step-T model: the last-step outputs (B, K, out_dim) of the windows

@@ -4,7 +4,7 @@ The network is given as a ``ModelConfig`` and a mapping of named float32 arrays,
 of the torch model's modules: ``{linear}.weight`` (out, in) -- for sparse-binary models the effective
 ternary weight alpha * sign(W) * M -- and ``{linear}.bias``, ``layers.{i}.attention.{q,k,v}_mask``,
 ``layers.{i}.norm{1,2}.{weight,bias,running_mean,running_var}``, ``positional.table`` and, with the linear path,
-``linear_path.weight`` (out_dim, max_len x in_channels).
+``linear_path.weight`` (``ModelConfig.linear_path_shape``).
 
 Only what the output needs is computed: under step_t attention the queries of the last step alone,
 and with ``last_step_only`` the last encoder layer after its attention on the last row alone (unless
@@ -109,9 +109,16 @@ class Network:
         if last_step_only:
             h = h[:, -1:]
         out = self.head(h)
-        if config.linear_path:  # the last step's output only (variable-major window, as the torch model)
-            out[:, -1] += self.linear("linear_path", x.transpose(0, 2, 1).reshape(len(x), -1))
+        if config.has_linear_path:  # the last step's output only, as the torch model
+            out[:, -1] += self.path(x)
         return out
+
+    def path(self, x: np.ndarray) -> np.ndarray:
+        """The linear path's output (B, out_dim) from windows x (B, T, in_channels)."""
+        by_variable = x.transpose(0, 2, 1)  # each variable's steps in a row
+        if self.config.linear_path == "joint":
+            return self.linear("linear_path", by_variable.reshape(len(x), -1))
+        return self.linear("linear_path", by_variable).transpose(0, 2, 1).reshape(len(x), -1)
 
     def head(self, h: np.ndarray) -> np.ndarray:
         """The head on the last layer's features, through the model's head activation."""

@@ -7,8 +7,8 @@ or the user's split files) -> variables z-scored with the training rows' statist
 (``sbts.heads.forecasting``) -> the model's last-step output holds the forecasts of the origin and the
 h - 1 steps after it (in the other formulations, changes from the last observed row, or values on the
 window's own scale) -> MSE/MAE against the truth on the standardised scale and in original units, per step
-ahead and averaged, next to persistence, seasonal persistence, the window mean and ridge regression at the
-same horizon and origins.
+ahead and averaged, next to persistence, seasonal persistence, the window mean, ridge regression and ridge per
+variable at the same horizon and origins.
 
 Training uses the windows lying wholly in the training rows with their h targets (every ``stride`` steps).
 Every validation and test origin (each row whose h steps lie in its period) is forecast exactly once, from
@@ -249,8 +249,8 @@ def forecast_split(network: SeriesNetwork, splits: ForecastSplits, split: str) -
 
 def baseline_report(splits: ForecastSplits, seasonal_period: int | None = None) -> dict[str, Any]:
     """Persistence, seasonal persistence (``seasonal_period``, or the season detected in the training rows), the
-    window mean and ridge regression at the run's horizon, fitted on the model's training origins (ridge's penalty
-    on validation), evaluated on every validation and test origin."""
+    window mean and the two ridges (``sbts.baselines.forecasting``) at the run's horizon, fitted on the model's
+    training origins (ridge's penalty on validation), evaluated on every validation and test origin."""
     std = splits.scaler.std
     origins = {split: np.arange(*splits.span(split)) for split in ("val", "test")}
     options = {SeasonalPersistence.name: {"period": seasonal_period}}
