@@ -39,7 +39,7 @@ MAX_WEIGHT_POSITIONS = 2**26  # weights of all linears together: 256 MiB as floa
 MAX_ATTENTION_SCORES = 2**28  # n_heads x max_len^2, one case's attention scores: 1 GiB as float32
 # ModelConfig fields added after models were saved: written only when not at their defaults, so that a model
 # without them keeps the bytes of its files (the artifact's size is a reported number) and reads back the same.
-LATER_MODEL_FIELDS = ("linear_path",)
+LATER_MODEL_FIELDS = ("linear_path", "dropout")
 
 
 def check_density(value: Any, name: str = "density", of: str = "weights") -> float:
@@ -172,6 +172,9 @@ class ModelConfig:
                 "layer factory (sparse-binary in an SBT): joint maps the whole window (max_len x in_channels values) "
                 "to every output; shared maps each variable's max_len values to its own outputs, one map for every "
                 "variable (max_len x h weights); forecasting only", "choices": LINEAR_PATHS})
+    dropout: float = field(default=0.0, metadata={
+        "help": "in training, the fraction of the embedded input and of each attention and feed-forward output "
+                "(before its residual add) zeroed at random; inference, exports and the stored model do not change"})
     seed: int = 0  # of the frozen random weights, scores and masks (set with TrainConfig.seed by the seed option)
 
     def __post_init__(self) -> None:
@@ -201,6 +204,10 @@ class ModelConfig:
         for name in ("step_t_self", "attention_bias", "linear_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"dropout must be a number in [0, 1) (the fraction zeroed in training), got "
+                              f"{self.dropout!r}")
         check_positive_int(self.seed, "seed", minimum=0, maximum=MAX_SEED)
         if self.weight_positions > MAX_WEIGHT_POSITIONS:
             raise ConfigError(f"the model would have {self.weight_positions:,} weights (limit "

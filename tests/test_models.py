@@ -322,6 +322,10 @@ BAD_CONFIGS = [
     dict(seed=-1),
     dict(qkv_density=0.0),
     dict(qkv_density=1.5),
+    dict(dropout=1.0),
+    dict(dropout=-0.1),
+    dict(dropout=True),
+    dict(dropout="0.1"),
 ]
 
 

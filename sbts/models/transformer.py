@@ -2,10 +2,11 @@
 
 x (B, T, D) -> embedding Linear(D->d) * sqrt(d) -> + positional encoding -> N post-norm encoder
 layers [x + MHA(x) -> norm -> x + W2 relu(W1 x) -> norm] -> ReLU (or none: ``head_activation``) -> head
-Linear(d->out) at every step. With ``linear_path`` the last step's output also adds a linear map of the input
-window (``ModelConfig.linear_path_shape``: joint, the whole window flattened variable-major; shared, each
-variable's steps to its own outputs): a residual linear path beside the Transformer, made by the same factory
-as every other linear.
+Linear(d->out) at every step; in training, ``dropout`` zeroes a fraction of the embedded input and of each
+attention and feed-forward output before its residual add. With ``linear_path`` the last step's output also
+adds a linear map of the input window (``ModelConfig.linear_path_shape``: joint, the whole window flattened
+variable-major; shared, each variable's steps to its own outputs): a residual linear path beside the
+Transformer, made by the same factory as every other linear.
 Every linear goes through ``make_linear`` so the dense baseline and the SBT differ only in
 ``config.linear``. Tasks decide what to do with the per-step outputs (pool, take the last step).
 """
@@ -51,6 +52,7 @@ class EncoderLayer(nn.Module):
         self.ff1 = linear(f"{name}.ff1", d, config.d_ff, config.linear_bias)
         self.ff2 = linear(f"{name}.ff2", config.d_ff, d, config.linear_bias)
         self.norm2 = make_norm(config.norm, d, config.max_len)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 last_row_only: bool = False) -> torch.Tensor:
@@ -58,8 +60,11 @@ class EncoderLayer(nn.Module):
         attended = self.attention(x, padding_mask, last_row_only)
         if last_row_only:
             x, padding_mask = x[:, -1:], None if padding_mask is None else padding_mask[:, -1:]
-        x = self.norm1(x + attended, padding_mask)
-        return self.norm2(x + self.ff2(torch.relu(self.ff1(x))), padding_mask)
+        x = self.norm1(x + self.dropout(attended), padding_mask)
+        return self.norm2(x + self.feed_forward(x), padding_mask)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.ff2(torch.relu(self.ff1(x))))
 
 
 class TimeSeriesTransformer(nn.Module):
@@ -72,6 +77,7 @@ class TimeSeriesTransformer(nn.Module):
         self.embedding = linear("embedding", config.in_channels, config.d_model, config.linear_bias)
         self.positional = PositionalEncoding(config.pos_encoding, config.max_len, config.d_model,
                                              seed=derive_seed(config.seed, "positional"))
+        self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(EncoderLayer(config, linear, f"layers.{i}") for i in range(config.n_layers))
         self.head = linear("head", config.d_model, config.out_dim, config.linear_bias)
         if config.has_linear_path:
@@ -90,7 +96,7 @@ class TimeSeriesTransformer(nn.Module):
         or (B, 1, out_dim), the last step's output, with ``last_step_only`` (the same numbers, less work)."""
         if x.dim() != 3 or x.shape[-1] != self.config.in_channels:
             raise ValueError(f"expected input of shape (batch, time, {self.config.in_channels}), got {tuple(x.shape)}")
-        h = self.positional(self.embedding(x) * math.sqrt(self.config.d_model))
+        h = self.dropout(self.positional(self.embedding(x) * math.sqrt(self.config.d_model)))
         shrink_last_layer = last_step_only and self._rows_independent_after_attention()
         for i, layer in enumerate(self.layers):
             h = layer(h, padding_mask, last_row_only=shrink_last_layer and i == len(self.layers) - 1)
@@ -127,8 +133,8 @@ class TimeSeriesTransformer(nn.Module):
             raise ValueError(f"window ends must lie in [{past}, {rows.shape[1] - 1}] (each needs {past} rows "
                              "before it)")
         scale = math.sqrt(self.config.d_model)
-        h = self.embedding(rows) * scale
-        g = self.embedding(rows[:, ends] if queries is None else queries) * scale
+        h = self.dropout(self.embedding(rows) * scale)
+        g = self.dropout(self.embedding(rows[:, ends] if queries is None else queries) * scale)
         band = ends[:, None] - past + torch.arange(past, device=ends.device)
         steps = torch.arange(rows.shape[1], device=ends.device)
         for layer in self.layers:
@@ -138,10 +144,10 @@ class TimeSeriesTransformer(nn.Module):
             own = ((attention.turn_rows(attention.k_proj(g), ends), attention.v_proj(g)) if self.config.step_t_self
                    else None)
             mixed = attention.query_rows(attention.turn_rows(attention.q_proj(g), ends), k[:, band], v[:, band], own)
-            g = layer.norm1(g + attention.out_proj(mixed))
-            g = layer.norm2(g + layer.ff2(torch.relu(layer.ff1(g))))
-            h = layer.norm1(h + attention.out_proj(v))  # a past step attends only to itself: its value
-            h = layer.norm2(h + layer.ff2(torch.relu(layer.ff1(h))))
+            g = layer.norm1(g + layer.dropout(attention.out_proj(mixed)))
+            g = layer.norm2(g + layer.feed_forward(g))
+            h = layer.norm1(h + layer.dropout(attention.out_proj(v)))  # a past step attends only to itself: its value
+            h = layer.norm2(h + layer.feed_forward(h))
         return _float32(self.head(self._head_input(g)))
 
     def _head_input(self, h: torch.Tensor) -> torch.Tensor:
