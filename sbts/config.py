@@ -174,7 +174,7 @@ class ModelConfig:
                 "variable (max_len x h weights); forecasting only", "choices": LINEAR_PATHS})
     dropout: float = field(default=0.0, metadata={
         "help": "in training, the fraction of the embedded input and of each attention and feed-forward output "
-                "(before its residual add) zeroed at random; inference, exports and the stored model do not change"})
+                "(before its residual add) zeroed at random; inference, exports and the stored weights do not change"})
     seed: int = 0  # of the frozen random weights, scores and masks (set with TrainConfig.seed by the seed option)
 
     def __post_init__(self) -> None:
