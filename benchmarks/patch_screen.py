@@ -15,10 +15,12 @@ best-epoch validation accuracy per set (the choice is made on it) and the test a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +47,20 @@ def patched(series: np.ndarray, patch: int) -> np.ndarray:
     return series.reshape(channels, tokens, patch).transpose(0, 2, 1).reshape(channels * patch, tokens)
 
 
+@lru_cache(maxsize=1)  # the runs go set by set: each set is read once per patch size
+def loaded(name: str):
+    from sbts.data.uea import load_classification
+
+    return load_classification(f"UEA/{name}")
+
+
 def run_one(name: str, model: str, patch: int, seed: int) -> dict:
     import torch
 
-    from sbts.data.uea import load_classification
     from sbts.tasks.classification import SBTClassifier
 
     torch.set_num_threads(1)
-    train, test = load_classification(f"UEA/{name}")
+    train, test = loaded(name)
     density = {"density": SBT_DENSITY} if model == "sbt" else {}
     started = time.perf_counter()
     classifier = SBTClassifier(model=model, random_state=seed, **SETTINGS, **density).fit(
@@ -90,17 +98,14 @@ def main() -> None:
     if not args.summary_only:
         print(machine_line(), flush=True)
         done = {(r["set"], r["model"], r["patch"], r["seed"]) for r in rows}
-        for patch in PATCHES:
-            for name in SETS:
-                for model in MODELS:
-                    for seed in SEEDS:
-                        if (name, model, patch, seed) in done:
-                            continue
-                        row = run_one(name, model, patch, seed)
-                        with args.results.open("a") as out:  # one whole line per finished run
-                            out.write(json.dumps(row) + "\n")
-                        rows.append(row)
-                        print(json.dumps(row), flush=True)
+        for patch, name, model, seed in itertools.product(PATCHES, SETS, MODELS, SEEDS):
+            if (name, model, patch, seed) in done:
+                continue
+            row = run_one(name, model, patch, seed)
+            with args.results.open("a") as out:  # one whole line per finished run
+                out.write(json.dumps(row) + "\n")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     print("Mean best-epoch validation accuracy over seeds (test accuracy in brackets, never used to choose):\n")
     print(summary(rows))
 

@@ -38,6 +38,12 @@ def _float32(out: torch.Tensor) -> torch.Tensor:
     return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
 
 
+def make_dropout(config: ModelConfig) -> nn.Module:
+    """The dropout module of ``config``: none at rate 0, so that a model without dropout runs no dropout kernel
+    (on CUDA a rate-0 dropout still draws its mask in training)."""
+    return nn.Dropout(config.dropout) if config.dropout else nn.Identity()
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, linear, name: str):
         super().__init__()
@@ -52,7 +58,7 @@ class EncoderLayer(nn.Module):
         self.ff1 = linear(f"{name}.ff1", d, config.d_ff, config.linear_bias)
         self.ff2 = linear(f"{name}.ff2", config.d_ff, d, config.linear_bias)
         self.norm2 = make_norm(config.norm, d, config.max_len)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 last_row_only: bool = False) -> torch.Tensor:
@@ -77,7 +83,7 @@ class TimeSeriesTransformer(nn.Module):
         self.embedding = linear("embedding", config.in_channels, config.d_model, config.linear_bias)
         self.positional = PositionalEncoding(config.pos_encoding, config.max_len, config.d_model,
                                              seed=derive_seed(config.seed, "positional"))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config)
         self.layers = nn.ModuleList(EncoderLayer(config, linear, f"layers.{i}") for i in range(config.n_layers))
         self.head = linear("head", config.d_model, config.out_dim, config.linear_bias)
         if config.has_linear_path:
