@@ -246,6 +246,26 @@ def test_exported_detector_scores_like_torch_and_streams(detector, series, tmp_p
     np.testing.assert_array_equal(runtime.predict(test, context=train), detector.predict(test, context=train))
 
 
+def test_channel_errors_say_which_channel_made_the_score(detector, series, tmp_path):
+    from sbts.heads.anomaly import channel_errors
+
+    train, test, _ = series
+    detector.export(tmp_path / "detector.sbts")
+    runtime = load(tmp_path / "detector.sbts")
+    spiked = test[:40].copy()
+    spiked[30, 1] += 50 * train[:, 1].std()
+    errors = runtime.channel_errors(spiked, context=train)
+    assert errors.shape == spiked.shape and np.all(errors >= 0)
+    np.testing.assert_array_equal(errors.mean(axis=1), runtime.decision_function(spiked, context=train))
+    np.testing.assert_allclose(detector.channel_errors(spiked, context=train), errors, rtol=1e-4, atol=1e-7)
+    assert np.argmax(errors[30]) == 1 and errors[30, 1] > 100 * np.median(errors[:, 1])
+    window_by_window = channel_errors(runtime.last_step, runtime._scale(spiked), runtime.window,
+                                      runtime._scale(train))
+    np.testing.assert_allclose(window_by_window, errors, rtol=1e-4, atol=1e-7)
+    with pytest.raises(DataError, match="input"):
+        runtime.channel_errors(spiked[:, :2])
+
+
 def test_run_export_carries_the_threshold_and_cli_predict_scores_a_file(trained_run, tmp_path, capsys):
     run_dir, folder, metrics = trained_run
     assert main(["export", str(run_dir), "-o", str(tmp_path / "run.sbts")]) == 0

@@ -68,6 +68,7 @@ def test_anomaly_api_block_runs(tmp_path, monkeypatch):
     exec(compile(block.replace("epochs=5", "epochs=1").replace("window=50", "window=16"), "README.md", "exec"),
          namespace)
     assert namespace["scores"].shape == (600,) and namespace["flags"].shape == (600,)
+    np.testing.assert_allclose(namespace["errors"].mean(axis=1), namespace["scores"], rtol=1e-12)
     assert np.isclose(namespace["first"], namespace["scores"][0], rtol=1e-5)
     assert (tmp_path / "detector.sbts").is_file()
 

@@ -1,7 +1,8 @@
 """Anomaly scores from a network that reconstructs the last step of each window (numpy only).
 
 The score of step t is the mean squared error, over the channels, between the scaled observation at t
-and the network's reconstruction of it from the window ending at t (paper-spec §1.3). Every step of a
+and the network's reconstruction of it from the window ending at t (paper-spec §1.3); ``channel_errors`` keeps
+the squared error of each channel, which says which channels made a step's score. Every step of a
 series gets exactly one score; the windows of the first ``window - 1`` steps take their earlier rows
 from ``context`` (see ``sbts.data.windows``). ``ScoreStream`` gives the same scores one observation at
 a time. The torch task and the exported runtime both score through this module, with their own
@@ -26,31 +27,44 @@ SCORE_BATCH = 256  # windows per forward call: bounds memory on long series
 
 
 def window_errors(windows: np.ndarray, reconstruct_last: ReconstructLast) -> np.ndarray:
-    """Mean squared reconstruction error of each window's last step, over channels, in float64."""
+    """Squared reconstruction error of each window's last step, per channel (B, D), in float64."""
     reconstruction = np.asarray(reconstruct_last(windows), dtype=np.float64)
-    return np.mean(np.square(reconstruction - windows[:, -1].astype(np.float64)), axis=1)
+    return np.square(reconstruction - windows[:, -1].astype(np.float64))
+
+
+def channel_errors(reconstruct_last: ReconstructLast, scaled: np.ndarray, window: int,
+                   context: np.ndarray | None = None, batch_size: int = SCORE_BATCH) -> np.ndarray:
+    """Squared reconstruction error per step and channel (n_steps, D) of ``scaled`` (n_steps, D); ``context``:
+    scaled rows that precede it, if any. A step's score is the mean of its row."""
+    views = windows_ending_at_every_step(history_for(scaled, window, context), window)
+    errors = np.empty((len(views), scaled.shape[1]), dtype=np.float64)
+    for start in range(0, len(views), batch_size):
+        chunk = np.array(views[start:start + batch_size], dtype=np.float32, order="C")  # a writable copy
+        errors[start:start + len(chunk)] = window_errors(chunk, reconstruct_last)
+    return errors
 
 
 def score_series(reconstruct_last: ReconstructLast, scaled: np.ndarray, window: int,
                  context: np.ndarray | None = None, batch_size: int = SCORE_BATCH) -> np.ndarray:
     """One score per step of ``scaled`` (n_steps, D); ``context``: scaled rows that precede it, if any."""
-    views = windows_ending_at_every_step(history_for(scaled, window, context), window)
-    scores = np.empty(len(views), dtype=np.float64)
-    for start in range(0, len(views), batch_size):
-        chunk = np.array(views[start:start + batch_size], dtype=np.float32, order="C")  # a writable copy
-        scores[start:start + len(chunk)] = window_errors(chunk, reconstruct_last)
-    return scores
+    return channel_errors(reconstruct_last, scaled, window, context, batch_size).mean(axis=1)
+
+
+def channel_errors_with(network: SeriesNetwork, scaled: np.ndarray, window: int,
+                        context: np.ndarray | None = None) -> np.ndarray:
+    """``channel_errors``, through the network's shared pass when it has one (the same numbers, one pass over the
+    rows), else window by window."""
+    if network.shared is None:
+        return channel_errors(network.last_step, scaled, window, context)
+    history = np.ascontiguousarray(history_for(scaled, window, context), dtype=np.float32)
+    reconstruction = np.asarray(network.shared(history, False), dtype=np.float64)
+    return np.square(reconstruction - history[window - 1:].astype(np.float64))
 
 
 def score_series_with(network: SeriesNetwork, scaled: np.ndarray, window: int,
                       context: np.ndarray | None = None) -> np.ndarray:
-    """``score_series``, through the network's shared pass when it has one (the same scores, one pass over the
-    rows), else window by window."""
-    if network.shared is None:
-        return score_series(network.last_step, scaled, window, context)
-    history = np.ascontiguousarray(history_for(scaled, window, context), dtype=np.float32)
-    reconstruction = np.asarray(network.shared(history, False), dtype=np.float64)
-    return np.mean(np.square(reconstruction - history[window - 1:].astype(np.float64)), axis=1)
+    """One score per step (``score_series``), through the shared pass when the network has one."""
+    return channel_errors_with(network, scaled, window, context).mean(axis=1)
 
 
 class ScoreStream:
@@ -77,7 +91,7 @@ class ScoreStream:
         window = np.ascontiguousarray(history[None, -self.window:], dtype=np.float32)
         self.recent = history[-(self.window - 1):] if self.window > 1 else None
         self.steps += 1
-        return float(window_errors(window, self.reconstruct_last)[0])
+        return float(window_errors(window, self.reconstruct_last)[0].mean())
 
     def update_many(self, observations: np.ndarray) -> np.ndarray:
         """Scores of several new observations (n, n_channels), in order, one update each."""

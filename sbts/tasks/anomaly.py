@@ -36,7 +36,7 @@ from sbts.data.anomaly import AnomalyData, canonical_anomaly_spec, load_anomaly
 from sbts.data.preprocessing import ChannelScaler
 from sbts.data.windows import check_series, check_window_fits, history_for, training_window_starts
 from sbts.errors import ConfigError, DataError, SBTSError
-from sbts.heads.anomaly import ScoreStream, decision_rule, score_series_with
+from sbts.heads.anomaly import ScoreStream, channel_errors_with, decision_rule, score_series_with
 from sbts.metrics.anomaly import METRIC_NOTES, anomaly_report, point_adjust, point_metrics
 from sbts.metrics.reported import MAXIMIZE, MINIMIZE, ReportedMetric
 from sbts.metrics.thresholds import (DEFAULT_DRIFT_SPAN, MIN_PEAKS, PAPER_ANOMALY_RATIOS, THRESHOLD_METHODS, Threshold,
@@ -516,12 +516,17 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
 
     def decision_function(self, X, context=None) -> np.ndarray:
         """One anomaly score per step of ``X`` (higher is more anomalous)."""
+        return self.channel_errors(X, context).mean(axis=1)
+
+    def channel_errors(self, X, context=None) -> np.ndarray:
+        """The squared reconstruction error of every step and channel (n_steps, n_channels), on the scaled
+        values: which channels made a step's score (its mean over the row is ``decision_function``'s)."""
         self._check_fitted()
         name = type(self).__name__
         scaled = self._scale(check_series(X, self.n_features_in_, "X", one_d=False, owner=name))
         before = None if context is None else self._scale(check_series(context, self.n_features_in_, "context",
                                                                        owner=name))
-        return score_series_with(series_network(self.model_, self.device_), scaled, self.config_.max_len, before)
+        return channel_errors_with(series_network(self.model_, self.device_), scaled, self.config_.max_len, before)
 
     def score_samples(self, X, context=None) -> np.ndarray:
         """The negated anomaly score (scikit-learn's convention: the lower, the more abnormal)."""
