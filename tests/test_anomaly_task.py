@@ -264,6 +264,8 @@ def test_channel_errors_say_which_channel_made_the_score(detector, series, tmp_p
     np.testing.assert_allclose(window_by_window, errors, rtol=1e-4, atol=1e-7)
     with pytest.raises(DataError, match="input"):
         runtime.channel_errors(spiked[:, :2])
+    with pytest.raises(DataError, match="expected shape"):
+        detector.channel_errors(spiked[:, :2])
 
 
 def test_run_export_carries_the_threshold_and_cli_predict_scores_a_file(trained_run, tmp_path, capsys):

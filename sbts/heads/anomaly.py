@@ -32,22 +32,32 @@ def window_errors(windows: np.ndarray, reconstruct_last: ReconstructLast) -> np.
     return np.square(reconstruction - windows[:, -1].astype(np.float64))
 
 
+def _errors_by_chunk(reconstruct_last: ReconstructLast, scaled: np.ndarray, window: int,
+                     context: np.ndarray | None, batch_size: int):
+    """(first step, per-channel squared errors) of ``batch_size`` windows at a time: memory stays bounded."""
+    views = windows_ending_at_every_step(history_for(scaled, window, context), window)
+    for start in range(0, len(views), batch_size):
+        chunk = np.array(views[start:start + batch_size], dtype=np.float32, order="C")  # a writable copy
+        yield start, window_errors(chunk, reconstruct_last)
+
+
 def channel_errors(reconstruct_last: ReconstructLast, scaled: np.ndarray, window: int,
                    context: np.ndarray | None = None, batch_size: int = SCORE_BATCH) -> np.ndarray:
     """Squared reconstruction error per step and channel (n_steps, D) of ``scaled`` (n_steps, D); ``context``:
     scaled rows that precede it, if any. A step's score is the mean of its row."""
-    views = windows_ending_at_every_step(history_for(scaled, window, context), window)
-    errors = np.empty((len(views), scaled.shape[1]), dtype=np.float64)
-    for start in range(0, len(views), batch_size):
-        chunk = np.array(views[start:start + batch_size], dtype=np.float32, order="C")  # a writable copy
-        errors[start:start + len(chunk)] = window_errors(chunk, reconstruct_last)
+    errors = np.empty(scaled.shape, dtype=np.float64)
+    for start, chunk_errors in _errors_by_chunk(reconstruct_last, scaled, window, context, batch_size):
+        errors[start:start + len(chunk_errors)] = chunk_errors
     return errors
 
 
 def score_series(reconstruct_last: ReconstructLast, scaled: np.ndarray, window: int,
                  context: np.ndarray | None = None, batch_size: int = SCORE_BATCH) -> np.ndarray:
     """One score per step of ``scaled`` (n_steps, D); ``context``: scaled rows that precede it, if any."""
-    return channel_errors(reconstruct_last, scaled, window, context, batch_size).mean(axis=1)
+    scores = np.empty(len(scaled), dtype=np.float64)
+    for start, chunk_errors in _errors_by_chunk(reconstruct_last, scaled, window, context, batch_size):
+        scores[start:start + len(chunk_errors)] = chunk_errors.mean(axis=1)
+    return scores
 
 
 def channel_errors_with(network: SeriesNetwork, scaled: np.ndarray, window: int,
@@ -64,6 +74,8 @@ def channel_errors_with(network: SeriesNetwork, scaled: np.ndarray, window: int,
 def score_series_with(network: SeriesNetwork, scaled: np.ndarray, window: int,
                       context: np.ndarray | None = None) -> np.ndarray:
     """One score per step (``score_series``), through the shared pass when the network has one."""
+    if network.shared is None:
+        return score_series(network.last_step, scaled, window, context)
     return channel_errors_with(network, scaled, window, context).mean(axis=1)
 
 

@@ -19,7 +19,7 @@ from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.windows import check_series
 from sbts.errors import ArtifactError, ConfigError, DataError, SBTSError
 from sbts.heads.anomaly import (FixedRule, RelativeRule, ScoreStream, channel_errors_with, check_threshold_record,
-                                decision_rule)
+                                decision_rule, score_series_with)
 from sbts.heads.forecasting import Formulation, WindowForecastStream, forecast_every_step_with, forecast_next
 from sbts.heads.network import SeriesNetwork
 from sbts.registry import entry, runtime_class
@@ -294,16 +294,22 @@ class AnomalyRuntime(SeriesRuntime):
                           context_where: str = "context") -> np.ndarray:
         """One anomaly score per step of ``series`` (n_steps, n_channels); higher is more anomalous.
         ``context``: raw rows that precede the series (without it the first row stands in for them)."""
-        return self.channel_errors(series, context, where, context_where).mean(axis=1)
+        scaled, before = self._scaled_inputs(series, context, where, context_where)
+        return score_series_with(self.network, scaled, self.window, before)
 
     def channel_errors(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                        context_where: str = "context") -> np.ndarray:
         """The squared reconstruction error of every step and channel (n_steps, n_channels), on the model's
         scaled values: which channels made a step's score (its mean over the row is ``decision_function``'s)."""
+        scaled, before = self._scaled_inputs(series, context, where, context_where)
+        return channel_errors_with(self.network, scaled, self.window, before)
+
+    def _scaled_inputs(self, series: np.ndarray, context: np.ndarray | None, where: str,
+                       context_where: str) -> tuple[np.ndarray, np.ndarray | None]:
         scaled = self._scale(check_series(series, self.config.in_channels, where))
         before = None if context is None else self._scale(check_series(context, self.config.in_channels,
                                                                        context_where, allow_empty=True))
-        return channel_errors_with(self.network, scaled, self.window, before)
+        return scaled, before
 
     def predict(self, series: np.ndarray, context: np.ndarray | None = None, where: str = "input",
                 threshold: float | None = None) -> np.ndarray:

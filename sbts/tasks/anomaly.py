@@ -516,17 +516,22 @@ class SBTAnomalyDetector(OutlierMixin, SBTEstimator):
 
     def decision_function(self, X, context=None) -> np.ndarray:
         """One anomaly score per step of ``X`` (higher is more anomalous)."""
-        return self.channel_errors(X, context).mean(axis=1)
+        network, scaled, before = self._network_inputs(X, context)
+        return score_series_with(network, scaled, self.config_.max_len, before)
 
     def channel_errors(self, X, context=None) -> np.ndarray:
         """The squared reconstruction error of every step and channel (n_steps, n_channels), on the scaled
         values: which channels made a step's score (its mean over the row is ``decision_function``'s)."""
+        network, scaled, before = self._network_inputs(X, context)
+        return channel_errors_with(network, scaled, self.config_.max_len, before)
+
+    def _network_inputs(self, X, context):
         self._check_fitted()
         name = type(self).__name__
         scaled = self._scale(check_series(X, self.n_features_in_, "X", one_d=False, owner=name))
         before = None if context is None else self._scale(check_series(context, self.n_features_in_, "context",
                                                                        owner=name))
-        return channel_errors_with(series_network(self.model_, self.device_), scaled, self.config_.max_len, before)
+        return series_network(self.model_, self.device_), scaled, before
 
     def score_samples(self, X, context=None) -> np.ndarray:
         """The negated anomaly score (scikit-learn's convention: the lower, the more abnormal)."""
