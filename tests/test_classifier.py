@@ -8,7 +8,9 @@ from conftest import synthetic_cases
 from sklearn.base import clone
 
 from sbts.errors import SBTSError
-from sbts.tasks.classification import LENGTH_MARGIN, SBTClassifier
+from sbts.tasks.classification import (DEFAULT_EPOCHS, LENGTH_MARGIN, SPARSE_EPOCHS, ClassificationTask,
+                                       SBTClassifier)
+from sbts.tasks.runs import build_run_spec
 
 FAST = dict(d_model=32, d_ff=32, epochs=20, batch_size=8, device="cpu", random_state=0)
 
@@ -87,3 +89,26 @@ def test_classes_follow_numpy_unique_order():
     clf = SBTClassifier(**{**FAST, "epochs": 1}, val_fraction=0.0).fit(np.stack(train), y)
     assert list(clf.classes_) == list(range(11))
     assert clf.predict_proba(np.stack(train[:3])).shape == (3, 11)
+
+
+@pytest.mark.parametrize("model, options, epochs", [
+    ("sbt", {}, DEFAULT_EPOCHS),  # density 0.5
+    ("sbt", {"density": 0.25}, SPARSE_EPOCHS),
+    ("sbt", {"sparsity": 0.9}, SPARSE_EPOCHS),
+    ("dense", {}, DEFAULT_EPOCHS),
+])
+def test_the_epoch_budget_follows_the_model(synthetic_ts, model, options, epochs):
+    task = ClassificationTask()
+    source = task.load(str(synthetic_ts))
+    spec = build_run_spec("classification", data=str(synthetic_ts), model_name=model, config_file=None,
+                          model_overrides=options, train_overrides={})
+    assert task.run_config(spec, source).train.epochs == epochs
+    given = build_run_spec("classification", data=str(synthetic_ts), model_name=model, config_file=None,
+                           model_overrides=options, train_overrides={"epochs": 7})
+    assert task.run_config(given, source).train.epochs == 7  # a given budget is kept whatever the model
+
+
+def test_the_paper_preset_keeps_its_budget():
+    spec = build_run_spec("classification", data="UEA/JapaneseVowels", model_name="sbt", config_file=None,
+                          model_overrides={}, train_overrides={})
+    assert spec["train"]["epochs"] == 250 and spec["model"]["density"] == 0.5  # the preset, not the default rule

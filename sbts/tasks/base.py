@@ -137,6 +137,10 @@ class Task:
         the run's task options)."""
         raise NotImplementedError
 
+    def complete_train(self, fields: dict[str, Any], model: ModelConfig) -> dict[str, Any]:
+        """The training fields with those the task decides from the model (``auto_help`` says how) filled in."""
+        return fields
+
     def check_run(self, run: RunConfig, source: DataSource) -> None:
         """Refuse a configuration the task cannot train, before anything starts."""
 
@@ -190,8 +194,6 @@ class Task:
             raise ConfigError(f"model name must be a string, got {model_name!r}")
         for_model = self.defaults_for_model(model_name)  # also checks the name
         options = self.options_class.from_dict(spec.get(TASK_SECTION, {}))
-        train = TrainConfig.from_dict({**default_values(type(self), TRAIN_SECTION), **spec.get(TRAIN_SECTION, {})},
-                                      "train config")
         given = dict(spec.get(MODEL_SECTION, {}))
         inert = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in self.excluded_model_options}
         for key, value in inert.items():
@@ -207,6 +209,8 @@ class Task:
         if "sparsity" in given:  # the other name of the density: the default density must not contradict it
             defaults.pop("density", None)
         model = model_config(model_name, **self.complete_model({**defaults, **given}, source, options))
+        train = TrainConfig.from_dict(self.complete_train({**default_values(type(self), TRAIN_SECTION),
+                                                           **spec.get(TRAIN_SECTION, {})}, model), "train config")
         run = RunConfig(task=self.name, data=source.spec, model=model, train=train, model_name=model_name,
                         task_options=options.to_dict())
         self.check_run(run, source)

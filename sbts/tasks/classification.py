@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from sbts.baselines.classification import classification_baselines
-from sbts.config import RunConfig, TaskOptions, check_positive_int, needs_fixed_length
+from sbts.config import ModelConfig, RunConfig, TaskOptions, check_positive_int, needs_fixed_length
 from sbts.data import load_classification, sha256_file
 from sbts.data.preprocessing import ChannelScaler, fill_missing, pad_to_length
 from sbts.data.uea import canonical_spec
@@ -47,6 +47,12 @@ from sbts.tasks.estimator import IN_MEMORY, SBTEstimator
 
 TASK = "classification"
 LENGTH_MARGIN = 2  # the estimator's default max_len: this many times its longest training series (module docstring)
+# The default epoch budget. An SBT below SPARSE_BELOW learns its masks more slowly: recipe-classification-epochs
+# (validation only) gains 4.9 points of validation accuracy at density 0.25 from 100 to 250 epochs, and none for
+# dense or density 0.5; 250 is also the paper's SBT budget.
+DEFAULT_EPOCHS = 100
+SPARSE_EPOCHS = 250
+SPARSE_BELOW = 0.5
 
 
 @dataclass
@@ -307,7 +313,9 @@ class ClassificationTask(Task):
     # Paper-spec §1.2: the SBT uses the fixed random Q/K/V activation mask (a = 0.5); the dense model full attention.
     model_defaults = {"sbt": {"attention": "qkv_mask"}, "dense": {"attention": "full"}}
     auto_help = {"max_len": f"the longest series of the train and test files (estimator: {LENGTH_MARGIN} x its "
-                            "longest, exactly the longest for step_t attention or layer_time norm)"}
+                            "longest, exactly the longest for step_t attention or layer_time norm)",
+                 "epochs": f"{DEFAULT_EPOCHS}, {SPARSE_EPOCHS} for an sbt below density {SPARSE_BELOW}"}
+    defaults = {"epochs": None}  # decided from the model: complete_train
     option_help = {"max_len": "the longest series the model takes"}
     state_keys = frozenset({"classes", "scaler", "val_indices"})
     data_help = "UEA/<Name>, a folder with <Name>_TRAIN.ts and <Name>_TEST.ts, a *_TRAIN.ts file, or TRAIN,TEST"
@@ -345,6 +353,12 @@ class ClassificationTask(Task):
                 raise DataError(f"{cases.where_train}: series of up to {longest} steps do not fit max_len "
                                 f"{fields['max_len']}")
         return fields
+
+    def complete_train(self, fields: dict[str, Any], model: ModelConfig) -> dict[str, Any]:
+        if "epochs" in fields:
+            return fields
+        sparse = model.linear == "sparse_binary" and model.density < SPARSE_BELOW
+        return {**fields, "epochs": SPARSE_EPOCHS if sparse else DEFAULT_EPOCHS}
 
     def check_run(self, run: RunConfig, source: DataSource) -> None:
         if run.train.stride != 1:
