@@ -83,10 +83,11 @@ def table(runs: list[dict], budgets: list[int], reading) -> str:
             whole = budget == max(budgets)
             val, test, shown, counted = [], [], [], 0
             for name in sets:
-                reached = [run for run in cells[(variant, name)] if reading(run, budget) is not None]
-                counted += len(reached)
-                val.append(_mean([reading(run, budget) for run in reached]))
-                test.append(_mean([run["test_accuracy"] for run in reached if run["test_accuracy"] is not None]))
+                read = [(run, value) for run in cells[(variant, name)]
+                        if (value := reading(run, budget)) is not None]  # runs that reached the budget
+                counted += len(read)
+                val.append(_mean([value for _, value in read]))
+                test.append(_mean([run["test_accuracy"] for run, _ in read if run["test_accuracy"] is not None]))
                 shown.append(_shown(val[-1]) + (f" ({_shown(test[-1])})" if whole else ""))
             complete = all(v is not None for v in val)
             mean_val = _shown(_mean(val)) if complete else "-"
@@ -101,6 +102,11 @@ def main() -> None:
     parser.add_argument("sweep", type=Path, help="a sweep's directory (its trials/ folder holds the runs)")
     parser.add_argument("--budgets", type=int, nargs="+", required=True, help="epoch budgets to compare")
     args = parser.parse_args()
+    if not (args.sweep / "trials").is_dir():
+        parser.error(f"{args.sweep}: no trials/ folder (not a sweep's directory)")
+    if min(args.budgets) < END_EPOCHS:
+        parser.error(f"--budgets {min(args.budgets)}: each budget needs at least {END_EPOCHS} epochs (its end is "
+                     f"the mean of its last {END_EPOCHS})")
     runs = read_runs(args.sweep / "trials")
     for title, reading in READINGS.items():
         print(f"Validation accuracy {title}, mean over seeds (the test accuracy of each run's "
